@@ -1,0 +1,1 @@
+"""leaderlib: leader election for Python services."""
