@@ -4,6 +4,10 @@ Each module defines ``make_harness(request) -> Harness``; the suite finds the
 modules by itself, so a new backend adds a module here and nothing else. A
 harness may pull real servers from the session fixtures of
 ``leaderlib.testing.pytest_plugin`` with ``request.getfixturevalue``.
+
+A module sets ``CORRUPTIBLE = False`` only where no unreadable record can
+exist (``memory://`` holds Python objects); the corrupt-record test is then
+not generated for it.
 """
 
 from __future__ import annotations
@@ -18,10 +22,6 @@ class Harness(Protocol):
 
     url: str
     """The backend URL the suite's electors use."""
-
-    corruptible: bool
-    """False only where no unreadable record can exist (``memory://`` holds
-    Python objects); the corrupt-record test is then not generated."""
 
     def backend(self) -> Backend:
         """A new backend instance, as one replica would make it (own connection)."""

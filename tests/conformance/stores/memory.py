@@ -10,9 +10,10 @@ from leaderlib.backends import Backend
 from leaderlib.backends.memory import MemoryBackend
 
 
-class MemoryHarness:
-    corruptible = False
+CORRUPTIBLE = False
 
+
+class MemoryHarness:
     def __init__(self) -> None:
         self.url = f"memory://conformance-{uuid.uuid4().hex[:8]}"
 
@@ -29,4 +30,3 @@ class MemoryHarness:
 
 def make_harness(request: pytest.FixtureRequest) -> MemoryHarness:
     return MemoryHarness()
-
