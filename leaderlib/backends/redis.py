@@ -1,0 +1,545 @@
+"""``redis://``, ``rediss://``, ``redis+sentinel://``: leases in Redis.
+
+URL forms::
+
+    redis://[USER:PASSWORD@]HOST[:PORT][/DB][?OPTIONS]
+    rediss://[USER:PASSWORD@]HOST[:PORT][/DB]?ssl_ca_certs=/etc/ca.pem[&ssl_certfile=...&ssl_keyfile=...]
+    redis+sentinel://[USER:PASSWORD@]HOST:PORT[,HOST:PORT...]/SERVICE_NAME[/DB][?OPTIONS]
+
+``PORT`` defaults to 6379 (26379 for Sentinel), ``DB`` to 0. ``USER`` and
+``PASSWORD`` are percent-decoded; for Sentinel they are the master's
+credentials (the Sentinels' own are ``sentinel_username`` and
+``sentinel_password``). Options, from the query string or as keyword
+arguments to :meth:`RedisBackend.from_url` (keywords win):
+
+``prefix`` (str, default ``leaderlib:``)
+    Prepended to every key and channel this backend touches.
+``username``, ``password`` (str)
+    Credentials, instead of putting them in the URL.
+``socket_timeout``, ``socket_connect_timeout`` (float seconds, default 1.0)
+    Bounds on one request and on opening a connection. The elector bounds
+    every call by its own deadline as well.
+``ssl_ca_certs``, ``ssl_certfile``, ``ssl_keyfile`` (paths), ``ssl_cert_reqs``
+    (``required`` | ``optional`` | ``none``, default ``required``),
+    ``ssl_check_hostname`` (bool, default true)
+    TLS settings for ``rediss://``.
+``sentinel_username``, ``sentinel_password`` (str)
+    Credentials for the Sentinels themselves (``redis+sentinel://`` only).
+
+Layout, for election ``E`` and prefix ``P``:
+
+``P E`` (string, with PX expiry)
+    The lease: JSON ``{"holder", "token", "fencing_token", "transitions",
+    "lease_duration", "acquire_time", "renew_time", "seq"}``. ``token`` is
+    random per acquisition and is what renew and release compare; ``seq``
+    counts writes within one leadership. The record's ``version`` is
+    ``"<token>.<seq>"``.
+``P E :fencing`` (integer, never expires)
+    The fencing counter, INCRed by the same Lua script that creates the
+    lease, so a lease and its fencing token can never disagree.
+``P E :released`` (pub/sub channel)
+    A release publishes here; :meth:`RedisBackend.watch` subscribes so a
+    follower tries at once instead of at its next retry.
+
+Redis expires leases itself (PX), so ``takeover`` is ignored: a follower
+can only take a lease that Redis has dropped or that was released.
+Replication is asynchronous: after a master failover the new master may
+lack the last lease write (two leaders) or even the last INCR (a reused
+fencing token). See ``docs/backends/redis.md`` for what that means.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime as dt
+import hashlib
+import json
+import logging
+import math
+import secrets
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+from urllib.parse import SplitResult, unquote, urlsplit
+
+import redis.asyncio as aioredis
+import redis.exceptions as rexc
+from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel
+from redis.backoff import NoBackoff
+
+from .._clock import Clock, SystemClock
+from .._errors import (
+    AccessDenied,
+    BackendUnavailable,
+    ConfigError,
+    CorruptLeaseRecord,
+    LeaderlibError,
+    LeaseLost,
+)
+from . import LeaseRecord, parse_options, split_url
+
+__all__ = ["RedisBackend"]
+
+logger = logging.getLogger(__name__)
+
+_OPTIONS: dict[str, type] = {
+    "prefix": str,
+    "username": str,
+    "password": str,
+    "socket_timeout": float,
+    "socket_connect_timeout": float,
+    "ssl_ca_certs": str,
+    "ssl_certfile": str,
+    "ssl_keyfile": str,
+    "ssl_cert_reqs": str,
+    "ssl_check_hostname": bool,
+    "sentinel_username": str,
+    "sentinel_password": str,
+}
+
+_DEFAULT_PORT = 6379
+_DEFAULT_SENTINEL_PORT = 26379
+
+# Take the lease if nobody holds it, with a fresh fencing token; otherwise
+# report who does. One round trip either way.
+#   KEYS[1]  the lease key            KEYS[2]  the fencing counter key
+#   ARGV[1]  identity                 ARGV[2]  random token for this acquisition
+#   ARGV[3]  lease in milliseconds    ARGV[4]  lease in seconds (as stored)
+#   ARGV[5]  wall time now, ISO-8601 (for humans only)
+#   returns  {value, pttl_ms, acquired (1|0)}: the value now at KEYS[1]
+# A lease already held by ARGV[1] is refreshed, not re-created: the same
+# replica asking again (after a lost reply, say) keeps its fencing token.
+# INCR comes after the GET so a failed attempt never burns a token, and
+# before the SET so a broken counter aborts the script before it writes.
+_ACQUIRE = """
+local current = redis.call('GET', KEYS[1])
+if current then
+  local ok, rec = pcall(cjson.decode, current)
+  if ok and type(rec) == 'table' and rec.holder == ARGV[1] then
+    rec.seq = (tonumber(rec.seq) or 0) + 1
+    rec.renew_time = ARGV[5]
+    rec.lease_duration = tonumber(ARGV[4])
+    local value = cjson.encode(rec)
+    redis.call('SET', KEYS[1], value, 'PX', ARGV[3])
+    return {value, tonumber(ARGV[3]), 1}
+  end
+  return {current, redis.call('PTTL', KEYS[1]), 0}
+end
+local fencing = redis.call('INCR', KEYS[2])
+local value = cjson.encode({
+  holder = ARGV[1], token = ARGV[2], fencing_token = fencing,
+  transitions = fencing - 1, lease_duration = tonumber(ARGV[4]),
+  acquire_time = ARGV[5], renew_time = ARGV[5], seq = 1})
+redis.call('SET', KEYS[1], value, 'PX', ARGV[3])
+return {value, tonumber(ARGV[3]), 1}
+"""
+
+# Extend the lease if it is still the one acquired with ARGV[1].
+#   KEYS[1]  the lease key
+#   ARGV[1]  the acquisition's random token   ARGV[2]  lease in milliseconds
+#   ARGV[3]  wall time now, ISO-8601
+#   returns  the new value, or false if the key holds anything else (lease lost)
+_RENEW = """
+local current = redis.call('GET', KEYS[1])
+if not current then return false end
+local ok, rec = pcall(cjson.decode, current)
+if not ok or type(rec) ~= 'table' or rec.token ~= ARGV[1] then return false end
+rec.seq = (tonumber(rec.seq) or 0) + 1
+rec.renew_time = ARGV[3]
+local value = cjson.encode(rec)
+redis.call('SET', KEYS[1], value, 'PX', ARGV[2])
+return value
+"""
+
+# Delete the lease if it is still the one acquired with ARGV[1], and tell
+# the followers at once.
+#   KEYS[1]  the lease key
+#   ARGV[1]  the acquisition's random token   ARGV[2]  the release channel
+#   returns  1 if released, 0 if the lease was no longer ours
+_RELEASE = """
+local current = redis.call('GET', KEYS[1])
+if not current then return 0 end
+local ok, rec = pcall(cjson.decode, current)
+if not ok or type(rec) ~= 'table' or rec.token ~= ARGV[1] then return 0 end
+redis.call('DEL', KEYS[1])
+redis.call('PUBLISH', ARGV[2], KEYS[1])
+return 1
+"""
+
+#: What a least-privilege ACL user needs, for error messages and the docs.
+_GRANT = (
+    "ACL SETUSER <user> on >PASSWORD resetkeys ~{prefix}* resetchannels &{prefix}* "
+    "+get +pttl +evalsha +script|load +subscribe +unsubscribe +ping "
+    "+set +incr +del +publish"
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Script:
+    """A Lua script run by SHA; its source is sent once per server (SCRIPT LOAD on NOSCRIPT)."""
+
+    name: str
+    source: str
+
+    @property
+    def sha(self) -> str:
+        return hashlib.sha1(self.source.encode()).hexdigest()  # Redis names scripts by SHA1
+
+
+_ACQUIRE_SCRIPT = _Script("acquire", _ACQUIRE)
+_RENEW_SCRIPT = _Script("renew", _RENEW)
+_RELEASE_SCRIPT = _Script("release", _RELEASE)
+
+
+def _hosts(netloc: str, default_port: int) -> list[tuple[str, int]]:
+    """Parse ``HOST[:PORT][,HOST[:PORT]...]`` (IPv6 in brackets)."""
+    hosts = []
+    for piece in netloc.split(","):
+        try:
+            parts = urlsplit("//" + piece)
+            host, port = parts.hostname, parts.port
+        except ValueError as exc:
+            raise ConfigError(f"bad host:port {piece!r}: {exc}", field="backend") from exc
+        if not host:
+            raise ConfigError(f"missing host in {piece!r}", field="backend")
+        hosts.append((host, port or default_port))
+    return hosts
+
+
+def _db(text: str, url: SplitResult) -> int:
+    try:
+        db = int(text)
+    except ValueError:
+        raise ConfigError(
+            f"the database in {url.scheme}://...{url.path} must be a number, got {text!r}",
+            field="backend",
+        ) from None
+    if db < 0:
+        raise ConfigError(f"the database number must not be negative, got {db}", field="backend")
+    return db
+
+
+def _iso(text: Any) -> dt.datetime | None:
+    if not isinstance(text, str):
+        return None
+    try:
+        return dt.datetime.fromisoformat(text)
+    except ValueError:
+        return None
+
+
+class RedisBackend:
+    """Leases in Redis; see the module docstring for URLs, options and key layout."""
+
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        watch_client: aioredis.Redis,
+        *,
+        scheme: str = "redis",
+        prefix: str = "leaderlib:",
+        sentinel: Sentinel | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        self.scheme = scheme
+        self.prefix = prefix
+        self._client = client
+        # Pub/sub gets a client that never reconnects behind our back: a
+        # dropped subscription may have missed a release, so watch() must
+        # fail and let the elector poll, rather than resume silently.
+        self._watch_client = watch_client
+        self._sentinel = sentinel
+        self._clock = clock or SystemClock()
+
+    @classmethod
+    def from_url(cls, url: str, *, clock: Clock | None = None, **options: Any) -> RedisBackend:
+        """Make a backend from a ``redis://``, ``rediss://`` or ``redis+sentinel://`` URL.
+
+        Raises :class:`ConfigError` naming the URL part or option that is wrong.
+        No connection is opened until the first call.
+        """
+        parts = split_url(url)
+        if parts.scheme not in ("redis", "rediss", "redis+sentinel"):
+            raise ConfigError(f"{parts.scheme}:// is not a Redis URL", field="backend")
+        opts = parse_options(parts, _OPTIONS, options)
+        userinfo, _, hostinfo = parts.netloc.rpartition("@")
+        url_user, _, url_password = userinfo.partition(":")
+        username: str | None = opts.pop("username", unquote(url_user)) or None
+        password: str | None = opts.pop("password", unquote(url_password)) or None
+        prefix = opts.pop("prefix", "leaderlib:")
+        if opts.get("ssl_cert_reqs", "required") not in ("required", "optional", "none"):
+            raise ConfigError(
+                f"ssl_cert_reqs must be required, optional or none, got {opts['ssl_cert_reqs']!r}",
+                field="ssl_cert_reqs",
+            )
+        if parts.scheme != "rediss" and any(key.startswith("ssl_") for key in opts):
+            raise ConfigError(f"ssl_* options need rediss://, not {parts.scheme}://", field="backend")
+        if parts.scheme != "redis+sentinel" and any(k.startswith("sentinel_") for k in opts):
+            raise ConfigError(
+                f"sentinel_* options need redis+sentinel://, not {parts.scheme}://", field="backend"
+            )
+        common: dict[str, Any] = {
+            "username": username,
+            "password": password,
+            "socket_timeout": opts.pop("socket_timeout", 1.0),
+            "socket_connect_timeout": opts.pop("socket_connect_timeout", 1.0),
+            "health_check_interval": 0,
+        }
+        path = [piece for piece in parts.path.split("/") if piece]
+
+        def retry(retries: int) -> dict[str, Any]:
+            # One immediate reconnect per call, on connection errors only:
+            # a pooled connection may be stale after a server restart. No
+            # backoff and no retry on timeouts: the elector owns retries.
+            return {"retry": Retry(NoBackoff(), retries, (rexc.ConnectionError,)), "retry_on_error": []}
+
+        if parts.scheme == "redis+sentinel":
+            if not path or len(path) > 2:
+                raise ConfigError(
+                    f"expected redis+sentinel://HOST:PORT[,HOST:PORT]/SERVICE_NAME[/DB], got {url!r}",
+                    field="backend",
+                )
+            db = _db(path[1], parts) if len(path) == 2 else 0
+            sentinel_kwargs: dict[str, Any] = {
+                "username": opts.pop("sentinel_username", None),
+                "password": opts.pop("sentinel_password", None),
+                "socket_timeout": common["socket_timeout"],
+                "socket_connect_timeout": common["socket_connect_timeout"],
+                **retry(1),
+            }
+            sentinel = Sentinel(  # type: ignore[no-untyped-call]
+                _hosts(hostinfo, _DEFAULT_SENTINEL_PORT), sentinel_kwargs=sentinel_kwargs
+            )
+            client = sentinel.master_for(path[0], db=db, **common, **retry(1))
+            watch_client = sentinel.master_for(path[0], db=db, **common, **retry(0))
+            return cls(
+                client, watch_client, scheme=parts.scheme, prefix=prefix, sentinel=sentinel, clock=clock
+            )
+
+        hosts = _hosts(hostinfo, _DEFAULT_PORT)
+        if len(hosts) != 1 or len(path) > 1:
+            raise ConfigError(
+                f"expected {parts.scheme}://[USER:PASSWORD@]HOST[:PORT][/DB], got {url!r}",
+                field="backend",
+            )
+        host, port = hosts[0]
+        kwargs = dict(common, host=host, port=port, db=_db(path[0], parts) if path else 0)
+        if parts.scheme == "rediss":
+            kwargs["ssl"] = True
+            kwargs.update(opts)
+        return cls(
+            aioredis.Redis(**kwargs, **retry(1)),
+            aioredis.Redis(**kwargs, **retry(0)),
+            scheme=parts.scheme,
+            prefix=prefix,
+            clock=clock,
+        )
+
+    # -- keys ---------------------------------------------------------------
+
+    def key(self, election: str) -> str:
+        """The Redis key holding ``election``'s lease."""
+        return f"{self.prefix}{election}"
+
+    def fencing_key(self, election: str) -> str:
+        """The Redis key counting ``election``'s leaderships (its fencing tokens)."""
+        return f"{self.prefix}{election}:fencing"
+
+    def channel(self, election: str) -> str:
+        """The pub/sub channel a release of ``election`` is announced on."""
+        return f"{self.prefix}{election}:released"
+
+    # -- errors ---------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _translated(self, election: str) -> Iterator[None]:
+        """Turn every ``redis`` exception raised inside into leaderlib's."""
+        where = {"election": election, "backend": self.scheme}
+        try:
+            yield
+        except LeaderlibError:
+            raise
+        except rexc.AuthenticationError as exc:
+            raise AccessDenied(
+                f"Redis refused the credentials ({exc}); check the user and password in the "
+                "URL or the username/password options",
+                **where,
+            ) from exc
+        except (rexc.NoPermissionError, rexc.AuthorizationError) as exc:
+            raise AccessDenied(self._denied(exc), **where) from exc
+        except rexc.ReadOnlyError as exc:
+            raise BackendUnavailable(
+                f"Redis answered from a read-only replica ({exc}); point the URL at the master "
+                "or use redis+sentinel://",
+                **where,
+            ) from exc
+        except rexc.ResponseError as exc:
+            text = str(exc)
+            if "NOPERM" in text:
+                raise AccessDenied(self._denied(exc), **where) from exc
+            if "WRONGTYPE" in text or "not an integer" in text:
+                raise CorruptLeaseRecord(
+                    f"Redis key {self.key(election)!r} or {self.fencing_key(election)!r} holds a "
+                    f"value of the wrong kind ({text}); delete it or choose another prefix",
+                    **where,
+                ) from exc
+            raise BackendUnavailable(f"Redis answered with an error: {text}", **where) from exc
+        except (rexc.RedisError, OSError) as exc:
+            # ConnectionError, TimeoutError, BusyLoadingError, MasterNotFoundError...
+            raise BackendUnavailable(f"Redis is unreachable: {type(exc).__name__}: {exc}", **where) from exc
+
+    def _denied(self, exc: Exception) -> str:
+        return f"the Redis user lacks a permission ({exc}); it needs: " + _GRANT.format(prefix=self.prefix)
+
+    async def _run(self, election: str, script: _Script, keys: list[str], args: list[Any]) -> Any:
+        """Run ``script`` by SHA, loading it once if the server does not know it (NOSCRIPT)."""
+        with self._translated(election):
+            try:
+                return await self._client.evalsha(script.sha, len(keys), *keys, *args)
+            except rexc.NoScriptError:
+                # First use on this server, or it restarted / ran SCRIPT FLUSH.
+                # NOSCRIPT means nothing ran, so running it again is safe.
+                logger.debug("loading lua script", extra={"script": script.name, "election": election})
+                await self._client.script_load(script.source)
+                return await self._client.evalsha(script.sha, len(keys), *keys, *args)
+
+    # -- records --------------------------------------------------------------
+
+    def _record(self, election: str, raw: bytes, pttl: int | None) -> LeaseRecord:
+        """Parse the stored JSON; raise CorruptLeaseRecord naming the key if it is not a lease."""
+        try:
+            data = json.loads(raw)
+            if not isinstance(data, dict):
+                raise ValueError(f"expected a JSON object, got {type(data).__name__}")
+            holder, token = data["holder"], data["token"]
+            fencing, lease = data["fencing_token"], data["lease_duration"]
+            seq = data.get("seq", 0)
+            if not isinstance(holder, str) or not isinstance(token, str) or not token:
+                raise ValueError("holder and token must be strings")
+            if not all(isinstance(n, int | float) and float(n).is_integer() for n in (fencing, seq)):
+                raise ValueError("fencing_token and seq must be integers")
+            if not isinstance(lease, int | float) or not lease > 0:
+                raise ValueError("lease_duration must be a positive number")
+            transitions = data.get("transitions", int(fencing) - 1)
+        except (ValueError, KeyError, TypeError) as exc:
+            reason = f"missing field {exc}" if isinstance(exc, KeyError) else str(exc)
+            shown = raw[:80].decode("utf-8", "replace") if isinstance(raw, bytes) else repr(raw)
+            raise CorruptLeaseRecord(
+                f"Redis key {self.key(election)!r} does not hold a leaderlib lease record "
+                f"({reason}; value starts {shown!r}); delete it or choose another prefix",
+                election=election,
+                backend=self.scheme,
+            ) from exc
+        return LeaseRecord(
+            election=election,
+            holder=holder,
+            lease_duration=float(lease),
+            fencing_token=int(fencing),
+            version=f"{token}.{int(seq)}",
+            transitions=int(transitions) if isinstance(transitions, int | float) else 0,
+            acquire_time=_iso(data.get("acquire_time")),
+            renew_time=_iso(data.get("renew_time")),
+            expires_in=pttl / 1000 if pttl is not None and pttl >= 0 else None,
+        )
+
+    def _now(self) -> str:
+        return self._clock.wall().isoformat(timespec="microseconds")
+
+    @staticmethod
+    def _token(record: LeaseRecord) -> str:
+        return record.version.partition(".")[0]
+
+    # -- the Backend Protocol -------------------------------------------------
+
+    async def get(self, election: str) -> LeaseRecord | None:
+        """The current record, in one round trip (GET and PTTL pipelined)."""
+        key = self.key(election)
+        with self._translated(election):
+            async with self._client.pipeline(transaction=False) as pipe:
+                pipe.get(key)
+                pipe.pttl(key)
+                raw, pttl = await pipe.execute()
+        return None if raw is None else self._record(election, raw, pttl)
+
+    async def try_acquire(
+        self, election: str, identity: str, lease_duration: float, takeover: LeaseRecord | None
+    ) -> LeaseRecord | None:
+        """One EVALSHA: take the lease with a new fencing token, or learn who holds it."""
+        if not identity:
+            raise ConfigError("identity must not be empty", field="identity")
+        value, pttl, _acquired = await self._run(
+            election,
+            _ACQUIRE_SCRIPT,
+            [self.key(election), self.fencing_key(election)],
+            [
+                identity,
+                secrets.token_hex(8),
+                math.ceil(lease_duration * 1000),
+                repr(lease_duration),
+                self._now(),
+            ],
+        )
+        record = self._record(election, value, int(pttl))
+        if record.holder == identity:
+            logger.debug(
+                "acquired lease", extra={"election": election, "fencing_token": record.fencing_token}
+            )
+        return record
+
+    async def renew(self, record: LeaseRecord) -> LeaseRecord:
+        """Extend our lease by compare-and-set on its acquisition token; LeaseLost if it is gone."""
+        value = await self._run(
+            record.election,
+            _RENEW_SCRIPT,
+            [self.key(record.election)],
+            [self._token(record), math.ceil(record.lease_duration * 1000), self._now()],
+        )
+        if value is None:
+            raise LeaseLost(
+                "the Redis lease expired or another replica holds it",
+                election=record.election,
+                backend=self.scheme,
+            )
+        return self._record(record.election, value, math.ceil(record.lease_duration * 1000))
+
+    async def release(self, record: LeaseRecord) -> None:
+        """Delete our lease (compare-and-set on the token) and publish on the release channel."""
+        released = await self._run(
+            record.election,
+            _RELEASE_SCRIPT,
+            [self.key(record.election)],
+            [self._token(record), self.channel(record.election)],
+        )
+        logger.debug("released lease", extra={"election": record.election, "released": bool(released)})
+
+    async def watch(self, election: str) -> AsyncIterator[LeaseRecord | None]:
+        """Yield the record now and after each release message; BackendUnavailable if the subscription drops.
+
+        Only releases are published: expiry of a crashed leader's lease is
+        found by the elector's polling (using ``expires_in``).
+        """
+        pubsub = self._watch_client.pubsub(ignore_subscribe_messages=True)
+        try:
+            with self._translated(election):
+                # Subscribe before the first read, so a release between the
+                # two is still heard.
+                await pubsub.subscribe(self.channel(election))
+            while True:
+                yield await self.get(election)
+                with self._translated(election):
+                    while await pubsub.get_message(ignore_subscribe_messages=True, timeout=None) is None:
+                        pass
+        finally:
+            with contextlib.suppress(Exception):
+                await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+    async def aclose(self) -> None:
+        """Close both connection pools (and the Sentinel connections)."""
+        with contextlib.suppress(Exception):
+            await self._client.aclose()
+        with contextlib.suppress(Exception):
+            await self._watch_client.aclose()
+        if self._sentinel is not None:
+            with contextlib.suppress(Exception):
+                await self._sentinel.aclose()
