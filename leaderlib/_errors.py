@@ -11,8 +11,9 @@
         ├── AccessDenied            credentials or permissions are wrong; never retried
         │                           blindly, the message says what to grant
         ├── CorruptLeaseRecord      the stored record cannot be read as a lease
-        └── LeaseLost               a compare-and-swap found someone else's record: this
-                                    replica no longer holds the lease
+        ├── LeaseLost               a compare-and-swap found someone else's record: this
+        │                           replica no longer holds the lease
+        └── NotLeader               code acted on a leadership that has ended
 
 Every backend translates its driver's exceptions into these with
 ``raise ... from exc``; no ``redis.*``, ``grpc.*`` or ``ApiException`` reaches a
@@ -30,6 +31,7 @@ __all__ = [
     "CorruptLeaseRecord",
     "LeaderlibError",
     "LeaseLost",
+    "NotLeader",
 ]
 
 
@@ -82,3 +84,7 @@ class CorruptLeaseRecord(BackendError):
 
 class LeaseLost(BackendError):
     """The lease is held by someone else now; this replica is not the leader."""
+
+
+class NotLeader(BackendError):
+    """Work checked its leadership and found the term over (lost, expired or stopped)."""

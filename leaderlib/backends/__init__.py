@@ -184,7 +184,9 @@ def parse_options(url: SplitResult, allowed: dict[str, type], given: dict[str, A
     for key, raw in merged.items():
         if key not in allowed:
             known = ", ".join(sorted(allowed)) or "none"
-            raise ConfigError(f"unknown option {key!r} for {url.scheme}://; known options: {known}", field=key)
+            raise ConfigError(
+                f"unknown option {key!r} for {url.scheme}://; known options: {known}", field=key
+            )
         kind = allowed[key]
         if isinstance(raw, kind):
             result[key] = raw

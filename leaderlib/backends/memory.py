@@ -70,7 +70,10 @@ class MemoryBackend:
     def _write(self, record: LeaseRecord) -> LeaseRecord:
         """Store ``record`` with a new version and a fresh expiry; caller holds the lock."""
         record = dataclasses.replace(record, version=str(next(self._store.versions)), expires_in=None)
-        self._store.records[record.election] = (record, self._clock.monotonic() + record.lease_duration)
+        self._store.records[record.election] = (
+            record,
+            self._clock.monotonic() + record.lease_duration,
+        )
         return dataclasses.replace(record, expires_in=record.lease_duration)
 
     async def get(self, election: str) -> LeaseRecord | None:

@@ -9,7 +9,6 @@ import pytest
 from leaderlib.backends import Backend
 from leaderlib.backends.memory import MemoryBackend
 
-
 CORRUPTIBLE = False
 
 

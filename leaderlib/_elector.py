@@ -1,0 +1,509 @@
+"""The election algorithm: acquire, renew, step down, release, observe.
+
+Every timing decision lives here; backends only read and compare-and-swap a
+record. The safety rules, in the order the code applies them:
+
+1. A leader trusts only its own monotonic clock. Its term is valid until
+   ``(when the acquiring or last successful renewing request was SENT) +
+   renew_deadline``. When that passes without a renewal it steps down: the
+   leader's work is cancelled before any follower may take over.
+2. A follower never compares a remote timestamp with its clock. It counts
+   ``lease_duration`` on its own monotonic clock from when it last saw the
+   record change (or the store's own remaining TTL, where the store expires
+   leases itself) before it asks the store to replace the record, and the
+   store replaces it only if it is still exactly the version seen.
+3. Each term carries a fencing token that strictly increases per election.
+4. A term that outlived its deadline (a paused process) is over: the leader
+   checks its clock before acting again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+import random
+import threading
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
+
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential, wait_random
+
+from ._clock import Clock, SystemClock, wait_for
+from ._config import ElectionConfig
+from ._errors import (
+    AccessDenied,
+    BackendError,
+    BackendUnavailable,
+    ConfigError,
+    CorruptLeaseRecord,
+    LeaseLost,
+    NotLeader,
+)
+from ._telemetry import instruments, tracer
+from .backends import Backend, LeaseRecord
+
+__all__ = ["ElectorState", "LeaderElector", "Leadership"]
+
+logger = logging.getLogger("leaderlib.elector")
+
+#: Give-up errors: retrying cannot fix them, so the elector stops and raises.
+_FATAL = (AccessDenied, ConfigError)
+
+
+class ElectorState(enum.Enum):
+    """Where an elector is in its lifecycle."""
+
+    IDLE = "idle"  # created, run() not called yet
+    FOLLOWING = "following"  # campaigning: another replica leads, or nobody yet
+    LEADING = "leading"  # holds the lease; its deadline has not passed
+    STOPPED = "stopped"  # run() has returned; the lease was released if held
+
+
+class Leadership:
+    """One term as leader, handed to the leader's work.
+
+    ``lost`` is set the moment the term ends (renewal failed, deadline passed,
+    lease taken, shutdown); async work is cancelled at the same moment. Sync
+    work in threads checks :meth:`is_valid` or waits on :meth:`wait_lost`.
+    """
+
+    def __init__(self, *, record: LeaseRecord, valid_until: float, clock: Clock) -> None:
+        self.election = record.election
+        self.identity = record.holder
+        self.fencing_token = record.fencing_token
+        self.record = record
+        self.valid_until = valid_until
+        """Monotonic time at which this term ends unless renewed."""
+        self.lost = asyncio.Event()
+        self._lost_flag = threading.Event()
+        self._clock = clock
+
+    def is_valid(self) -> bool:
+        """True while the term lasts: not ended and its deadline not passed on this clock."""
+        return not self._lost_flag.is_set() and self._clock.monotonic() < self.valid_until
+
+    def check(self) -> None:
+        """Raise :class:`NotLeader` unless the term is still valid.
+
+        Call this before an action that must happen at most once per tick, in
+        particular after anything that may have paused the process.
+        """
+        if not self.is_valid():
+            raise NotLeader("leadership has ended; do not act on it", election=self.election, backend=None)
+
+    def wait_lost(self, timeout: float | None = None) -> bool:
+        """Block a thread until the term ends; True if it did within ``timeout``."""
+        return self._lost_flag.wait(timeout)
+
+    def _renewed(self, record: LeaseRecord, valid_until: float) -> None:
+        self.record = record
+        self.valid_until = valid_until
+
+    def _end(self) -> None:
+        self._lost_flag.set()
+        self.lost.set()
+
+
+LeadingCallback = Callable[[Leadership], Coroutine[Any, Any, None]]
+StoppedCallback = Callable[[Leadership], Awaitable[None] | None]
+NewLeaderCallback = Callable[[str | None], Awaitable[None] | None]
+
+
+class LeaderElector:
+    """Campaigns for one election's lease and holds it while it can.
+
+    ``await elector.run()`` campaigns until :meth:`stop` is called (or the task
+    is cancelled). Each time it becomes leader it calls
+    ``on_started_leading(leadership)`` in a new task, which is cancelled the
+    moment the term ends; ``on_stopped_leading`` runs after that, and
+    ``on_new_leader`` whenever the observed holder changes. ``run`` raises only
+    for errors retrying cannot fix (:class:`AccessDenied`, :class:`ConfigError`).
+    """
+
+    def __init__(
+        self,
+        election: str,
+        backend: Backend,
+        config: ElectionConfig | None = None,
+        *,
+        clock: Clock | None = None,
+        on_started_leading: LeadingCallback | None = None,
+        on_stopped_leading: StoppedCallback | None = None,
+        on_new_leader: NewLeaderCallback | None = None,
+    ) -> None:
+        if not election or not isinstance(election, str):
+            raise ConfigError(f"must be a non-empty string, got {election!r}", field="election")
+        self.election = election
+        self.backend = backend
+        self.config = config or ElectionConfig()
+        self.identity = self.config.identity
+        self.clock = clock or SystemClock()
+        self.state = ElectorState.IDLE
+        self.leadership: Leadership | None = None
+        self._on_started_leading = on_started_leading
+        self._on_stopped_leading = on_stopped_leading
+        self._on_new_leader = on_new_leader
+        self._observed: LeaseRecord | None = None
+        self._observed_at = 0.0
+        self._observed_holder: str | None = None
+        self._changed = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._last_error: str | None = None
+        self._callbacks: set[asyncio.Task[None]] = set()
+        self._attributes = {"election": election, "backend": backend.scheme}
+
+    # -- public view -------------------------------------------------------
+
+    @property
+    def is_leader(self) -> bool:
+        """True while this replica holds a valid term."""
+        return self.leadership is not None and self.leadership.is_valid()
+
+    @property
+    def leader(self) -> str | None:
+        """The holder last seen in the store (this replica's identity while it leads)."""
+        return self._observed_holder
+
+    def healthy(self) -> bool:
+        """False only when a leader has outlived its renew deadline without stepping down.
+
+        That is the state a liveness probe should restart: the process is
+        wedged (its event loop is blocked), since a working elector steps down
+        at the deadline.
+        """
+        if self.state is not ElectorState.LEADING or self.leadership is None:
+            return True
+        return self.clock.monotonic() < self.leadership.valid_until + self.config.renew_interval
+
+    async def observe(self) -> LeaseRecord | None:
+        """Read the election's current record from the store (one request)."""
+        return await self.backend.get(self.election)
+
+    def stop(self) -> None:
+        """Ask :meth:`run` to end: the term (if any) ends, the lease is released, run returns.
+
+        Call from the event loop's thread; the sync facade does that for you.
+        """
+        self._stopping.set()
+        self._changed.set()
+
+    # -- the loop ------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Campaign, lead, step down, campaign again, until :meth:`stop`."""
+        if self.state is not ElectorState.IDLE:
+            raise RuntimeError("a LeaderElector runs once; make a new one")
+        self.state = ElectorState.FOLLOWING
+        logger.info(
+            "joining election",
+            extra={
+                "election": self.election,
+                "identity": self.identity,
+                "backend": self.backend.scheme,
+            },
+        )
+        try:
+            while not self._stopping.is_set():
+                acquired = await self._campaign()
+                if acquired is None:
+                    break
+                await self._lead(*acquired)
+        finally:
+            self.state = ElectorState.STOPPED
+            logger.info("left election", extra={"election": self.election, "identity": self.identity})
+
+    async def _campaign(self) -> tuple[LeaseRecord, float] | None:
+        """Try until this replica holds the lease; return the record and when it was asked for."""
+        watcher = asyncio.create_task(self._watch(), name=f"leaderlib-watch-{self.election}")
+        try:
+            while not self._stopping.is_set():
+                takeover = self._takeover_candidate()
+                self._changed.clear()
+                sent = self.clock.monotonic()
+                record = await self._attempt(takeover)
+                if record is not None and record.holder == self.identity:
+                    return record, sent
+                await self._wait_before_retry()
+            return None
+        finally:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+
+    async def _attempt(self, takeover: LeaseRecord | None) -> LeaseRecord | None:
+        """One acquisition attempt, bounded by the renew deadline; errors become None."""
+        started = self.clock.monotonic()
+        outcome = "error"
+        try:
+            with tracer.start_as_current_span("leaderlib.acquire", attributes=self._attributes):
+                record = await wait_for(
+                    self.clock,
+                    self.backend.try_acquire(
+                        self.election, self.identity, self.config.lease_duration, takeover
+                    ),
+                    self.config.renew_deadline,
+                )
+            outcome = "acquired" if record is not None and record.holder == self.identity else "held"
+        except _FATAL:
+            raise
+        except (BackendError, TimeoutError) as exc:
+            self._log_campaign_error(exc)
+            return None
+        finally:
+            instruments.acquire_duration.record(
+                (self.clock.monotonic() - started) * 1000, {**self._attributes, "outcome": outcome}
+            )
+        self._last_error = None
+        if outcome == "held":
+            self._observe(record)
+        return record
+
+    def _log_campaign_error(self, exc: BaseException) -> None:
+        """Warn once per distinct failure, so a store that stays down does not flood the log."""
+        message = str(exc) or type(exc).__name__
+        level = logging.ERROR if isinstance(exc, CorruptLeaseRecord) else logging.WARNING
+        if message != self._last_error:
+            logger.log(
+                level,
+                "acquisition attempt failed; will retry",
+                extra={"election": self.election, "error": message},
+            )
+        else:
+            logger.debug(
+                "acquisition attempt failed again",
+                extra={"election": self.election, "error": message},
+            )
+        self._last_error = message
+
+    def _observe(self, record: LeaseRecord | None) -> None:
+        """Note what the store holds; restart the follower's expiry count when it changed."""
+        previous = self._observed
+        if record is None or previous is None or record.version != previous.version:
+            self._observed = record
+            self._observed_at = self.clock.monotonic()
+        holder = record.holder if record is not None and record.is_held else None
+        if holder != self._observed_holder:
+            self._observed_holder = holder
+            logger.info("leader changed", extra={"election": self.election, "leader": holder})
+            if self._on_new_leader is not None:
+                self._call_soon(self._on_new_leader, holder)
+
+    def _expires_at(self) -> float | None:
+        """When the observed lease counts as expired to this follower (monotonic), if held."""
+        record = self._observed
+        if record is None or not record.is_held:
+            return None
+        lifetime = record.expires_in if record.expires_in is not None else record.lease_duration
+        return self._observed_at + lifetime
+
+    def _takeover_candidate(self) -> LeaseRecord | None:
+        """The observed record if it is released or expired by this follower's count."""
+        record = self._observed
+        if record is None:
+            return None
+        expires_at = self._expires_at()
+        if expires_at is None or self.clock.monotonic() >= expires_at:
+            return record
+        return None
+
+    async def _wait_before_retry(self) -> None:
+        """Sleep a jittered retry period, less if the lease expires sooner; a watch wakes it."""
+        timeout = self.config.retry_period * (1 + self.config.jitter * random.random())
+        expires_at = self._expires_at()
+        if expires_at is not None:
+            # A hair past expiry, so the store agrees the lease is gone.
+            timeout = min(timeout, max(0.0, expires_at - self.clock.monotonic()) + 0.002)
+        with contextlib.suppress(TimeoutError):
+            await wait_for(self.clock, self._changed.wait(), timeout)
+
+    async def _watch(self) -> None:
+        """Follow the store's change feed; wake the campaign when the lease may be free."""
+        while not self._stopping.is_set():
+            try:
+                async for record in self.backend.watch(self.election):
+                    self._observe(record)
+                    if record is None or not record.is_held or record.holder == self.identity:
+                        self._changed.set()
+            except _FATAL:
+                raise
+            except Exception as exc:  # a broken watch only costs speed: polling goes on
+                logger.debug(
+                    "watch ended; polling until it resumes",
+                    extra={"election": self.election, "error": str(exc)},
+                )
+            await self.clock.sleep(self.config.retry_period)
+
+    async def _lead(self, record: LeaseRecord, sent: float) -> None:
+        """Hold the term: run the leader's work and renew until the term ends."""
+        leadership = Leadership(
+            record=record, valid_until=sent + self.config.renew_deadline, clock=self.clock
+        )
+        previous_seen_at = self._observed_at if self._observed_holder not in (None, self.identity) else None
+        self.leadership = leadership
+        self.state = ElectorState.LEADING
+        self._observe(record)
+        logger.info(
+            "became leader",
+            extra={
+                "election": self.election,
+                "identity": self.identity,
+                "fencing_token": record.fencing_token,
+            },
+        )
+        instruments.is_leader.add(1, self._attributes)
+        instruments.transitions.add(1, {**self._attributes, "outcome": "acquired"})
+        if previous_seen_at is not None:
+            instruments.failover.record(self.clock.monotonic() - previous_seen_at, self._attributes)
+        work: asyncio.Task[None] | None = None
+        if self._on_started_leading is not None:
+            work = asyncio.create_task(
+                self._on_started_leading(leadership), name=f"leaderlib-lead-{self.election}"
+            )
+        reason = "lost"
+        try:
+            reason = await self._hold(leadership)
+        except asyncio.CancelledError:
+            reason = "stopping"  # cancelled from outside: shut down as if stop() was called
+            raise
+        finally:
+            leadership._end()
+            if work is not None:
+                work.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await work
+            if reason == "stopping" and self.config.release_on_shutdown:
+                await self._release(leadership)
+                reason = "released"
+            self.leadership = None
+            self.state = ElectorState.FOLLOWING
+            instruments.is_leader.add(-1, self._attributes)
+            instruments.transitions.add(1, {**self._attributes, "outcome": reason})
+            logger.info(
+                "stopped leading",
+                extra={
+                    "election": self.election,
+                    "reason": reason,
+                    "fencing_token": record.fencing_token,
+                },
+            )
+            if self._on_stopped_leading is not None:
+                result = self._on_stopped_leading(leadership)
+                if result is not None:
+                    await result
+
+    async def _hold(self, leadership: Leadership) -> str:
+        """Renew on the interval; return why the term ended: "stopping" or "lost"."""
+        last_sent = self.clock.monotonic()
+        while True:
+            wake_at = min(last_sent + self.config.renew_interval, leadership.valid_until)
+            with contextlib.suppress(TimeoutError):
+                await wait_for(self.clock, self._stopping.wait(), wake_at - self.clock.monotonic())
+            if self._stopping.is_set():
+                return "stopping"
+            if self.clock.monotonic() >= leadership.valid_until:
+                # Woken past the deadline (a paused process): the term is over;
+                # a follower may already lead.
+                logger.warning("renew deadline passed; stepping down", extra={"election": self.election})
+                return "lost"
+            try:
+                last_sent = await self._renew(leadership)
+            except LeaseLost:
+                logger.warning(
+                    "lease taken by another replica; stepping down",
+                    extra={"election": self.election},
+                )
+                return "lost"
+            except (BackendError, TimeoutError) as exc:
+                logger.warning(
+                    "could not renew before the deadline; stepping down",
+                    extra={"election": self.election, "error": str(exc)},
+                )
+                return "lost"
+
+    async def _renew(self, leadership: Leadership) -> float:
+        """Renew once, retrying transient failures but never past the term's deadline.
+
+        Returns when the successful request was sent; the term then lasts
+        until that time plus ``renew_deadline``.
+        """
+        deadline = leadership.valid_until
+        started = self.clock.monotonic()
+        sent = started
+
+        def past_deadline(state: RetryCallState) -> bool:
+            return self.clock.monotonic() + state.upcoming_sleep >= deadline
+
+        retrying = AsyncRetrying(
+            stop=past_deadline,
+            # 20 ms, 40 ms, 80 ms... plus up to 20 ms of jitter; capped so a retry
+            # still fits several times before the deadline.
+            wait=wait_exponential(multiplier=0.02, max=max(0.05, self.config.renew_interval / 2))
+            + wait_random(0, 0.02),
+            retry=retry_if_exception_type((BackendUnavailable, TimeoutError)),
+            sleep=self.clock.sleep,
+            reraise=True,
+        )
+        outcome = "error"
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    sent = self.clock.monotonic()
+                    remaining = deadline - sent
+                    if remaining <= 0:
+                        raise TimeoutError("renew deadline passed")
+                    record = await wait_for(self.clock, self.backend.renew(leadership.record), remaining)
+            outcome = "renewed"
+        except LeaseLost:
+            outcome = "lost"
+            raise
+        finally:
+            instruments.renew_duration.record(
+                (self.clock.monotonic() - started) * 1000, {**self._attributes, "outcome": outcome}
+            )
+        leadership._renewed(record, sent + self.config.renew_deadline)
+        logger.debug(
+            "renewed lease",
+            extra={"election": self.election, "fencing_token": record.fencing_token},
+        )
+        return sent
+
+    async def _release(self, leadership: Leadership) -> None:
+        """Release the lease, shielded from cancellation, within the term's remaining time."""
+        remaining = leadership.valid_until - self.clock.monotonic()
+        if remaining <= 0:
+            return  # a follower may already hold it: releasing could only do harm
+        release = asyncio.ensure_future(
+            wait_for(self.clock, self.backend.release(leadership.record), remaining)
+        )
+        try:
+            await asyncio.shield(release)
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                await release
+            raise
+        except (BackendError, TimeoutError) as exc:
+            logger.warning(
+                "could not release the lease", extra={"election": self.election, "error": str(exc)}
+            )
+        else:
+            logger.info(
+                "released lease",
+                extra={"election": self.election, "fencing_token": leadership.fencing_token},
+            )
+
+    def _call_soon(self, callback: Callable[..., Any], *args: Any) -> None:
+        """Run a user callback without letting it block or break the election loop."""
+
+        async def guarded() -> None:
+            try:
+                result = callback(*args)
+                if result is not None:
+                    await result
+            except Exception:
+                logger.exception("callback failed", extra={"election": self.election})
+
+        task = asyncio.get_running_loop().create_task(guarded())
+        self._callbacks.add(task)
+        task.add_done_callback(self._callbacks.discard)

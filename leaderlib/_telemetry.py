@@ -1,0 +1,69 @@
+"""Metrics and spans through the OpenTelemetry API.
+
+The library only uses the API: without an SDK configured by the application
+(the CLI configures one), every instrument is a no-op that costs a function
+call. Names follow ``leaderlib.<thing>.<measure>``; attributes are
+``election``, ``backend``, ``job`` and ``outcome``.
+"""
+
+from __future__ import annotations
+
+from opentelemetry import metrics, trace
+
+__all__ = ["instruments", "tracer"]
+
+#: Fine buckets under 10 ms, where acquisition and renewal latency live on loopback.
+_LATENCY_MS_BUCKETS = (0.25, 0.5, 1, 2, 3, 5, 7.5, 10, 15, 25, 50, 100, 250, 500, 1000, 2500, 5000)
+_SECONDS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
+
+tracer = trace.get_tracer("leaderlib")
+
+
+class _Instruments:
+    """Every instrument leaderlib records to, created once."""
+
+    def __init__(self) -> None:
+        meter = metrics.get_meter("leaderlib")
+        self.acquire_duration = meter.create_histogram(
+            "leaderlib.acquire.duration",
+            unit="ms",
+            description="Time of one acquisition attempt, by outcome (acquired, held, error).",
+            explicit_bucket_boundaries_advisory=_LATENCY_MS_BUCKETS,
+        )
+        self.renew_duration = meter.create_histogram(
+            "leaderlib.renew.duration",
+            unit="ms",
+            description="Time of one renewal, retries included, by outcome (renewed, lost, error).",
+            explicit_bucket_boundaries_advisory=_LATENCY_MS_BUCKETS,
+        )
+        self.is_leader = meter.create_up_down_counter(
+            "leaderlib.is_leader",
+            description="1 while this replica leads the election, else 0.",
+        )
+        self.transitions = meter.create_counter(
+            "leaderlib.transitions",
+            description="Leadership changes of this replica, by outcome (acquired, lost, released).",
+        )
+        self.failover = meter.create_histogram(
+            "leaderlib.failover.duration",
+            unit="s",
+            description="From the last change seen of the previous holder's lease to this replica's acquisition.",
+            explicit_bucket_boundaries_advisory=_SECONDS_BUCKETS,
+        )
+        self.job_runs = meter.create_counter(
+            "leaderlib.job.runs",
+            description="Job runs, by outcome (ok, error, cancelled).",
+        )
+        self.job_skipped = meter.create_counter(
+            "leaderlib.job.skipped",
+            description="Ticks skipped because the previous run of the job was still going.",
+        )
+        self.job_duration = meter.create_histogram(
+            "leaderlib.job.duration",
+            unit="s",
+            description="Duration of job runs.",
+            explicit_bucket_boundaries_advisory=_SECONDS_BUCKETS,
+        )
+
+
+instruments = _Instruments()

@@ -1,0 +1,260 @@
+"""The one suite every backend must pass, on its real store.
+
+Tests run real electors on the real clock with short leases, so each takes a
+few seconds. Bounds on times are generous (several times what a healthy
+loopback store needs): they tell a watch from a poll, not fast from slow.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+
+from leaderlib import ElectionConfig, LeaderElector, LeaseLost
+from leaderlib._errors import CorruptLeaseRecord
+from leaderlib.backends import Backend
+
+from .stores import Harness
+
+Backends = Callable[[], Backend]
+
+#: Short leases; whole seconds, since Kubernetes and etcd count lease time in seconds.
+LEASE = 2.0
+
+
+def config(identity: str, **overrides: float) -> ElectionConfig:
+    values: dict[str, float] = {
+        "lease_duration": LEASE,
+        "renew_deadline": 1.5,
+        "renew_interval": 0.3,
+        "retry_period": 0.3,
+    }
+    values.update(overrides)
+    return ElectionConfig(identity=identity, **values)  # type: ignore[arg-type]
+
+
+def election_name() -> str:
+    return f"conf-{uuid.uuid4().hex[:10]}"
+
+
+@contextlib.asynccontextmanager
+async def running(elector: LeaderElector) -> AsyncIterator[asyncio.Task[None]]:
+    """Run the elector in a task; stop it (releasing) when the block ends."""
+    task = asyncio.create_task(elector.run())
+    try:
+        yield task
+    finally:
+        elector.stop()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait_for(task, timeout=10)
+
+
+async def until(predicate: Callable[[], bool], timeout: float) -> float:
+    """Wait until ``predicate()`` holds; return how long it took. Fails the test on timeout."""
+    start = time.monotonic()
+    while not predicate():
+        if time.monotonic() - start > timeout:
+            pytest.fail(f"condition not met within {timeout}s")
+        await asyncio.sleep(0.005)
+    return time.monotonic() - start
+
+
+async def test_one_leader_among_contenders(backends: Backends) -> None:
+    """Mutual exclusion: three electors start together; at every sample at most one leads,
+    and the one that leads keeps leading (renewals work) for several lease durations."""
+    election = election_name()
+    electors = [LeaderElector(election, backends(), config(f"replica-{i}")) for i in range(3)]
+    async with contextlib.AsyncExitStack() as stack:
+        for elector in electors:
+            await stack.enter_async_context(running(elector))
+        await until(lambda: any(e.is_leader for e in electors), timeout=10)
+        leader = next(e for e in electors if e.is_leader)
+        token = leader.leadership.fencing_token if leader.leadership else None
+        deadline = time.monotonic() + 2.5 * LEASE
+        while time.monotonic() < deadline:
+            leaders = [e.identity for e in electors if e.is_leader]
+            assert leaders == [leader.identity], f"leaders at one instant: {leaders}"
+            await asyncio.sleep(0.01)
+        assert leader.leadership is not None
+        assert leader.leadership.fencing_token == token, "renewals must not start a new term"
+
+
+async def test_get_reports_the_holder(backends: Backends) -> None:
+    election = election_name()
+    backend = backends()
+    assert await backend.get(election) is None
+    record = await backend.try_acquire(election, "holder-a", LEASE, None)
+    assert record is not None and record.holder == "holder-a"
+    seen = await backends().get(election)
+    assert seen is not None
+    assert seen.holder == "holder-a"
+    assert seen.election == election
+    assert seen.fencing_token == record.fencing_token
+    assert seen.lease_duration == pytest.approx(LEASE)
+
+
+async def test_second_acquirer_sees_the_holder(backends: Backends) -> None:
+    election = election_name()
+    first = await backends().try_acquire(election, "holder-a", LEASE, None)
+    assert first is not None and first.holder == "holder-a"
+    second = await backends().try_acquire(election, "holder-b", LEASE, None)
+    assert second is not None, "a failed attempt must report the current holder"
+    assert second.holder == "holder-a"
+
+
+async def test_renew_extends_and_stale_record_is_lost(backends: Backends) -> None:
+    """Renewal keeps a lease past its duration; once another holds it, renewing the old
+    record raises LeaseLost and releasing it changes nothing."""
+    election = election_name()
+    a, b = backends(), backends()
+    record = await a.try_acquire(election, "holder-a", LEASE, None)
+    assert record is not None and record.holder == "holder-a"
+    for _ in range(4):  # 4 x 0.7 s > LEASE: alive only through renewals
+        await asyncio.sleep(0.7)
+        renewed = await a.renew(record)
+        assert renewed.holder == "holder-a"
+        assert renewed.fencing_token == record.fencing_token
+        record = renewed
+    stolen = await b.try_acquire(election, "holder-b", LEASE, None)
+    assert stolen is not None and stolen.holder == "holder-a", "a renewed lease must still be held"
+
+    # Let A's lease expire; B takes over (by the store's expiry or by its own count).
+    taken = None
+    deadline = time.monotonic() + LEASE + 5
+    seen = await b.get(election)
+    while time.monotonic() < deadline:
+        await asyncio.sleep(LEASE + 0.2)
+        taken = await b.try_acquire(election, "holder-b", LEASE, seen)
+        if taken is not None and taken.holder == "holder-b":
+            break
+        seen = taken
+    assert taken is not None and taken.holder == "holder-b"
+    assert taken.fencing_token > record.fencing_token
+
+    with pytest.raises(LeaseLost):
+        await a.renew(record)
+    await a.release(record)
+    still = await b.get(election)
+    assert still is not None and still.holder == "holder-b", (
+        "releasing a stale record must not free B's lease"
+    )
+
+
+async def test_expired_leader_is_replaced(backends: Backends) -> None:
+    """A leader that stops renewing (a crash) is replaced after the lease, not before."""
+    election = election_name()
+    crashed = await backends().try_acquire(election, "crashed", LEASE, None)
+    assert crashed is not None and crashed.holder == "crashed"
+    started = time.monotonic()
+    follower = LeaderElector(election, backends(), config("follower"))
+    async with running(follower):
+        took = await until(lambda: follower.is_leader, timeout=LEASE + 6)
+        elapsed = time.monotonic() - started
+        assert elapsed >= LEASE * 0.9, f"took over after {elapsed:.2f}s, before the {LEASE}s lease ran out"
+        assert follower.leadership is not None
+        assert follower.leadership.fencing_token > crashed.fencing_token
+        assert took > 0
+
+
+async def test_release_hands_over_at_once(backends: Backends) -> None:
+    """A graceful stop releases the lease and a watching follower takes it well before
+    either the lease would expire or its own retry period would come round."""
+    election = election_name()
+    slow = {"lease_duration": 6.0, "renew_deadline": 4.0, "renew_interval": 1.0, "retry_period": 30.0}
+    leader = LeaderElector(election, backends(), config("leader", **slow))
+    follower = LeaderElector(election, backends(), config("follower", **slow))
+    async with running(leader) as leader_task, running(follower):
+        await until(lambda: leader.is_leader, timeout=10)
+        first_token = leader.leadership.fencing_token if leader.leadership else 0
+        await until(lambda: follower.leader == "leader", timeout=10)
+        await asyncio.sleep(0.5)  # the follower is now waiting on its watch
+        leader.stop()
+        stopped = time.monotonic()
+        await asyncio.wait_for(leader_task, timeout=10)
+        await until(lambda: follower.is_leader, timeout=5)
+        handover = time.monotonic() - stopped
+        assert handover < 3.0, f"handover took {handover:.2f}s: the follower did not hear of the release"
+        assert follower.leadership is not None
+        assert follower.leadership.fencing_token > first_token
+
+
+async def test_fencing_tokens_strictly_increase(backends: Backends) -> None:
+    """Each new leadership, by release or by expiry, gets a larger token."""
+    election = election_name()
+    tokens: list[int] = []
+    for i in range(3):
+        elector = LeaderElector(election, backends(), config(f"term-{i}"))
+        async with running(elector):
+            await until(lambda e=elector: e.is_leader, timeout=10)  # type: ignore[misc]
+            assert elector.leadership is not None
+            tokens.append(elector.leadership.fencing_token)
+    crashed = await backends().try_acquire(election, "crashed", LEASE, None)
+    assert crashed is not None and crashed.holder == "crashed"
+    tokens.append(crashed.fencing_token)
+    after = LeaderElector(election, backends(), config("after-crash"))
+    async with running(after):
+        await until(lambda: after.is_leader, timeout=LEASE + 6)
+        assert after.leadership is not None
+        tokens.append(after.leadership.fencing_token)
+    assert tokens == sorted(tokens) and len(set(tokens)) == len(tokens), tokens
+
+
+async def test_watch_reports_changes(backends: Backends) -> None:
+    election = election_name()
+    watcher = backends()
+    seen: list[str | None] = []
+    changed = asyncio.Event()
+
+    async def follow() -> None:
+        async for record in watcher.watch(election):
+            seen.append(record.holder if record is not None and record.is_held else None)
+            changed.set()
+
+    task = asyncio.create_task(follow())
+    try:
+        await asyncio.sleep(0.3)  # let the watch start
+        actor = backends()
+        record = await actor.try_acquire(election, "holder-a", LEASE, None)
+        assert record is not None
+        await until(lambda: "holder-a" in seen, timeout=3)
+        await actor.release(record)
+        await until(lambda: seen[-1] is None, timeout=3)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def test_foreign_record_is_respected_until_it_expires(harness: Harness, backends: Backends) -> None:
+    election = election_name()
+    await harness.write_foreign(election, "someone-else", LEASE)
+    written = time.monotonic()
+    seen = await backends().get(election)
+    assert seen is not None and seen.holder == "someone-else"
+    elector = LeaderElector(election, backends(), config("newcomer"))
+    async with running(elector):
+        await until(lambda: elector.leader == "someone-else", timeout=5)
+        await until(lambda: elector.is_leader, timeout=LEASE + 6)
+        elapsed = time.monotonic() - written
+        assert elapsed >= LEASE * 0.9, f"took a foreign lease after {elapsed:.2f}s, before it expired"
+
+
+@pytest.mark.corruptible
+async def test_corrupt_record_gives_clear_error_and_is_kept(harness: Harness, backends: Backends) -> None:
+    election = election_name()
+    await harness.write_corrupt(election)
+    backend = backends()
+    with pytest.raises(CorruptLeaseRecord) as caught:
+        await backend.get(election)
+    assert election in str(caught.value)
+    elector = LeaderElector(election, backends(), config("careful"))
+    async with running(elector):
+        await asyncio.sleep(1.0)
+        assert not elector.is_leader, "an unreadable record must not be overwritten"
+    with pytest.raises(CorruptLeaseRecord):
+        await backend.get(election)
