@@ -1,0 +1,885 @@
+"""``kubernetes://NAMESPACE``: a coordination.k8s.io/v1 Lease per election.
+
+URL and options (query string or keyword arguments; keywords win)::
+
+    kubernetes://prod                               namespace "prod"
+    kubernetes://prod?kubeconfig=/etc/kube/config   a kubeconfig file
+    kubernetes://prod?context=staging               a context of the kubeconfig
+    kubernetes://                                   the pod's own namespace (in a
+                                                    cluster), else the context's
+                                                    namespace, else "default"
+
+``kubeconfig`` (path), ``context`` (name) and ``request_timeout`` (seconds per
+API request, default 10). In a pod (``KUBERNETES_SERVICE_HOST`` set) and
+without ``kubeconfig`` the service account is used; otherwise the kubeconfig
+from ``KUBECONFIG`` or ``~/.kube/config``.
+
+The Lease's name is the election's name, so it must be a DNS-1123 subdomain
+(lowercase letters, digits, ``-`` and ``.``). The record is exactly what
+client-go's ``LeaseLock`` writes, so a Go controller and a leaderlib replica can
+campaign for the same Lease::
+
+    spec:
+      holderIdentity: web-7f9c/1/x2ab9q   # "" once released
+      leaseDurationSeconds: 10            # whole seconds, rounded up
+      acquireTime: "2026-11-28T12:00:05.000000Z"   # MicroTime: six digits + Z
+      renewTime: "2026-11-28T12:00:09.000000Z"
+      leaseTransitions: 3                 # +1 on every change of holder
+
+Concurrency is optimistic on ``metadata.resourceVersion``: create if absent
+(409 AlreadyExists = lost), update with the version last read (409 Conflict =
+lost). The Lease has no server-side expiry: a follower counts
+``leaseDurationSeconds`` on its own monotonic clock from when it last saw the
+record change (the elector does that, as client-go does), and only then asks
+this backend to replace exactly that version (``takeover``). ``renewTime`` is
+for humans and is never compared with a local clock.
+
+The fencing token is ``leaseTransitions``: every write that changes the holder
+adds one and every other write keeps it, and the API server refuses a write
+based on a stale resourceVersion, so it never goes down while the Lease exists.
+
+The official ``kubernetes`` client is synchronous: each instance keeps one
+``ApiClient`` (one pool of keep-alive connections) and runs requests on a small
+thread pool of its own; each watch streams on a thread of its own. Bodies are
+sent as JSON this module builds, because the generated models serialise a
+whole-second datetime as ``...:05+00:00``, which the API server rejects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import dataclasses
+import datetime as dt
+import json
+import logging
+import math
+import os
+import re
+import threading
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import urllib3
+from kubernetes import client as k8s_client
+from kubernetes import config as k8s_config
+
+from .._errors import (
+    AccessDenied,
+    BackendError,
+    BackendUnavailable,
+    ConfigError,
+    CorruptLeaseRecord,
+    LeaseLost,
+)
+from . import LeaseRecord, parse_options, split_url
+
+__all__ = [
+    "ROLE_YAML",
+    "KubernetesBackend",
+    "format_microtime",
+    "lease_duration_seconds",
+    "parse_microtime",
+    "record_from_lease",
+    "validate_lease_name",
+]
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+_GROUP_PATH = "/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases"
+_LEASE_PATH = _GROUP_PATH + "/{name}"
+_JSON_HEADERS = {"Accept": "application/json", "Content-Type": "application/json"}
+_INCLUSTER_NAMESPACE_FILE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
+
+#: Server-side end of one watch request; the watch then resumes from the last
+#: resourceVersion, so this only bounds how long a silently dead connection goes
+#: unnoticed (the read timeout below is its backstop).
+_WATCH_SECONDS = 60
+_WATCH_READ_TIMEOUT = _WATCH_SECONDS + 15.0
+
+# RFC 1123 subdomain, as the API server validates object names.
+_DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+
+#: The least privilege the backend needs, in one namespace. Shown in 403 errors.
+ROLE_YAML = """\
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata:
+  name: leaderlib
+  namespace: {namespace}
+rules:
+  - apiGroups: ["coordination.k8s.io"]
+    resources: ["leases"]
+    verbs: ["get", "list", "watch", "create", "update"]
+"""
+
+
+# --- the record on the wire -------------------------------------------------
+
+
+def format_microtime(when: dt.datetime) -> str:
+    """Return ``when`` as a Kubernetes MicroTime: UTC, exactly six fractional digits, ``Z``.
+
+    The API server parses MicroTime with a fixed layout; ``+00:00`` or a missing
+    fraction (what ``isoformat`` gives for a whole second) is rejected.
+    """
+    if when.tzinfo is None:
+        raise ValueError("MicroTime needs an aware datetime")
+    return when.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_microtime(text: str) -> dt.datetime:
+    """Return the aware UTC datetime of a MicroTime or RFC 3339 time; ValueError if it is not one."""
+    if not isinstance(text, str):
+        raise ValueError(f"expected a time string, got {text!r}")
+    when = dt.datetime.fromisoformat(text)
+    if when.tzinfo is None:
+        raise ValueError(f"time {text!r} has no time zone")
+    return when.astimezone(dt.UTC)
+
+
+def lease_duration_seconds(lease_duration: float) -> int:
+    """``leaseDurationSeconds`` for a duration in seconds: whole seconds, rounded up, at least 1.
+
+    Rounding up keeps the leader safe: followers wait at least as long as the
+    leader believes its lease lasts.
+    """
+    # The tolerance keeps 2.0000000001 (float noise) from becoming 3.
+    return max(1, math.ceil(lease_duration - 1e-9))
+
+
+def validate_lease_name(election: str) -> str:
+    """Return ``election`` if it can name a Lease (a DNS-1123 subdomain); ConfigError otherwise."""
+    if not isinstance(election, str) or len(election) > 253 or not _DNS_SUBDOMAIN.fullmatch(election):
+        raise ConfigError(
+            f"{election!r} cannot name a Kubernetes Lease: the election name must be a DNS-1123 "
+            "subdomain (at most 253 characters of lowercase letters, digits, '-' and '.', "
+            "starting and ending with a letter or digit), e.g. 'billing-cron'",
+            field="election",
+        )
+    return election
+
+
+def record_from_lease(election: str, lease: dict[str, Any], *, backend: str = "kubernetes") -> LeaseRecord:
+    """Read a Lease object (as the API server returns it, decoded JSON) as a :class:`LeaseRecord`.
+
+    A Lease with a holder but no positive ``leaseDurationSeconds`` cannot be
+    judged (client-go would treat it as expired at once, leaderlib refuses to
+    guess) and raises :class:`CorruptLeaseRecord`, as does any field of the
+    wrong type. A Lease without a holder is free.
+    """
+    name = lease.get("metadata", {}).get("name", election) if isinstance(lease, dict) else election
+
+    def corrupt(why: str) -> CorruptLeaseRecord:
+        return CorruptLeaseRecord(
+            f"Lease {name!r} is not a leader-election record: {why}; fix or delete it "
+            f"(kubectl delete lease {name} -n NAMESPACE) and the electors will recreate it",
+            election=election,
+            backend=backend,
+        )
+
+    if not isinstance(lease, dict):
+        raise corrupt("the API server returned something that is not an object")
+    metadata = lease.get("metadata")
+    spec = lease.get("spec") or {}
+    if not isinstance(metadata, dict) or not isinstance(spec, dict):
+        raise corrupt("metadata or spec is not an object")
+    version = metadata.get("resourceVersion")
+    if not isinstance(version, str) or not version:
+        raise corrupt("metadata.resourceVersion is missing")
+    holder = spec.get("holderIdentity") or ""
+    if not isinstance(holder, str):
+        raise corrupt(f"holderIdentity is {holder!r}, not a string")
+    duration = spec.get("leaseDurationSeconds")
+    transitions = spec.get("leaseTransitions") or 0
+    if duration is not None and (isinstance(duration, bool) or not isinstance(duration, int)):
+        raise corrupt(f"leaseDurationSeconds is {duration!r}, not an integer")
+    if holder and (duration is None or duration <= 0):
+        raise corrupt(f"holder {holder!r} is set but leaseDurationSeconds is {duration!r}")
+    if isinstance(transitions, bool) or not isinstance(transitions, int) or transitions < 0:
+        raise corrupt(f"leaseTransitions is {transitions!r}, not a non-negative integer")
+    times: dict[str, dt.datetime | None] = {}
+    for key in ("acquireTime", "renewTime"):
+        raw = spec.get(key)
+        try:
+            times[key] = None if raw is None else parse_microtime(raw)
+        except ValueError:
+            raise corrupt(f"{key} is {raw!r}, not a time") from None
+    return LeaseRecord(
+        election=election,
+        holder=holder,
+        lease_duration=float(duration or 0),
+        fencing_token=transitions,
+        version=version,
+        transitions=transitions,
+        acquire_time=times["acquireTime"],
+        renew_time=times["renewTime"],
+        expires_in=None,
+    )
+
+
+def lease_spec(
+    holder: str, duration_seconds: int, acquire_time: str, renew_time: str, transitions: int
+) -> dict[str, Any]:
+    """The spec client-go's ``LeaderElectionRecordToLeaseSpec`` writes; times already MicroTime."""
+    return {
+        "holderIdentity": holder,
+        "leaseDurationSeconds": duration_seconds,
+        "acquireTime": acquire_time,
+        "renewTime": renew_time,
+        "leaseTransitions": transitions,
+    }
+
+
+# --- the backend ---------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class _Response:
+    """One API answer: HTTP status and the decoded JSON body (None if not JSON)."""
+
+    status: int
+    body: Any
+
+
+class _WatchHandle:
+    """One watch thread and the stream it reads, so another thread can stop it at once."""
+
+    def __init__(self) -> None:
+        self.stop = threading.Event()
+        self.lock = threading.Lock()
+        self.stream: urllib3.BaseHTTPResponse | None = None
+        self.thread: threading.Thread | None = None
+
+    def attach(self, stream: urllib3.BaseHTTPResponse) -> bool:
+        """Remember the open stream; False (and the stream closed) if we are stopping."""
+        with self.lock:
+            if self.stop.is_set():
+                stream.close()
+                return False
+            self.stream = stream
+            return True
+
+    def detach(self) -> None:
+        with self.lock:
+            stream, self.stream = self.stream, None
+        if stream is not None:
+            stream.close()
+
+    def cancel(self) -> None:
+        """Stop the thread: a blocked read on the stream returns at once."""
+        with self.lock:
+            self.stop.set()
+            stream = self.stream
+        if stream is not None:
+            # shutdown() interrupts a recv() blocked in the watch thread;
+            # close() alone would wait for the next byte from the server.
+            with contextlib.suppress(Exception):
+                stream.shutdown()
+
+
+class KubernetesBackend:
+    """Leases as coordination.k8s.io/v1 Lease objects; see the module docstring for the URL."""
+
+    scheme = "kubernetes"
+
+    def __init__(
+        self,
+        namespace: str = "",
+        *,
+        kubeconfig: str | None = None,
+        context: str | None = None,
+        request_timeout: float = 10.0,
+        configuration: k8s_client.Configuration | None = None,
+    ) -> None:
+        if request_timeout <= 0:
+            raise ConfigError(
+                f"must be a positive number of seconds, got {request_timeout!r}", field="request_timeout"
+            )
+        self._request_timeout = request_timeout
+        if configuration is None:
+            configuration = _load_configuration(kubeconfig, context)
+        if not namespace:
+            namespace = _default_namespace(kubeconfig, context)
+        if len(namespace) > 63 or not _DNS_LABEL.fullmatch(namespace):
+            raise ConfigError(
+                f"{namespace!r} is not a namespace name (a DNS-1123 label: at most 63 lowercase "
+                "letters, digits and '-')",
+                field="namespace",
+            )
+        self.namespace = namespace
+        self._api = k8s_client.ApiClient(configuration)
+        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="leaderlib-k8s")
+        # The last Lease object this instance read or wrote per election: the
+        # leader renews by updating it (no GET), a follower takes over from it.
+        self._objects: dict[str, dict[str, Any]] = {}
+        self._objects_lock = threading.Lock()
+        self._watches: set[_WatchHandle] = set()
+        self._rounded: set[float] = set()
+        self._closed = False
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> KubernetesBackend:
+        parts = split_url(url)
+        configuration = options.pop("configuration", None)
+        parsed = parse_options(parts, {"kubeconfig": str, "context": str, "request_timeout": float}, options)
+        if parts.path not in ("", "/"):
+            raise ConfigError(
+                f"{url!r}: expected kubernetes://NAMESPACE with nothing after the namespace",
+                field="backend",
+            )
+        return cls(parts.netloc, configuration=configuration, **parsed)
+
+    # -- requests ---------------------------------------------------------------
+
+    async def _run(self, function: Callable[[], T]) -> T:
+        if self._closed:
+            raise BackendUnavailable("the backend was closed", backend=self.scheme)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, function)
+
+    def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        election: str,
+        body: dict[str, Any] | None = None,
+        query: list[tuple[str, str]] | None = None,
+    ) -> _Response:
+        """One API request (in a worker thread); transport failures become BackendUnavailable."""
+        params = self._api.param_serialize(
+            method=method,
+            resource_path=path,
+            query_params=query or [],
+            header_params=dict(_JSON_HEADERS),
+            body=body,
+            auth_settings=["BearerToken"],
+        )
+        try:
+            response = self._api.call_api(*params, _request_timeout=self._request_timeout)
+            data = response.read()  # type: ignore[no-untyped-call]
+        except (urllib3.exceptions.HTTPError, OSError, k8s_client.ApiException) as exc:
+            raise BackendUnavailable(
+                f"cannot reach the Kubernetes API server at {self._api.configuration.host}: {exc}",
+                election=election,
+                backend=self.scheme,
+            ) from exc
+        try:
+            decoded = json.loads(data) if data else None
+        except ValueError:
+            decoded = None
+        return _Response(response.status, decoded)
+
+    def _path(self, election: str) -> str:
+        return _LEASE_PATH.format(namespace=self.namespace, name=election)
+
+    def _error(self, response: _Response, verb: str, election: str) -> BackendError:
+        """The leaderlib exception for an API error answer to ``verb`` on the election's Lease."""
+        status = response.status
+        body = response.body if isinstance(response.body, dict) else {}
+        message = body.get("message") or f"HTTP {status}"
+        where = f"leases.coordination.k8s.io in namespace {self.namespace!r}"
+        if status == 401:
+            return AccessDenied(
+                f"the API server rejected the credentials (401 Unauthorized: {message}); check the "
+                "kubeconfig's token or client certificate, or the pod's service account token",
+                election=election,
+                backend=self.scheme,
+            )
+        if status == 403:
+            return AccessDenied(
+                f"RBAC does not allow {verb!r} on {where} ({message}). Grant the verbs get, list, "
+                f"watch, create and update on leases with this Role and a RoleBinding to the "
+                f"service account or user:\n{ROLE_YAML.format(namespace=self.namespace)}",
+                election=election,
+                backend=self.scheme,
+            )
+        if status == 404 and (body.get("details") or {}).get("kind") == "namespaces":
+            return BackendError(
+                f"namespace {self.namespace!r} does not exist ({message}); create it or fix the "
+                "backend URL kubernetes://NAMESPACE",
+                election=election,
+                backend=self.scheme,
+            )
+        if status in (400, 422):
+            return BackendError(
+                f"the API server refused the Lease leaderlib sent ({verb} {where}): {message}",
+                election=election,
+                backend=self.scheme,
+            )
+        if status == 429 or status >= 500:
+            return BackendUnavailable(
+                f"the API server could not serve {verb!r} on {where} now ({status}: {message})",
+                election=election,
+                backend=self.scheme,
+            )
+        return BackendError(
+            f"unexpected answer to {verb!r} on {where}: {status} {message}",
+            election=election,
+            backend=self.scheme,
+        )
+
+    def _remember(self, election: str, lease: dict[str, Any] | None) -> None:
+        with self._objects_lock:
+            if lease is None:
+                self._objects.pop(election, None)
+            else:
+                self._objects[election] = lease
+
+    def _cached(self, election: str) -> dict[str, Any] | None:
+        with self._objects_lock:
+            return self._objects.get(election)
+
+    def _read(self, election: str) -> dict[str, Any] | None:
+        """GET the Lease (worker thread); None if there is none."""
+        response = self._request("GET", self._path(election), election=election)
+        if response.status == 404:
+            self._remember(election, None)
+            return None
+        if response.status != 200:
+            raise self._error(response, "get", election)
+        lease: dict[str, Any] = response.body
+        self._remember(election, lease)
+        return lease
+
+    def _create(self, election: str, spec: dict[str, Any]) -> dict[str, Any] | None:
+        """POST a new Lease (worker thread); None if one exists already (409)."""
+        body = {
+            "apiVersion": "coordination.k8s.io/v1",
+            "kind": "Lease",
+            "metadata": {"name": election, "namespace": self.namespace},
+            "spec": spec,
+        }
+        response = self._request(
+            "POST", _GROUP_PATH.format(namespace=self.namespace), election=election, body=body
+        )
+        if response.status == 409:
+            return None
+        if response.status != 201 and response.status != 200:
+            raise self._error(response, "create", election)
+        lease: dict[str, Any] = response.body
+        self._remember(election, lease)
+        return lease
+
+    def _update(
+        self, election: str, base: dict[str, Any], version: str, spec: dict[str, Any]
+    ) -> dict[str, Any] | None:
+        """PUT ``spec`` onto ``base`` if the Lease is still at ``version`` (worker thread).
+
+        None on a conflict (409) or if the Lease was deleted meanwhile (404).
+        ``base`` supplies the metadata (labels, annotations, owners) to keep.
+        """
+        metadata = {k: v for k, v in (base.get("metadata") or {}).items() if k != "managedFields"}
+        metadata.update(name=election, namespace=self.namespace, resourceVersion=version)
+        body = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": metadata, "spec": spec}
+        response = self._request("PUT", self._path(election), election=election, body=body)
+        if response.status in (404, 409):
+            return None
+        if response.status != 200:
+            raise self._error(response, "update", election)
+        lease: dict[str, Any] = response.body
+        self._remember(election, lease)
+        return lease
+
+    def _record(self, election: str, lease: dict[str, Any] | None) -> LeaseRecord | None:
+        return None if lease is None else record_from_lease(election, lease, backend=self.scheme)
+
+    def _duration(self, lease_duration: float) -> int:
+        seconds = lease_duration_seconds(lease_duration)
+        if seconds != lease_duration and lease_duration not in self._rounded:
+            self._rounded.add(lease_duration)
+            logger.warning(
+                "Kubernetes Lease durations are whole seconds; rounded %s s up to %d s",
+                lease_duration,
+                seconds,
+            )
+        return seconds
+
+    # -- the Backend Protocol ---------------------------------------------------------
+
+    async def get(self, election: str) -> LeaseRecord | None:
+        validate_lease_name(election)
+        return self._record(election, await self._run(lambda: self._read(election)))
+
+    async def try_acquire(
+        self, election: str, identity: str, lease_duration: float, takeover: LeaseRecord | None
+    ) -> LeaseRecord | None:
+        validate_lease_name(election)
+        seconds = self._duration(lease_duration)
+        return self._record(
+            election, await self._run(lambda: self._acquire(election, identity, seconds, takeover))
+        )
+
+    def _acquire(
+        self, election: str, identity: str, seconds: int, takeover: LeaseRecord | None
+    ) -> dict[str, Any] | None:
+        """client-go's tryAcquireOrRenew, minus the expiry judgement (the elector's).
+
+        Returns the Lease as it stands after one attempt (worker thread).
+        """
+        now = format_microtime(dt.datetime.now(dt.UTC))
+        lease = self._cached(election)
+        # A takeover of the version we saw last (usually from the watch) needs
+        # no GET: the update itself checks that nothing changed since.
+        if takeover is None or lease is None or _version(lease) != takeover.version:
+            lease = self._read(election)
+        if lease is None:
+            created = self._create(election, lease_spec(identity, seconds, now, now, 0))
+            if created is None:  # someone created it first: we lost this round
+                return self._read(election)
+            logger.debug("created lease", extra={"election": election, "holder": identity})
+            return created
+        for _ in range(2):
+            current = record_from_lease(election, lease, backend=self.scheme)
+            if current.holder == identity:
+                # Ours already (a restart with the same identity, or a retried
+                # acquisition): keep acquireTime and the token, as client-go does.
+                spec = lease_spec(
+                    identity, seconds, _spec_time(lease, "acquireTime", now), now, current.transitions
+                )
+            elif not current.holder or (takeover is not None and takeover.version == current.version):
+                spec = lease_spec(identity, seconds, now, now, current.transitions + 1)
+            else:
+                return lease  # held by someone whose lease has not expired for the elector
+            updated = self._update(election, lease, current.version, spec)
+            if updated is not None:
+                if current.holder != identity:
+                    logger.debug("took lease", extra={"election": election, "previous": current.holder})
+                return updated
+            lease = self._read(election)
+            if lease is None:
+                return None
+            if record_from_lease(election, lease, backend=self.scheme).holder != identity:
+                return lease  # lost the race: someone else wrote first
+            # Still ours under a new version (a write of ours that raced, or
+            # metadata changed by someone else): one more compare-and-swap.
+        raise BackendUnavailable(
+            "the Lease changed under every update; try again",
+            election=election,
+            backend=self.scheme,
+        )
+
+    async def renew(self, record: LeaseRecord) -> LeaseRecord:
+        validate_lease_name(record.election)
+        seconds = self._duration(record.lease_duration)
+        lease = await self._run(lambda: self._renew(record, seconds))
+        renewed = self._record(record.election, lease)
+        assert renewed is not None
+        return renewed
+
+    def _renew(self, record: LeaseRecord, seconds: int) -> dict[str, Any]:
+        election = record.election
+        now = format_microtime(dt.datetime.now(dt.UTC))
+        base = self._cached(election)
+        version = record.version
+        if base is None:
+            base = self._read(election)
+            if base is None:
+                raise self._lost(record, None)
+            version = _version(base)
+            if record_from_lease(election, base, backend=self.scheme).holder != record.holder:
+                raise self._lost(record, base)
+        for attempt in range(2):
+            # The fast path: update the object we hold with the version we
+            # last wrote, no GET (client-go's optimistic renewal).
+            spec = lease_spec(
+                record.holder,
+                seconds,
+                _spec_time(base, "acquireTime", now),
+                now,
+                _spec_int(base, "leaseTransitions", record.transitions),
+            )
+            if attempt == 0 and version == record.version:
+                spec["acquireTime"] = _format_or(record.acquire_time, spec["acquireTime"])
+                spec["leaseTransitions"] = record.transitions
+            updated = self._update(election, base, version, spec)
+            if updated is not None:
+                return updated
+            # Conflict: read it, and update again only if it is still ours.
+            fresh = self._read(election)
+            if (
+                fresh is None
+                or record_from_lease(election, fresh, backend=self.scheme).holder != record.holder
+            ):
+                raise self._lost(record, fresh)
+            base, version = fresh, _version(fresh)
+        raise self._lost(record, base)
+
+    def _lost(self, record: LeaseRecord, lease: dict[str, Any] | None) -> LeaseLost:
+        holder = ((lease or {}).get("spec") or {}).get("holderIdentity") if lease else None
+        now_held = f"held by {holder!r}" if holder else "released" if lease else "deleted"
+        return LeaseLost(
+            f"the Lease is no longer ours: it is {now_held}",
+            election=record.election,
+            backend=self.scheme,
+        )
+
+    async def release(self, record: LeaseRecord) -> None:
+        validate_lease_name(record.election)
+        await self._run(lambda: self._release(record))
+
+    def _release(self, record: LeaseRecord) -> None:
+        """client-go's release: empty holder, leaseDurationSeconds 1, transitions kept."""
+        election = record.election
+        now = format_microtime(dt.datetime.now(dt.UTC))
+        base = self._cached(election)
+        version = record.version
+        if base is None:
+            base = self._read(election)
+            if base is None:
+                return
+            version = _version(base)
+        for _ in range(2):
+            current_holder = (base.get("spec") or {}).get("holderIdentity") or ""
+            if version != record.version and current_holder != record.holder:
+                return
+            spec = lease_spec("", 1, now, now, _spec_int(base, "leaseTransitions", record.transitions))
+            if self._update(election, base, version, spec) is not None:
+                logger.debug("released lease", extra={"election": election})
+                return
+            fresh = self._read(election)
+            if fresh is None:
+                return
+            if (fresh.get("spec") or {}).get("holderIdentity") != record.holder:
+                return  # someone else holds it now: nothing of ours to release
+            base, version = fresh, _version(fresh)
+        raise BackendUnavailable(
+            "the Lease changed under every release attempt", election=election, backend=self.scheme
+        )
+
+    async def watch(self, election: str) -> AsyncIterator[LeaseRecord | None]:
+        validate_lease_name(election)
+        if self._closed:
+            raise BackendUnavailable("the backend was closed", election=election, backend=self.scheme)
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+        handle = _WatchHandle()
+
+        def emit(kind: str, value: Any) -> None:
+            # The loop may be gone when a late event arrives after cancellation.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(queue.put_nowait, (kind, value))
+
+        handle.thread = threading.Thread(
+            target=self._watch_thread,
+            args=(election, handle, emit),
+            name=f"leaderlib-k8s-watch-{election}",
+            daemon=True,
+        )
+        self._watches.add(handle)
+        handle.thread.start()
+        try:
+            while True:
+                kind, value = await queue.get()
+                if kind == "error":
+                    raise value
+                if kind == "lease":
+                    self._remember(election, value)
+                    yield self._record(election, value)
+                else:  # "deleted"
+                    self._remember(election, None)
+                    yield None
+        finally:
+            handle.cancel()
+            self._watches.discard(handle)
+
+    def _watch_thread(self, election: str, handle: _WatchHandle, emit: Callable[[str, Any], None]) -> None:
+        """List the Lease, then watch it from that version; re-list on 410 Gone (own thread)."""
+        try:
+            version: str | None = None
+            while not handle.stop.is_set():
+                if version is None:
+                    version = self._list_one(election, emit)
+                    continue
+                version = self._stream(election, version, handle, emit)
+        except BackendError as exc:
+            if not handle.stop.is_set():
+                emit("error", exc)
+        except Exception as exc:  # the loop must hear of any failure, or it waits forever
+            if not handle.stop.is_set():
+                error = BackendUnavailable(
+                    f"the Lease watch failed: {exc!r}", election=election, backend=self.scheme
+                )
+                error.__cause__ = exc
+                emit("error", error)
+
+    def _list_one(self, election: str, emit: Callable[[str, Any], None]) -> str:
+        """List the one Lease, hand it to the loop and return the list's resourceVersion."""
+        query = [("fieldSelector", f"metadata.name={election}")]
+        response = self._request(
+            "GET", _GROUP_PATH.format(namespace=self.namespace), election=election, query=query
+        )
+        if response.status != 200:
+            raise self._error(response, "list", election)
+        items = response.body.get("items") or []
+        if items:
+            emit("lease", items[0])
+        else:
+            emit("deleted", None)
+        version: str = response.body["metadata"]["resourceVersion"]
+        return version
+
+    def _stream(
+        self, election: str, version: str, handle: _WatchHandle, emit: Callable[[str, Any], None]
+    ) -> str | None:
+        """Follow one watch request; return the version to resume from (None: re-list)."""
+        query = [
+            ("fieldSelector", f"metadata.name={election}"),
+            ("watch", "true"),
+            ("resourceVersion", version),
+            ("allowWatchBookmarks", "true"),
+            ("timeoutSeconds", str(_WATCH_SECONDS)),
+        ]
+        params = self._api.param_serialize(
+            method="GET",
+            resource_path=_GROUP_PATH.format(namespace=self.namespace),
+            query_params=query,
+            header_params={"Accept": "application/json"},
+            auth_settings=["BearerToken"],
+        )
+        try:
+            response = self._api.call_api(
+                *params, _request_timeout=(self._request_timeout, _WATCH_READ_TIMEOUT)
+            )
+        except (urllib3.exceptions.HTTPError, OSError, k8s_client.ApiException) as exc:
+            raise BackendUnavailable(
+                f"the Lease watch could not start: {exc}", election=election, backend=self.scheme
+            ) from exc
+        stream = response.response
+        if response.status == 410:
+            stream.close()
+            return None
+        if response.status != 200:
+            data = stream.read()
+            stream.close()
+            raise self._error(_Response(response.status, _loads(data)), "watch", election)
+        if not handle.attach(stream):
+            return version
+        try:
+            buffer = b""
+            for chunk in stream.stream(amt=None, decode_content=False):
+                buffer += chunk
+                while b"\n" in buffer:
+                    line, buffer = buffer.split(b"\n", 1)
+                    if not line.strip():
+                        continue
+                    event = json.loads(line)
+                    kind, obj = event.get("type"), event.get("object") or {}
+                    if kind == "ERROR":
+                        if obj.get("code") == 410:
+                            return None  # our version is too old: re-list
+                        raise self._error(_Response(int(obj.get("code") or 500), obj), "watch", election)
+                    version = (obj.get("metadata") or {}).get("resourceVersion") or version
+                    if kind in ("ADDED", "MODIFIED"):
+                        emit("lease", obj)
+                    elif kind == "DELETED":
+                        emit("deleted", None)
+                    # BOOKMARK only moves the version on.
+            return version  # the server ended the watch: resume from where we were
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            if handle.stop.is_set():
+                return version
+            raise BackendUnavailable(
+                f"the Lease watch broke: {exc}", election=election, backend=self.scheme
+            ) from exc
+        finally:
+            handle.detach()
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        watches = list(self._watches)
+        for handle in watches:
+            handle.cancel()
+        threads = [handle.thread for handle in watches if handle.thread is not None]
+
+        def shut_down() -> None:
+            for thread in threads:
+                thread.join(timeout=self._request_timeout + 1)
+            self._pool.shutdown(wait=True)
+            self._api.close()  # type: ignore[no-untyped-call]
+
+        await asyncio.to_thread(shut_down)
+
+
+def _version(lease: dict[str, Any]) -> str:
+    return str((lease.get("metadata") or {}).get("resourceVersion") or "")
+
+
+def _spec_time(lease: dict[str, Any], key: str, default: str) -> str:
+    """The spec's time ``key`` re-formatted as MicroTime, or ``default``."""
+    raw = (lease.get("spec") or {}).get(key)
+    try:
+        return format_microtime(parse_microtime(raw)) if raw else default
+    except ValueError:
+        return default
+
+
+def _spec_int(lease: dict[str, Any], key: str, default: int) -> int:
+    value = (lease.get("spec") or {}).get(key)
+    return value if isinstance(value, int) and not isinstance(value, bool) else default
+
+
+def _format_or(when: dt.datetime | None, default: str) -> str:
+    return default if when is None else format_microtime(when)
+
+
+def _loads(data: bytes) -> Any:
+    try:
+        return json.loads(data) if data else None
+    except ValueError:
+        return None
+
+
+def _default_namespace(kubeconfig: str | None, context: str | None) -> str:
+    """The pod's namespace in a cluster, else the kubeconfig context's, else "default"."""
+    if kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
+        with contextlib.suppress(OSError):
+            return Path(_INCLUSTER_NAMESPACE_FILE).read_text().strip()
+    with contextlib.suppress(Exception):
+        contexts, active = k8s_config.list_kube_config_contexts(  # type: ignore[no-untyped-call]
+            kubeconfig or _kubeconfig_path()
+        )
+        chosen = next((c for c in contexts if c["name"] == context), active) if context else active
+        namespace = (chosen or {}).get("context", {}).get("namespace")
+        if namespace:
+            return str(namespace)
+    return "default"
+
+
+def _kubeconfig_path() -> str:
+    return os.environ.get("KUBECONFIG") or os.path.expanduser("~/.kube/config")
+
+
+def _load_configuration(kubeconfig: str | None, context: str | None) -> k8s_client.Configuration:
+    """The client configuration: in-cluster service account, or a kubeconfig file."""
+    configuration = k8s_client.Configuration()
+    if kubeconfig is None and context is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
+        try:
+            k8s_config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+        except k8s_config.ConfigException as exc:
+            raise ConfigError(
+                f"KUBERNETES_SERVICE_HOST is set but the service account cannot be used: {exc}",
+                field="kubeconfig",
+            ) from exc
+        return configuration
+    path = kubeconfig or _kubeconfig_path()
+    if not any(Path(part).expanduser().is_file() for part in path.split(os.pathsep) if part):
+        raise ConfigError(
+            f"no kubeconfig at {path!r}; pass ?kubeconfig=PATH, set KUBECONFIG, or run in a pod",
+            field="kubeconfig",
+        )
+    try:
+        k8s_config.load_kube_config(  # type: ignore[no-untyped-call]
+            config_file=path, context=context, client_configuration=configuration, persist_config=False
+        )
+    except (k8s_config.ConfigException, OSError, ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(f"cannot use kubeconfig {path!r}: {exc}", field="kubeconfig") from exc
+    return configuration
