@@ -1,0 +1,101 @@
+"""The conformance suite on ``kubernetes://``, against a real kube-apiserver.
+
+The electors run as the unprivileged ``elector`` user (a Role with exactly
+get/list/watch/create/update on leases); foreign and corrupt records are
+written as ``admin``, the way another program would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import datetime as dt
+import math
+from typing import Any
+
+import pytest
+
+from leaderlib.backends import Backend
+from leaderlib.backends.kubernetes import KubernetesBackend, format_microtime
+from leaderlib.testing.servers import KubeAPIServer
+
+CORRUPTIBLE = True
+
+_fallback: KubeAPIServer | None = None
+
+
+def kube_server(request: pytest.FixtureRequest) -> KubeAPIServer:
+    """The session's kube-apiserver from the ``kube_apiserver`` fixture (leaderlib.testing.pytest_plugin)."""
+    global _fallback
+    try:
+        server: KubeAPIServer = request.getfixturevalue("kube_apiserver")
+    except pytest.FixtureLookupError:
+        # Until the plugin's fixture is registered: one server for the session.
+        if _fallback is None:
+            _fallback = KubeAPIServer().start()
+            atexit.register(_fallback.stop)
+        server = _fallback
+    return server
+
+
+def client_go_lease(
+    server: KubeAPIServer,
+    name: str,
+    holder: str,
+    lease_duration: float,
+    *,
+    renew_time: dt.datetime | None = None,
+    transitions: int = 0,
+) -> dict[str, Any]:
+    """A Lease exactly as client-go's LeaseLock creates it for ``holder``."""
+    now = format_microtime(renew_time or dt.datetime.now(dt.UTC))
+    return {
+        "apiVersion": "coordination.k8s.io/v1",
+        "kind": "Lease",
+        "metadata": {"name": name, "namespace": server.namespace},
+        "spec": {
+            "holderIdentity": holder,
+            "leaseDurationSeconds": max(1, math.ceil(lease_duration)),
+            "acquireTime": now,
+            "renewTime": now,
+            "leaseTransitions": transitions,
+        },
+    }
+
+
+def admin_put_lease(server: KubeAPIServer, lease: dict[str, Any]) -> dict[str, Any]:
+    """Create the Lease as admin, or replace the existing one (blocking)."""
+    path = f"/apis/coordination.k8s.io/v1/namespaces/{server.namespace}/leases"
+    name = lease["metadata"]["name"]
+    status, current = server._request("GET", f"{path}/{name}", server.admin_token)
+    if status == 404:
+        return server.admin_request("POST", path, lease)
+    lease = {
+        **lease,
+        "metadata": {**lease["metadata"], "resourceVersion": current["metadata"]["resourceVersion"]},
+    }
+    return server.admin_request("PUT", f"{path}/{name}", lease)
+
+
+class KubernetesHarness:
+    def __init__(self, server: KubeAPIServer) -> None:
+        self.server = server
+        self.url = f"{server.backend_url}?kubeconfig={server.kubeconfig}"
+
+    def backend(self) -> Backend:
+        return KubernetesBackend.from_url(self.url)
+
+    async def write_foreign(self, election: str, holder: str, lease_duration: float) -> None:
+        """A client-go elector's Lease: another holder, renewTime now."""
+        lease = client_go_lease(self.server, election, holder, lease_duration)
+        await asyncio.to_thread(admin_put_lease, self.server, lease)
+
+    async def write_corrupt(self, election: str) -> None:
+        """A holder without leaseDurationSeconds: the API server accepts it, no elector can judge it."""
+        lease = client_go_lease(self.server, election, "someone", 1)
+        del lease["spec"]["leaseDurationSeconds"]
+        await asyncio.to_thread(admin_put_lease, self.server, lease)
+
+
+def make_harness(request: pytest.FixtureRequest) -> KubernetesHarness:
+    return KubernetesHarness(kube_server(request))
