@@ -55,7 +55,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any, ClassVar, TypeVar
-from urllib.parse import unquote
+from urllib.parse import SplitResult, unquote
 
 from .._errors import (
     AccessDenied,
@@ -117,7 +117,7 @@ def _wall() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="microseconds")
 
 
-def _parse_path(parts: Any) -> str:
+def _parse_path(parts: SplitResult) -> str:
     """The absolute file path a ``sqlite://`` URL names."""
     netloc, path = parts.netloc, unquote(parts.path)
     if netloc == ".":
@@ -133,7 +133,8 @@ def _parse_path(parts: Any) -> str:
         raise ConfigError(
             "sqlite:// needs a database file, e.g. sqlite:///var/lib/myapp/leases.db", field="path"
         )
-    return os.path.normpath(path)
+    # normpath keeps a leading "//" (POSIX allows it a meaning); sqlite:////x is /x.
+    return os.path.normpath("/" + path.lstrip("/"))
 
 
 def _check_path(path: str) -> None:

@@ -1,0 +1,395 @@
+"""What only ``sqlite:///PATH`` has to prove: several processes on one file, expiry
+on the host's boot clock (not the wall clock), the file's mode and clear errors."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import sqlite3
+import sys
+import textwrap
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from leaderlib import AccessDenied, BackendUnavailable, ConfigError, CorruptLeaseRecord, LeaseLost
+from leaderlib.backends import LeaseRecord, backend_from_url
+from leaderlib.backends.sqlite import SQLiteBackend
+
+TABLE = "leaderlib_leases"
+
+
+def boottime() -> float:
+    return time.clock_gettime(time.CLOCK_BOOTTIME)
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    return tmp_path / "leases.db"
+
+
+@pytest.fixture
+async def backend(db: Path) -> AsyncIterator[SQLiteBackend]:
+    made = SQLiteBackend.from_url(f"sqlite://{db}")
+    yield made
+    await made.aclose()
+
+
+def raw(db: Path, sql: str, params: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
+    """Run one statement with the plain sqlite3 module, as another program would."""
+    conn = sqlite3.connect(db, timeout=5, isolation_level=None)
+    try:
+        return conn.execute(sql, params).fetchall()
+    finally:
+        conn.close()
+
+
+def put_row(
+    db: Path,
+    election: str,
+    holder: str,
+    *,
+    expires_at: float,
+    lease_duration: float = 2.0,
+    wall: str = "2026-01-01T00:00:00+00:00",
+    token: int = 5,
+) -> None:
+    raw(
+        db,
+        f"INSERT OR REPLACE INTO {TABLE} VALUES (?, ?, ?, ?, 10, 4, ?, ?, ?)",
+        (election, holder, lease_duration, token, wall, wall, expires_at),
+    )
+
+
+# -- several processes on one file ----------------------------------------------
+
+CONTENDER = textwrap.dedent(
+    """
+    import asyncio, json, sys, time
+    from leaderlib.backends.sqlite import SQLiteBackend
+
+    async def main(url, me, start, rounds):
+        backend = SQLiteBackend.from_url(url)
+        tokens = []
+        first = {}
+        await backend.get("warm-up")  # open the file before the race starts
+        while time.time() < start:
+            await asyncio.sleep(0.001)
+        record = await backend.try_acquire("race", me, 5.0, None)
+        first = {"holder": record.holder, "token": record.fencing_token}
+        # Then churn: acquire and release as fast as possible on another election.
+        for _ in range(rounds):
+            record = await backend.try_acquire("churn", me, 5.0, None)
+            if record is not None and record.holder == me:
+                tokens.append(record.fencing_token)
+                await backend.release(record)
+        await backend.aclose()
+        print(json.dumps({"first": first, "tokens": tokens}))
+
+    asyncio.run(main(sys.argv[1], sys.argv[2], float(sys.argv[3]), int(sys.argv[4])))
+    """
+)
+
+
+async def test_processes_contend_and_exactly_one_wins(db: Path, tmp_path: Path) -> None:
+    """Six processes try at the same instant: one wins; under churn every fencing token
+    is handed to exactly one process, and none is skipped."""
+    script = tmp_path / "contender.py"
+    script.write_text(CONTENDER)
+    url = f"sqlite://{db}"
+    start = time.time() + 1.0
+    procs = [
+        await asyncio.create_subprocess_exec(
+            sys.executable,
+            str(script),
+            url,
+            f"proc-{i}",
+            str(start),
+            "40",
+            stdout=asyncio.subprocess.PIPE,
+        )
+        for i in range(6)
+    ]
+    results = []
+    for i, proc in enumerate(procs):
+        out, _ = await asyncio.wait_for(proc.communicate(), timeout=60)
+        assert proc.returncode == 0, f"proc-{i} failed"
+        results.append((f"proc-{i}", json.loads(out)))
+
+    winners = [me for me, result in results if result["first"]["holder"] == me]
+    assert len(winners) == 1, f"winners of one race: {winners}"
+    assert {result["first"]["holder"] for _, result in results} == set(winners)
+    assert {result["first"]["token"] for _, result in results} == {1}
+
+    tokens = [token for _, result in results for token in result["tokens"]]
+    assert sorted(tokens) == list(range(1, len(tokens) + 1)), "each leadership gets its own token"
+    assert len({me for me, result in results if result["tokens"]}) > 1, "churn had no contention"
+
+
+HOLDER = textwrap.dedent(
+    """
+    import asyncio, sys
+    from leaderlib.backends.sqlite import SQLiteBackend
+
+    async def main(url):
+        backend = SQLiteBackend.from_url(url)
+        record = await backend.try_acquire("watched", "other-process", 5.0, None)
+        print("held", flush=True)
+        sys.stdin.readline()
+        await backend.release(record)
+        print("released", flush=True)
+        await backend.aclose()
+
+    asyncio.run(main(sys.argv[1]))
+    """
+)
+
+
+async def test_watch_sees_another_process_release(backend: SQLiteBackend, db: Path, tmp_path: Path) -> None:
+    """No in-process notification crosses processes: the watch must notice by polling."""
+    script = tmp_path / "holder.py"
+    script.write_text(HOLDER)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(script),
+        f"sqlite://{db}",
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+    try:
+        assert await asyncio.wait_for(proc.stdout.readline(), 30) == b"held\n"
+        seen: list[str] = []
+        released = asyncio.Event()
+
+        async def follow() -> None:
+            async for record in backend.watch("watched"):
+                seen.append(record.holder if record else "<none>")
+                if record is not None and not record.is_held:
+                    released.set()
+
+        task = asyncio.create_task(follow())
+        await asyncio.sleep(0.3)
+        assert seen == ["other-process"], "an idle watch yields once"
+        proc.stdin.write(b"go\n")
+        await proc.stdin.drain()
+        assert await asyncio.wait_for(proc.stdout.readline(), 10) == b"released\n"
+        noticed = time.monotonic()
+        await asyncio.wait_for(released.wait(), 2)
+        assert time.monotonic() - noticed < 0.5
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        await proc.wait()
+
+
+# -- expiry is on CLOCK_BOOTTIME, not the wall clock ------------------------------
+
+
+async def test_expiry_follows_the_boot_clock_not_the_wall_times(backend: SQLiteBackend, db: Path) -> None:
+    await backend.get("setup")
+    # Wall times far in the past, deadline ahead on the boot clock: held.
+    put_row(db, "old-wall", "a", expires_at=boottime() + 1.5, wall="2001-01-01T00:00:00+00:00")
+    record = await backend.try_acquire("old-wall", "b", 2.0, None)
+    assert record is not None and record.holder == "a"
+    assert record.expires_in is not None and 1.0 < record.expires_in <= 1.5
+
+    # Wall times a year ahead, deadline passed on the boot clock: free.
+    put_row(db, "future-wall", "a", expires_at=boottime() - 0.01, wall="2099-01-01T00:00:00+00:00")
+    seen = await backend.get("future-wall")
+    assert seen is not None and not seen.is_held and seen.expires_in == 0.0
+    taken = await backend.try_acquire("future-wall", "b", 2.0, None)
+    assert taken is not None and taken.holder == "b" and taken.fencing_token == 6
+
+
+async def test_deadline_from_before_a_reboot_is_ignored(backend: SQLiteBackend, db: Path) -> None:
+    """CLOCK_BOOTTIME restarts at a reboot, so an old deadline may lie far ahead. No
+    deadline can be more than lease_duration away; such a row is from another boot."""
+    await backend.get("setup")
+    put_row(db, "rebooted", "a", expires_at=boottime() + 100_000, lease_duration=2.0)
+    taken = await backend.try_acquire("rebooted", "b", 2.0, None)
+    assert taken is not None and taken.holder == "b"
+
+
+async def test_renewing_an_expired_lease_is_lost(backend: SQLiteBackend, db: Path) -> None:
+    record = await backend.try_acquire("lapsed", "a", 2.0, None)
+    assert record is not None
+    raw(db, f"UPDATE {TABLE} SET expires_at = ? WHERE election = 'lapsed'", (boottime() - 0.01,))
+    with pytest.raises(LeaseLost):
+        await backend.renew(record)
+
+
+async def test_watch_wakes_when_the_lease_runs_out(backend: SQLiteBackend) -> None:
+    """Expiry writes nothing, so the watch wakes at the deadline on its own."""
+    await backend.try_acquire("short", "a", 0.4, None)
+    holders: list[str] = []
+
+    async def follow() -> None:
+        async for record in backend.watch("short"):
+            holders.append(record.holder if record else "<none>")
+            if record is not None and not record.is_held:
+                return
+
+    started = time.monotonic()
+    await asyncio.wait_for(follow(), 3)
+    assert holders == ["a", ""]
+    assert 0.2 < time.monotonic() - started < 1.0
+
+
+# -- the record's life -----------------------------------------------------------
+
+
+async def test_release_keeps_the_fencing_counter(backend: SQLiteBackend, db: Path) -> None:
+    first = await backend.try_acquire("e", "a", 2.0, None)
+    assert first is not None and first.fencing_token == 1
+    again = await backend.try_acquire("e", "a", 2.0, None)
+    assert again is not None and again.fencing_token == 1, "re-acquiring while holding keeps the term"
+    assert again.version != first.version
+    await backend.release(again)
+    assert raw(db, f"SELECT holder, fencing_token FROM {TABLE} WHERE election = 'e'") == [("", 1)]
+    released = await backend.get("e")
+    assert released is not None and not released.is_held
+    second = await backend.try_acquire("e", "a", 2.0, None)
+    assert second is not None and second.fencing_token == 2 and second.transitions == 1
+
+
+async def test_release_of_a_stale_record_does_nothing(backend: SQLiteBackend) -> None:
+    record = await backend.try_acquire("e", "a", 2.0, None)
+    assert record is not None
+    renewed = await backend.renew(record)
+    await backend.release(record)
+    still = await backend.get("e")
+    assert still is not None and still.holder == "a" and still.version == renewed.version
+
+
+async def test_wal_mode_and_table_option(db: Path) -> None:
+    backend = backend_from_url(f"sqlite://{db}?table=my_leases&busy_timeout=0.5")
+    try:
+        assert isinstance(backend, SQLiteBackend)
+        assert backend.busy_timeout == 0.5
+        await backend.try_acquire("e", "a", 2.0, None)
+    finally:
+        await backend.aclose()
+    assert raw(db, "PRAGMA journal_mode") == [("wal",)]
+    assert raw(db, "SELECT holder FROM my_leases") == [("a",)]
+
+
+async def test_locked_beyond_busy_timeout_is_unavailable(db: Path) -> None:
+    backend = SQLiteBackend.from_url(f"sqlite://{db}", busy_timeout=0.2)
+    await backend.get("setup")
+    blocker = sqlite3.connect(db, isolation_level=None)
+    try:
+        blocker.execute("BEGIN IMMEDIATE")
+        started = time.monotonic()
+        with pytest.raises(BackendUnavailable, match="locked"):
+            await backend.try_acquire("e", "a", 2.0, None)
+        assert 0.15 < time.monotonic() - started < 2.0
+        blocker.execute("ROLLBACK")
+        record = await backend.try_acquire("e", "a", 2.0, None)
+        assert record is not None and record.holder == "a"
+    finally:
+        blocker.close()
+        await backend.aclose()
+
+
+async def test_closed_backend_is_unavailable(db: Path) -> None:
+    backend = SQLiteBackend.from_url(f"sqlite://{db}")
+    await backend.get("e")
+    await backend.aclose()
+    with pytest.raises(BackendUnavailable, match="closed"):
+        await backend.get("e")
+
+
+# -- clear errors ----------------------------------------------------------------
+
+
+async def test_corrupt_row_names_file_table_and_column(backend: SQLiteBackend, db: Path) -> None:
+    await backend.get("setup")
+    put_row(db, "bad", "a", expires_at=boottime() + 2)
+    raw(db, f"UPDATE {TABLE} SET fencing_token = 'seven' WHERE election = 'bad'")
+    with pytest.raises(CorruptLeaseRecord) as caught:
+        await backend.try_acquire("bad", "b", 2.0, None)
+    message = str(caught.value)
+    assert str(db) in message and TABLE in message and "'bad'" in message
+    assert "fencing_token='seven'" in message
+
+
+async def test_foreign_table_without_our_columns(db: Path) -> None:
+    raw(db, "CREATE TABLE leaderlib_leases (election TEXT PRIMARY KEY, owner TEXT)")
+    backend = SQLiteBackend.from_url(f"sqlite://{db}")
+    try:
+        with pytest.raises(CorruptLeaseRecord, match="columns"):
+            await backend.get("e")
+    finally:
+        await backend.aclose()
+
+
+def test_missing_directory(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist") as caught:
+        SQLiteBackend.from_url(f"sqlite://{tmp_path}/nowhere/leases.db")
+    assert f"{tmp_path}/nowhere" in str(caught.value)
+
+
+def test_not_a_sqlite_file(tmp_path: Path) -> None:
+    path = tmp_path / "notes.txt"
+    path.write_text("hello, this is not a database, and it is long enough\n")
+    with pytest.raises(ConfigError, match="not a SQLite database"):
+        SQLiteBackend.from_url(f"sqlite://{path}")
+
+
+async def test_file_replaced_by_garbage_after_start(db: Path) -> None:
+    backend = SQLiteBackend.from_url(f"sqlite://{db}")
+    try:
+        db.write_bytes(b"garbage " * 512)
+        with pytest.raises(CorruptLeaseRecord, match="not a readable SQLite database"):
+            await backend.get("e")
+    finally:
+        await backend.aclose()
+
+
+async def test_unwritable_directory_says_what_to_grant() -> None:
+    # /proc refuses new files even to root, for whom permission bits mean nothing.
+    backend = SQLiteBackend.from_url("sqlite:///proc/leaderlib-test.db")
+    try:
+        with pytest.raises(AccessDenied, match="write permission"):
+            await backend.get("e")
+    finally:
+        await backend.aclose()
+
+
+@pytest.mark.parametrize(
+    ("url", "field"),
+    [
+        ("sqlite://", "path"),
+        ("sqlite:///", "path"),
+        ("sqlite://somehost/tmp/x.db", "path"),
+        ("sqlite:///tmp/x.db?table=x;drop", "table"),
+        ("sqlite:///tmp/x.db?busy_timeout=soon", "busy_timeout"),
+        ("sqlite:///tmp/x.db?busy_timeout=-1", "busy_timeout"),
+        ("sqlite:///tmp/x.db?colour=red", "colour"),
+        ("sqlite:///tmp", "path"),
+    ],
+)
+def test_bad_urls_name_the_field(url: str, field: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        SQLiteBackend.from_url(url)
+    assert caught.value.field == field
+
+
+def test_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert SQLiteBackend.from_url("sqlite:///tmp/x.db").path == "/tmp/x.db"
+    assert SQLiteBackend.from_url("sqlite:////tmp/x.db").path == "/tmp/x.db"
+    monkeypatch.chdir(tmp_path)
+    assert SQLiteBackend.from_url("sqlite://./sub/../x.db").path == str(tmp_path / "x.db")
+    assert SQLiteBackend.from_url(f"sqlite://{tmp_path}/a%20b.db").path == str(tmp_path / "a b.db")
+
+
+def test_records_are_lease_records() -> None:
+    # The Protocol's type, not a private one, reaches callers.
+    assert LeaseRecord.__module__ == "leaderlib.backends"
