@@ -303,8 +303,7 @@ class _Server:
     def __init__(self, *, directory: Path | None = None, start_timeout: float = 30.0) -> None:
         self._own_directory = directory is None
         self.directory = (
-            Path(tempfile.mkdtemp(prefix=f"leaderlib-{self.kind}-")) if directory is None
-            else directory
+            Path(tempfile.mkdtemp(prefix=f"leaderlib-{self.kind}-")) if directory is None else directory
         )
         self.directory.mkdir(parents=True, exist_ok=True)
         self.start_timeout = start_timeout
@@ -324,7 +323,10 @@ class _Server:
         :class:`ServerStartError` says why and where the log is.
         """
         if self._started:
-            return self
+            if self.running():
+                return self
+            # Something died on its own: reap what is left, then start afresh.
+            self._kill_processes()
         t0 = time.monotonic()
         try:
             self._start()
@@ -336,6 +338,11 @@ class _Server:
         self._started = True
         log.info("%s ready in %.2f s (%s)", self.kind, self.startup_seconds, self.directory)
         return self
+
+    def running(self) -> bool:
+        """True if the server was started and all its processes are still alive."""
+        procs = self._processes()
+        return self._started and bool(procs) and all(p.running() for p in procs)
 
     def stop(self, *, keep: bool = False) -> None:
         """Stop every process; remove the directory unless ``keep`` (logs for a failure)."""
@@ -466,9 +473,7 @@ class RedisServer(_Server):
         ]
         if self.tls:
             ca = CertificateAuthority(self.directory / "pki", "leaderlib redis test CA")
-            self._server_cert = ca.issue(
-                "server", "localhost", server=True, hosts=(LOOPBACK, "localhost")
-            )
+            self._server_cert = ca.issue("server", "localhost", server=True, hosts=(LOOPBACK, "localhost"))
             self.client_cert = ca.issue("client", "leaderlib-test-client", client=True)
             self.ca_file = ca.cert
             lines += [
@@ -495,10 +500,10 @@ class RedisServer(_Server):
         return ctx
 
     def _ping(self) -> bool:
-        with socket.create_connection((self.host, self.port), timeout=1.0) as raw:
-            sock: socket.socket = raw
+        with contextlib.ExitStack() as stack:
+            sock = stack.enter_context(socket.create_connection((self.host, self.port), timeout=1.0))
             if self.tls:
-                sock = self._ssl_context().wrap_socket(raw, server_hostname=self.host)
+                sock = stack.enter_context(self._ssl_context().wrap_socket(sock, server_hostname=self.host))
             sock.sendall(b"PING\r\n")
             reply = sock.recv(64)
         # -NOAUTH: the server is up, it only wants a password first.
@@ -673,9 +678,7 @@ class EtcdServer(_Server):
             if self.client_cert is not None:
                 context.load_cert_chain(str(self.client_cert.cert), str(self.client_cert.key))
         try:
-            with urllib.request.urlopen(
-                f"{self.client_url}/health", timeout=2.0, context=context
-            ) as resp:
+            with urllib.request.urlopen(f"{self.client_url}/health", timeout=2.0, context=context) as resp:
                 body = json.loads(resp.read())
         except urllib.error.HTTPError as exc:
             # With auth enabled /health is 503 + "health": "false" only when
@@ -720,8 +723,7 @@ class EtcdServer(_Server):
         done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
         if done.returncode != 0:
             raise ServerError(
-                f"etcdctl {' '.join(args)} failed (exit {done.returncode}): "
-                f"{done.stdout}{done.stderr}"
+                f"etcdctl {' '.join(args)} failed (exit {done.returncode}): {done.stdout}{done.stderr}"
             )
         return done.stdout
 
@@ -770,9 +772,7 @@ class EtcdCluster(_Server):
     ) -> None:
         super().__init__(directory=directory, start_timeout=start_timeout)
         ports = [(free_port(), free_port()) for _ in range(size)]
-        initial = ",".join(
-            f"member{i}=http://{LOOPBACK}:{peer}" for i, (_, peer) in enumerate(ports)
-        )
+        initial = ",".join(f"member{i}=http://{LOOPBACK}:{peer}" for i, (_, peer) in enumerate(ports))
         self.members = [
             EtcdServer(
                 name=f"member{i}",
@@ -995,9 +995,7 @@ class KubeAPIServer(_Server):
             decoded = {"raw": raw.decode(errors="replace")}
         return status, decoded if isinstance(decoded, dict) else {"value": decoded}
 
-    def admin_request(
-        self, method: str, path: str, body: dict[str, Any] | None = None
-    ) -> dict[str, Any]:
+    def admin_request(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
         """Call the API as admin; returns the JSON body, raises ServerError unless 2xx."""
         status, result = self._request(method, path, self.admin_token, body)
         if not 200 <= status < 300:
@@ -1044,9 +1042,7 @@ class KubeAPIServer(_Server):
                     "kind": "Role",
                     "name": "leaderlib-elector",
                 },
-                "subjects": [
-                    {"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "elector"}
-                ],
+                "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "elector"}],
             },
         )
 
@@ -1056,8 +1052,7 @@ class KubeAPIServer(_Server):
         tokens = self.directory / "tokens.csv"
         # token,user,uid,"group1,group2"; elector gets only system:authenticated (implicit).
         tokens.write_text(
-            f'{self.admin_token},admin,admin,"system:masters"\n'
-            f"{self.elector_token},elector,elector\n"
+            f'{self.admin_token},admin,admin,"system:masters"\n{self.elector_token},elector,elector\n'
         )
         tokens.chmod(0o600)
         self.etcd.start()
@@ -1077,4 +1072,3 @@ class KubeAPIServer(_Server):
     def version(self) -> dict[str, Any]:
         """The server's ``/version`` document."""
         return self.admin_request("GET", "/version")
-
