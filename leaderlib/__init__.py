@@ -26,6 +26,9 @@ from ._errors import (
     LeaseLost,
     NotLeader,
 )
+from ._runtime import JobContext, Mode, Service
+from ._sync import BackgroundService
+from ._triggers import CronTrigger, IntervalTrigger, Trigger
 from .backends import Backend, LeaseRecord, backend_from_url
 
 __all__ = [
@@ -35,20 +38,27 @@ __all__ = [
     "BackendError",
     "BackendNotInstalled",
     "BackendUnavailable",
+    "BackgroundService",
     "Clock",
     "ConfigError",
     "CorruptLeaseRecord",
+    "CronTrigger",
     "ElectionConfig",
     "ElectorState",
     "FakeClock",
+    "IntervalTrigger",
+    "JobContext",
     "LeaderElector",
     "LeaderlibError",
     "Leadership",
     "LeaseLost",
     "LeaseRecord",
+    "Mode",
     "NotLeader",
+    "Service",
     "Settings",
     "SystemClock",
+    "Trigger",
     "backend_from_url",
     "default_identity",
     "load_settings",

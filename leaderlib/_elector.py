@@ -373,21 +373,18 @@ class LeaderElector:
                 work.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await work
-            if reason == "stopping" and self.config.release_on_shutdown:
-                await self._release(leadership)
-                reason = "released"
+            # The term is over before the lease is released: logged first, so that
+            # logs show terms that never overlap even when the next leader is fast.
             self.leadership = None
             self.state = ElectorState.FOLLOWING
             instruments.is_leader.add(-1, self._attributes)
             instruments.transitions.add(1, {**self._attributes, "outcome": reason})
             logger.info(
                 "stopped leading",
-                extra={
-                    "election": self.election,
-                    "reason": reason,
-                    "fencing_token": record.fencing_token,
-                },
+                extra={"election": self.election, "reason": reason, "fencing_token": record.fencing_token},
             )
+            if reason == "stopping" and self.config.release_on_shutdown:
+                await self._release(leadership)
             if self._on_stopped_leading is not None:
                 result = self._on_stopped_leading(leadership)
                 if result is not None:

@@ -1,0 +1,267 @@
+"""``leaderlib demo``: replicas of a small cron service fail over while you watch.
+
+The demo starts N replica processes (``leaderlib run leaderlib._demo:demo_service``)
+on one backend, SIGKILLs the leader part-way, stops the next leader with
+SIGTERM near the end, and measures everything from the replicas' own JSON
+logs: leadership intervals, overlaps, failover and handover times, job runs
+and ticks run more than once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import queue
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+from typing import IO, Any
+
+from ._runtime import JobContext, Service
+
+__all__ = ["demo_service", "run_demo"]
+
+
+def demo_service() -> Service:
+    """The origin's message-polling service on a fast clock: ticks every second, so a
+    30-second demo shows many runs. ``examples/cron_service.py`` has the real schedule."""
+    service = Service("demo-cron")
+
+    @service.job(cron="* * * * * *", name="poll-messages")
+    def poll_messages(ctx: JobContext) -> None:
+        ctx.check()  # before the side effect: a paused ex-leader must not act
+        time.sleep(0.05)
+
+    @service.job(every=5, name="health-check")
+    async def health_check() -> None:
+        return None
+
+    @service.job(cron="*/10 * * * * *", name="report")
+    def report(ctx: JobContext) -> None:
+        ctx.check()
+
+    return service
+
+
+@dataclasses.dataclass
+class _Replica:
+    index: int
+    process: subprocess.Popen[str]
+    killed_at: float | None = None
+    stopped_at: float | None = None
+
+    @property
+    def name(self) -> str:
+        return f"replica-{self.index}"
+
+
+@dataclasses.dataclass
+class _Term:
+    replica: str
+    fencing_token: int
+    start: float
+    end: float | None = None
+
+
+class _Demo:
+    def __init__(self, replicas: int, duration: float, backend: str, quiet: bool) -> None:
+        self.count = replicas
+        self.duration = duration
+        self.backend = backend
+        self.quiet = quiet
+        self.started = time.time()
+        self.events: queue.Queue[tuple[str, dict[str, Any]]] = queue.Queue()
+        self.replicas: list[_Replica] = []
+        self.terms: list[_Term] = []
+        self.runs: list[tuple[str, str, str, int]] = []  # replica, job, tick, token
+        self.acquisitions: list[tuple[float, str]] = []
+        self.notes: list[tuple[float, str]] = []
+
+    def say(self, at: float, text: str) -> None:
+        if not self.quiet:
+            print(f"[{at - self.started:6.2f}s] {text}", flush=True)
+
+    def spawn(self, index: int) -> None:
+        env = dict(os.environ, LEADERLIB_IDENTITY=f"replica-{index}", PYTHONUNBUFFERED="1")
+        command = [sys.executable, "-m", "leaderlib", "run", "leaderlib._demo:demo_service"]
+        command += ["--backend", self.backend, "--log-format", "json"]
+        process = subprocess.Popen(
+            command, env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True
+        )
+        replica = _Replica(index, process)
+        self.replicas.append(replica)
+        assert process.stderr is not None
+        threading.Thread(target=self._read, args=(replica.name, process.stderr), daemon=True).start()
+
+    def _read(self, name: str, stream: IO[str]) -> None:
+        for line in stream:
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                entry = {"message": line.rstrip(), "time": time.time(), "level": "RAW"}
+            self.events.put((name, entry))
+
+    def pump(self, until: float) -> None:
+        """Handle replica log events until the wall time ``until``."""
+        while (remaining := until - time.time()) > 0:
+            try:
+                name, entry = self.events.get(timeout=min(remaining, 0.1))
+            except queue.Empty:
+                continue
+            self._handle(name, entry)
+
+    def _handle(self, name: str, entry: dict[str, Any]) -> None:
+        message, at = entry.get("message", ""), float(entry.get("time", time.time()))
+        if message == "became leader":
+            token = int(entry.get("fencing_token", -1))
+            self.terms.append(_Term(name, token, at))
+            self.acquisitions.append((at, name))
+            self.say(at, f"{name} became leader (fencing token {token})")
+        elif message == "stopped leading":
+            for term in reversed(self.terms):
+                if term.replica == name and term.end is None:
+                    term.end = at
+            self.say(at, f"{name} stopped leading ({entry.get('reason')})")
+        elif message == "job run started":
+            job, tick, token = entry["job"], entry["tick"], int(entry["fencing_token"])
+            self.runs.append((name, job, tick, token))
+            self.say(at, f"{name} runs {job} for tick {tick[11:19]} with fencing token {token}")
+        elif entry.get("level") in ("ERROR", "CRITICAL", "RAW"):
+            self.say(at, f"{name}: {message} {entry.get('error', '')}".rstrip())
+
+    def leader(self) -> _Replica | None:
+        open_terms = [term for term in self.terms if term.end is None]
+        if not open_terms:
+            return None
+        name = max(open_terms, key=lambda term: term.start).replica
+        alive = (r for r in self.replicas if r.name == name and r.killed_at is None and r.stopped_at is None)
+        return next(alive, None)
+
+    def wait_for_leader(self, after: float, timeout: float) -> float | None:
+        """Pump events until someone acquires after ``after``; return when they did."""
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            self.pump(min(deadline, time.time() + 0.05))
+            later = [at for at, _ in self.acquisitions if at > after]
+            if later:
+                return min(later)
+        return None
+
+    def run(self) -> dict[str, Any]:
+        self.say(time.time(), f"starting {self.count} replicas on {self.backend}")
+        for index in range(self.count):
+            self.spawn(index)
+        first = self.wait_for_leader(0, timeout=30)
+        if first is None:
+            raise RuntimeError("no replica became leader within 30 s; see the errors above")
+
+        failover = handover = None
+        kill_at = max(first + 3, self.started + self.duration * 0.2)
+        self.pump(kill_at)
+        victim = self.leader()
+        if victim is not None and self.count > 1:
+            victim.process.send_signal(signal.SIGKILL)
+            victim.killed_at = time.time()
+            self.say(victim.killed_at, f"demo: SIGKILL {victim.name}, the leader")
+            for term in self.terms:
+                if term.replica == victim.name and term.end is None:
+                    term.end = victim.killed_at
+            acquired = self.wait_for_leader(victim.killed_at, timeout=60)
+            if acquired is not None:
+                failover = acquired - victim.killed_at
+                self.say(acquired, f"failover took {failover:.2f}s")
+
+        stop_at = max(time.time() + 3, self.started + self.duration * 0.8)
+        self.pump(stop_at)
+        leaving = self.leader()
+        if leaving is not None and self.count > 2:
+            leaving.process.send_signal(signal.SIGTERM)
+            leaving.stopped_at = time.time()
+            self.say(leaving.stopped_at, f"demo: SIGTERM {leaving.name}, the leader (graceful stop)")
+            acquired = self.wait_for_leader(leaving.stopped_at, timeout=30)
+            if acquired is not None:
+                handover = acquired - leaving.stopped_at
+                self.say(acquired, f"graceful handover took {handover:.3f}s")
+
+        self.pump(max(time.time(), self.started + self.duration))
+        self.say(time.time(), "demo: stopping every replica")
+        for replica in self.replicas:
+            if replica.process.poll() is None:
+                replica.process.send_signal(signal.SIGTERM)
+        for replica in self.replicas:
+            try:
+                replica.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                replica.process.kill()
+        self.pump(time.time() + 0.5)
+        end = time.time()
+        for term in self.terms:
+            term.end = term.end if term.end is not None else end
+        return self.summary(failover, handover)
+
+    def summary(self, failover: float | None, handover: float | None) -> dict[str, Any]:
+        terms = sorted(self.terms, key=lambda term: term.start)
+        overlaps = sum(
+            1
+            for i, a in enumerate(terms)
+            for b in terms[i + 1 :]
+            if max(a.start, b.start) < min(a.end or a.start, b.end or b.start)
+        )
+        ticks = Counter((job, tick) for _, job, tick, _ in self.runs)
+        return {
+            "backend": self.backend,
+            "replicas": self.count,
+            "duration_seconds": round(time.time() - self.started, 3),
+            "leaderships": [
+                {"identity": t.replica, "fencing_token": t.fencing_token, "start": t.start, "end": t.end}
+                for t in terms
+            ],
+            "overlaps": overlaps,
+            "failover_seconds": None if failover is None else round(failover, 3),
+            "handover_seconds": None if handover is None else round(handover, 3),
+            "job_runs": len(self.runs),
+            "duplicate_ticks": sum(1 for count in ticks.values() if count > 1),
+            "exit_codes": {r.name: r.process.returncode for r in self.replicas},
+        }
+
+
+def run_demo(
+    *,
+    replicas: int = 3,
+    duration: float = 30.0,
+    backend: str | None = None,
+    json_path: str | None = None,
+    quiet: bool = False,
+) -> int:
+    """Run the demo; print the account and summary; return 0 if no safety property was violated."""
+    if replicas < 1:
+        print("leaderlib demo: --replicas must be at least 1", file=sys.stderr)
+        return 2
+    with tempfile.TemporaryDirectory(prefix="leaderlib-demo-") as scratch:
+        url = backend or f"sqlite:///{Path(scratch, 'leases.sqlite3').as_posix().lstrip('/')}"
+        demo = _Demo(replicas, duration, url, quiet)
+        try:
+            summary = demo.run()
+        finally:
+            for replica in demo.replicas:
+                if replica.process.poll() is None:
+                    replica.process.kill()
+    print()
+    print(f"replicas:         {summary['replicas']} on {summary['backend']}")
+    print(
+        f"leaderships:      {len(summary['leaderships'])} (fencing tokens {[t['fencing_token'] for t in summary['leaderships']]})"
+    )
+    print(f"overlaps:         {summary['overlaps']}")
+    print(f"failover:         {summary['failover_seconds']} s after SIGKILL")
+    print(f"graceful handover:{summary['handover_seconds']} s after SIGTERM")
+    print(f"job runs:         {summary['job_runs']}")
+    print(f"duplicate ticks:  {summary['duplicate_ticks']}")
+    if json_path:
+        Path(json_path).write_text(json.dumps(summary, indent=2) + "\n")
+    return 0 if summary["overlaps"] == 0 and summary["duplicate_ticks"] == 0 else 1

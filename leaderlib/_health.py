@@ -1,0 +1,45 @@
+"""A tiny HTTP endpoint for Kubernetes probes: ``GET /healthz`` and ``GET /leader``.
+
+``/healthz`` answers 503 when a leader has outlived its renew deadline (its
+event loop is wedged), 200 otherwise; ``/leader`` answers 200 on the leader
+and 503 on followers, for a readiness probe that routes traffic to the leader.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+__all__ = ["serve_health"]
+
+
+async def serve_health(
+    healthy: Callable[[], bool], is_leader: Callable[[], bool], host: str, port: int
+) -> asyncio.Server:
+    """Start the endpoint; the caller closes the returned server."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            request = await asyncio.wait_for(reader.readline(), timeout=5)
+            parts = request.decode("latin-1").split()
+            path = parts[1] if len(parts) >= 2 else ""
+            if path == "/healthz":
+                ok, body = healthy(), "ok" if healthy() else "renew deadline missed"
+            elif path == "/leader":
+                ok, body = is_leader(), "leader" if is_leader() else "follower"
+            else:
+                writer.write(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                return
+            status = "200 OK" if ok else "503 Service Unavailable"
+            payload = body.encode()
+            writer.write(
+                f"HTTP/1.1 {status}\r\nContent-Type: text/plain\r\nContent-Length: {len(payload)}\r\n"
+                "Connection: close\r\n\r\n".encode()
+                + payload
+            )
+        except (TimeoutError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    return await asyncio.start_server(handle, host, port)
