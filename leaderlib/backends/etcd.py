@@ -1,0 +1,905 @@
+"""``etcd://HOST:PORT[,HOST:PORT...]``: etcd v3, with etcd's own election recipe.
+
+URL forms::
+
+    etcd://127.0.0.1:2379
+    etcd://10.0.0.1:2379,10.0.0.2:2379,10.0.0.3:2379?prefix=/myapp/&timeout=3
+    etcds://USER:PASSWORD@etcd.internal:2379?cacert=/etc/ssl/ca.pem&cert=/etc/ssl/c.pem&key=/etc/ssl/c.key
+
+Options (query string, or keyword arguments, which win):
+
+``prefix`` (str, default ``/leaderlib/``)
+    Prepended to the election name. Election ``E`` lives under the key
+    prefix ``PREFIX + E + "/"``, which is exactly where ``etcdctl elect
+    PREFIX+E`` and Go's ``concurrency.NewElection(session, PREFIX+E)`` look.
+``timeout`` (float seconds, default 5)
+    Deadline of each gRPC call.
+``user``, ``password`` (str)
+    etcd credentials; also accepted as the URL's userinfo.
+``cacert``, ``cert``, ``key`` (str paths; ``etcds://`` only)
+    CA bundle to verify the server with (default: the system roots) and a
+    client certificate and key, as ``etcdctl --cacert --cert --key``.
+
+The recipe is etcd's Go ``client/v3/concurrency`` (``election.go``,
+``session.go``) and so ``etcdctl elect``; both sides see each other's
+candidates and leaders:
+
+* A *session* is a lease with TTL = ``lease_duration`` rounded up to whole
+  seconds (etcd raises it to its minimum TTL, 2 s with default raft timing).
+  One session serves every election an identity takes part in with that
+  TTL through this backend, as one Go ``Session`` serves many ``Election``\\ s.
+* The candidate key is ``PREFIX + ELECTION + "/" + <lease id in lowercase
+  hex>`` (Go: ``fmt.Sprintf("%s%x", pfx, leaseID)``), value = identity, put
+  with the lease in a transaction guarded by ``create_revision == 0`` (else
+  the key is read back).
+* The leader is the key with the lowest create revision under the prefix;
+  its create revision is the fencing token. A candidate waits on the key
+  just before its own (the next lower create revision) only.
+* Resigning deletes the key. Renewing is a lease keepalive plus Go's
+  ``Proclaim`` (a put of the identity guarded by the key's create revision),
+  so the key's mod revision -- the record's ``version`` -- changes on every
+  renewal, as the Backend contract asks.
+
+The elector owns all timing: this module starts no background task. A
+follower's ``try_acquire`` (every retry period) sends the keepalive that
+keeps its candidacy queued; ``renew`` sends the leader's. etcd expires leases
+itself, so records carry ``expires_in`` (the lease's remaining TTL plus a
+second for etcd's whole-second TTLs and its 500 ms expiry sweep).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import datetime as dt
+import logging
+import math
+import re
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import unquote
+
+import aetcd
+import grpc  # type: ignore[import-untyped]  # no stubs in the venv; pyproject lists aetcd only
+from aetcd import rpc
+from aetcd.utils import prefix_range_end
+
+from .._errors import (
+    AccessDenied,
+    BackendError,
+    BackendUnavailable,
+    ConfigError,
+    CorruptLeaseRecord,
+    LeaseLost,
+)
+from . import LeaseRecord, parse_options, split_url
+
+__all__ = ["EtcdBackend"]
+
+logger = logging.getLogger("leaderlib.backends.etcd")
+
+T = TypeVar("T")
+
+DEFAULT_PREFIX = "/leaderlib/"
+DEFAULT_PORT = 2379
+DEFAULT_TIMEOUT = 5.0
+
+#: A candidate key's last segment: the lease id as Go's ``%x`` prints it.
+_LEASE_HEX = re.compile(rb"[0-9a-f]{1,16}")
+
+#: Slack added to a lease's remaining TTL in ``expires_in``: etcd reports TTLs
+#: in whole seconds (rounded down) and revokes expired leases on a 500 ms sweep.
+_EXPIRY_SLACK = 1.0
+
+_OPTIONS: dict[str, type] = {
+    "prefix": str,
+    "timeout": float,
+    "user": str,
+    "password": str,
+    "cacert": str,
+    "cert": str,
+    "key": str,
+}
+
+#: gRPC codes after which another member may well answer: move on to it.
+_FAILOVER_CODES = frozenset({grpc.StatusCode.UNAVAILABLE})
+#: gRPC codes that say "try again later" rather than "you are wrong".
+_TRANSIENT_CODES = frozenset(
+    {
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.CANCELLED,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        grpc.StatusCode.ABORTED,
+        grpc.StatusCode.INTERNAL,
+        grpc.StatusCode.UNKNOWN,
+    }
+)
+
+
+def lease_ttl(lease_duration: float) -> int:
+    """The TTL (whole seconds) a session lease is granted for ``lease_duration``: rounded up."""
+    return max(1, math.ceil(lease_duration))
+
+
+def candidate_key(prefix: str, election: str, lease_id: int) -> bytes:
+    """``PREFIX + ELECTION + "/" + <lease id hex>``: the key Go's ``Election.Campaign`` writes."""
+    return f"{prefix}{election}/{lease_id:x}".encode()
+
+
+class _Client(aetcd.Client):  # type: ignore[misc]  # aetcd is untyped
+    """aetcd's client, connected over TLS when given credentials (aetcd only dials plaintext).
+
+    Everything else (auth token metadata, the generated stubs) is aetcd's.
+    """
+
+    def __init__(
+        self,
+        endpoint: str,
+        *,
+        username: str | None,
+        password: str | None,
+        timeout: float,
+        credentials: grpc.ChannelCredentials | None,
+    ) -> None:
+        host, _, port = endpoint.rpartition(":")
+        super().__init__(host=host, port=int(port), username=username, password=password, timeout=timeout)
+        self.endpoint = endpoint
+        self._credentials = credentials
+        self._connect_lock = asyncio.Lock()
+        self.watchstub: Any = None
+
+    async def connect(self) -> None:
+        """Open the channel and authenticate; raw ``grpc.aio.AioRpcError`` on failure."""
+        if self._connected.is_set():
+            return
+        async with self._connect_lock:
+            if self._connected.is_set():
+                return
+            if self._credentials is not None:
+                channel = grpc.aio.secure_channel(self.endpoint, self._credentials)
+            else:
+                channel = grpc.aio.insecure_channel(self.endpoint)
+            try:
+                metadata = None
+                if self._username is not None:
+                    auth = rpc.AuthStub(channel)
+                    response = await auth.Authenticate(
+                        rpc.AuthenticateRequest(name=self._username, password=self._password),
+                        timeout=self._timeout,
+                    )
+                    metadata = (("token", response.token),)
+            except BaseException:
+                await channel.close()
+                raise
+            self.channel = channel
+            self.metadata = metadata
+            self.kvstub = rpc.KVStub(channel)
+            self.leasestub = rpc.LeaseStub(channel)
+            self.watchstub = rpc.WatchStub(channel)
+            self._connected.set()
+
+    async def close(self) -> None:
+        if self.channel is not None:
+            await self.channel.close()
+        self._init_channel_attrs()
+        self._connected.clear()
+
+
+@dataclasses.dataclass
+class _Candidacy:
+    """This backend's candidate key in one election."""
+
+    key: bytes
+    create_revision: int
+    leading: bool = False
+    acquire_time: dt.datetime | None = None
+
+
+@dataclasses.dataclass
+class _Session:
+    """A lease kept alive by the elector's calls (Go's ``concurrency.Session``)."""
+
+    identity: str
+    lease_id: int
+    ttl: int
+    """Granted TTL in seconds (etcd may raise the one asked for to its minimum)."""
+    lease_duration: float
+    """The lease duration the elector asked for, reported in our own records."""
+    refreshed_at: float
+    """Monotonic time the last successful grant or keepalive was SENT."""
+    alive: bool = True
+    candidacies: dict[str, _Candidacy] = dataclasses.field(default_factory=dict)
+
+    def expires_in(self) -> float:
+        return max(0.0, self.ttl - (time.monotonic() - self.refreshed_at))
+
+
+def _range_first_created(prefix: bytes) -> Any:
+    """Go's ``Get(pfx, WithFirstCreate()...)``: the key with the lowest create revision."""
+    return rpc.RangeRequest(
+        key=prefix,
+        range_end=prefix_range_end(prefix),
+        sort_order=rpc.RangeRequest.ASCEND,
+        sort_target=rpc.RangeRequest.CREATE,
+        limit=1,
+    )
+
+
+def _range_predecessor(prefix: bytes, create_revision: int) -> Any:
+    """Go's ``waitDeletes`` query: the newest key created before ``create_revision``."""
+    return rpc.RangeRequest(
+        key=prefix,
+        range_end=prefix_range_end(prefix),
+        sort_order=rpc.RangeRequest.DESCEND,
+        sort_target=rpc.RangeRequest.CREATE,
+        max_create_revision=create_revision - 1,
+        limit=1,
+    )
+
+
+def _kvs(response: Any, index: int) -> list[Any]:
+    return list(response.responses[index].response_range.kvs)
+
+
+class EtcdBackend:
+    """Leases as etcd election keys; see the module docstring for the URL and the recipe."""
+
+    def __init__(
+        self,
+        endpoints: list[str],
+        *,
+        scheme: str = "etcd",
+        prefix: str = DEFAULT_PREFIX,
+        timeout: float = DEFAULT_TIMEOUT,
+        user: str | None = None,
+        password: str | None = None,
+        cacert: str | None = None,
+        cert: str | None = None,
+        key: str | None = None,
+    ) -> None:
+        if not endpoints:
+            raise ConfigError("an etcd URL needs at least one HOST:PORT", field="backend")
+        if timeout <= 0:
+            raise ConfigError(f"must be a positive number of seconds, got {timeout!r}", field="timeout")
+        if (user is None) != (password is None):
+            raise ConfigError("etcd credentials need both a user and a password", field="user")
+        self.scheme = scheme
+        self.prefix = prefix
+        self.timeout = timeout
+        self._endpoints = list(endpoints)
+        self._user = user
+        self._password = password
+        self._credentials = self._tls_credentials(scheme, cacert, cert, key)
+        self._index = 0
+        self._client: _Client | None = None
+        self._sessions: dict[tuple[str, int], _Session] = {}
+        self._session_locks: dict[tuple[str, int], asyncio.Lock] = {}
+        self._closed = False
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> EtcdBackend:
+        parts = split_url(url)
+        if parts.scheme not in ("etcd", "etcds"):
+            raise ConfigError(f"{url!r} is not an etcd:// or etcds:// URL", field="backend")
+        opts = parse_options(parts, _OPTIONS, options)
+        userinfo, _, hosts = parts.netloc.rpartition("@")
+        if userinfo:
+            user, _, password = userinfo.partition(":")
+            opts.setdefault("user", unquote(user))
+            opts.setdefault("password", unquote(password))
+        if parts.path not in ("", "/"):
+            raise ConfigError(
+                f"an etcd URL has no path (got {parts.path!r}); set the key prefix with ?prefix=",
+                field="backend",
+            )
+        endpoints = []
+        for host in hosts.split(","):
+            host = host.strip()
+            if not host:
+                raise ConfigError(f"empty HOST:PORT in {url!r}", field="backend")
+            port_match = re.fullmatch(r"(.*):(\d+)", host)
+            if port_match is None or port_match.group(1).endswith(":"):
+                host = f"{host}:{DEFAULT_PORT}"
+            endpoints.append(host)
+        return cls(endpoints, scheme=parts.scheme, **opts)
+
+    @staticmethod
+    def _tls_credentials(
+        scheme: str, cacert: str | None, cert: str | None, key: str | None
+    ) -> grpc.ChannelCredentials | None:
+        if scheme != "etcds":
+            for name, value in (("cacert", cacert), ("cert", cert), ("key", key)):
+                if value is not None:
+                    raise ConfigError(f"TLS option {name!r} needs an etcds:// URL", field=name)
+            return None
+        if (cert is None) != (key is None):
+            raise ConfigError("a client certificate needs both 'cert' and 'key'", field="cert")
+
+        def read(name: str, path: str | None) -> bytes | None:
+            if path is None:
+                return None
+            try:
+                return Path(path).read_bytes()
+            except OSError as exc:
+                raise ConfigError(f"cannot read {path!r}: {exc.strerror}", field=name) from exc
+
+        return grpc.ssl_channel_credentials(
+            root_certificates=read("cacert", cacert),
+            private_key=read("key", key),
+            certificate_chain=read("cert", cert),
+        )
+
+    # ------------------------------------------------------------------ plumbing
+
+    @property
+    def endpoint(self) -> str:
+        """The ``HOST:PORT`` of the member this backend talks to now."""
+        return self._endpoints[self._index]
+
+    def _election_prefix(self, election: str) -> bytes:
+        return f"{self.prefix}{election}/".encode()
+
+    async def _call(self, election: str | None, op: Callable[[_Client], Awaitable[T]]) -> T:
+        """Run ``op`` on the current member; on UNAVAILABLE move to the next one and run it again.
+
+        Every op this module sends is safe to repeat: a guarded put or delete
+        finds its guard changed, a keepalive or read is idempotent, a repeated
+        grant only leaves a lease without keys to expire. Each member is tried
+        once per call; nothing here sleeps.
+        """
+        if self._closed:
+            raise BackendUnavailable("the etcd backend was closed", election=election, backend=self.scheme)
+        attempts_left = len(self._endpoints)
+        reauthenticated = False
+        while True:
+            client = self._current_client()
+            try:
+                await client.connect()
+                return await op(client)
+            except grpc.aio.AioRpcError as exc:
+                code, details = exc.code(), exc.details() or ""
+                if client is not self._client and attempts_left > 1:
+                    # Another call moved to the next member and closed this channel under us.
+                    attempts_left -= 1
+                    continue
+                expired_token = code == grpc.StatusCode.UNAUTHENTICATED and "invalid auth token" in details
+                if expired_token and not reauthenticated:
+                    # The simple token expired (etcd's --auth-token-ttl): log in again, once.
+                    reauthenticated = True
+                    await self._drop_client(client, rotate=False)
+                    continue
+                multi = len(self._endpoints) > 1
+                if multi and (code in _FAILOVER_CODES or code == grpc.StatusCode.DEADLINE_EXCEEDED):
+                    # A dead or hung member: the next call (this one, if the member
+                    # refused at once rather than timing out) goes to the next one.
+                    await self._drop_client(client, rotate=True)
+                    attempts_left -= 1
+                    if code in _FAILOVER_CODES and attempts_left > 0:
+                        continue
+                raise self._translate(exc, election, client.endpoint) from exc
+            except grpc.aio.UsageError as exc:
+                # Another call closed this channel while moving to the next member.
+                attempts_left -= 1
+                if attempts_left > 0 and client is not self._client:
+                    continue
+                raise BackendUnavailable(
+                    f"etcd channel to {client.endpoint} closed: {exc}", election=election, backend=self.scheme
+                ) from exc
+
+    def _current_client(self) -> _Client:
+        if self._client is None:
+            self._client = _Client(
+                self._endpoints[self._index],
+                username=self._user,
+                password=self._password,
+                timeout=self.timeout,
+                credentials=self._credentials,
+            )
+        return self._client
+
+    async def _drop_client(self, client: _Client, *, rotate: bool) -> None:
+        """Forget a failed connection (once, however many calls saw it fail)."""
+        if self._client is not client:
+            return
+        self._client = None
+        if rotate:
+            failed = self._endpoints[self._index]
+            self._index = (self._index + 1) % len(self._endpoints)
+            logger.warning(
+                "etcd member failed; moving to the next endpoint",
+                extra={"endpoint": failed, "next_endpoint": self._endpoints[self._index]},
+            )
+        await client.close()
+
+    def _translate(self, exc: grpc.aio.AioRpcError, election: str | None, endpoint: str) -> BackendError:
+        code, details = exc.code(), exc.details() or ""
+        where = {"election": election, "backend": self.scheme}
+        if code == grpc.StatusCode.INVALID_ARGUMENT and "authentication failed" in details:
+            return AccessDenied(
+                f"etcd at {endpoint} rejected user {self._user!r}: wrong user name or password", **where
+            )
+        if code == grpc.StatusCode.UNAUTHENTICATED:
+            return AccessDenied(
+                f"etcd at {endpoint} requires authentication ({details}); "
+                "put USER:PASSWORD in the URL or pass user= and password=",
+                **where,
+            )
+        if code == grpc.StatusCode.PERMISSION_DENIED:
+            return AccessDenied(
+                f"etcd at {endpoint} denied user {self._user!r} ({details}); grant its role "
+                f"readwrite on the election prefix: etcdctl role grant-permission ROLE "
+                f"--prefix=true readwrite {self.prefix}",
+                **where,
+            )
+        if code == grpc.StatusCode.FAILED_PRECONDITION and "authentication is not enabled" in details:
+            return AccessDenied(
+                f"etcd at {endpoint} has authentication disabled but credentials were given; "
+                "drop them from the URL or enable auth",
+                **where,
+            )
+        if code == grpc.StatusCode.NOT_FOUND and "lease not found" in details:
+            return LeaseLost(f"the etcd session lease is gone ({details})", **where)
+        if code in _TRANSIENT_CODES:
+            return BackendUnavailable(f"etcd at {endpoint}: {code.name}: {details}", **where)
+        return BackendError(f"etcd at {endpoint}: {code.name}: {details}", **where)
+
+    async def _txn(self, election: str | None, request: Any) -> Any:
+        return await self._call(
+            election, lambda c: c.kvstub.Txn(request, timeout=c._timeout, metadata=c.metadata)
+        )
+
+    async def _revoke(self, election: str | None, lease_id: int) -> None:
+        await self._call(
+            election,
+            lambda c: c.leasestub.LeaseRevoke(
+                rpc.LeaseRevokeRequest(ID=lease_id), timeout=c._timeout, metadata=c.metadata
+            ),
+        )
+
+    # ------------------------------------------------------------------ sessions
+
+    async def _session(self, identity: str, lease_duration: float, election: str) -> tuple[_Session, bool]:
+        """The live session for ``identity`` at this TTL, granting a lease if needed.
+
+        Returns the session and whether it was granted by this call.
+        """
+        slot = (identity, lease_ttl(lease_duration))
+        session = self._sessions.get(slot)
+        if session is not None and session.alive:
+            return session, False
+        lock = self._session_locks.setdefault(slot, asyncio.Lock())
+        async with lock:
+            session = self._sessions.get(slot)
+            if session is not None and session.alive:
+                return session, False
+            sent = time.monotonic()
+            response = await self._call(
+                election,
+                lambda c: c.leasestub.LeaseGrant(
+                    rpc.LeaseGrantRequest(TTL=slot[1]), timeout=c._timeout, metadata=c.metadata
+                ),
+            )
+            if response.error:
+                raise BackendUnavailable(
+                    f"etcd refused a lease: {response.error}", election=election, backend=self.scheme
+                )
+            session = _Session(
+                identity=identity,
+                lease_id=response.ID,
+                ttl=response.TTL,
+                lease_duration=lease_duration,
+                refreshed_at=sent,
+            )
+            self._sessions[slot] = session
+            logger.debug(
+                "granted session lease",
+                extra={"election": election, "lease_id": f"{response.ID:x}", "ttl": response.TTL},
+            )
+            return session, True
+
+    def _end_session(self, session: _Session) -> None:
+        """Forget a session whose lease is gone: every candidacy on it went with it."""
+        session.alive = False
+        slot = (session.identity, lease_ttl(session.lease_duration))
+        if self._sessions.get(slot) is session:
+            del self._sessions[slot]
+
+    async def _keepalive(self, session: _Session, election: str) -> bool:
+        """Refresh the session lease once; False if etcd no longer has it."""
+
+        async def op(client: _Client) -> Any:
+            call = client.leasestub.LeaseKeepAlive(timeout=client._timeout, metadata=client.metadata)
+            try:
+                await call.write(rpc.LeaseKeepAliveRequest(ID=session.lease_id))
+                await call.done_writing()
+                return await call.read()
+            finally:
+                call.cancel()
+
+        sent = time.monotonic()
+        response = await self._call(election, op)
+        if response is grpc.aio.EOF:
+            raise BackendUnavailable(
+                "etcd closed the keepalive stream without an answer", election=election, backend=self.scheme
+            )
+        if response.TTL <= 0:
+            return False
+        session.ttl = response.TTL
+        session.refreshed_at = max(session.refreshed_at, sent)
+        return True
+
+    def _own_session(self, lease_id: int) -> _Session | None:
+        for session in self._sessions.values():
+            if session.lease_id == lease_id and session.alive:
+                return session
+        return None
+
+    # ------------------------------------------------------------------ records
+
+    def _holder(self, election: str, kv: Any) -> str:
+        """The identity in a leader key, or :class:`CorruptLeaseRecord` if it is not a candidate key."""
+        prefix = self._election_prefix(election)
+        suffix = bytes(kv.key)[len(prefix) :]
+        key = bytes(kv.key).decode(errors="backslashreplace")
+        if not _LEASE_HEX.fullmatch(suffix) or int(suffix, 16) != kv.lease:
+            raise CorruptLeaseRecord(
+                f"etcd key {key!r} holds the election (lowest create revision under "
+                f"{prefix.decode(errors='backslashreplace')!r}) but is not a candidate key "
+                "PREFIX/ELECTION/<lease id hex> attached to that lease (a nested election name, "
+                f"or written by hand?); remove it with: etcdctl del {key!r}",
+                election=election,
+                backend=self.scheme,
+            )
+        try:
+            holder = bytes(kv.value).decode("utf-8")
+        except UnicodeDecodeError:
+            holder = ""
+        if not holder:
+            raise CorruptLeaseRecord(
+                f"etcd key {key!r} holds the election but its value is not a UTF-8 identity "
+                f"({bytes(kv.value)[:40]!r}); remove it with: etcdctl del {key!r}",
+                election=election,
+                backend=self.scheme,
+            )
+        return holder
+
+    async def _record(self, election: str, kv: Any) -> LeaseRecord:
+        """The LeaseRecord of leader key ``kv``; asks etcd for the lease's TTL unless it is ours."""
+        holder = self._holder(election, kv)
+        session = self._own_session(kv.lease)
+        candidacy = session.candidacies.get(election) if session is not None else None
+        if session is not None:
+            lease_duration, expires_in = session.lease_duration, session.expires_in()
+        else:
+            response = await self._call(
+                election,
+                lambda c: c.leasestub.LeaseTimeToLive(
+                    rpc.LeaseTimeToLiveRequest(ID=kv.lease, keys=False),
+                    timeout=c._timeout,
+                    metadata=c.metadata,
+                ),
+            )
+            lease_duration = float(response.grantedTTL)
+            expires_in = response.TTL + _EXPIRY_SLACK if response.TTL >= 0 else 0.0
+        return LeaseRecord(
+            election=election,
+            holder=holder,
+            lease_duration=lease_duration,
+            fencing_token=kv.create_revision,
+            version=str(kv.mod_revision),
+            acquire_time=candidacy.acquire_time if candidacy is not None else None,
+            expires_in=expires_in,
+        )
+
+    # ------------------------------------------------------------------ the Protocol
+
+    async def get(self, election: str) -> LeaseRecord | None:
+        prefix = self._election_prefix(election)
+        response = await self._call(
+            election,
+            lambda c: c.kvstub.Range(_range_first_created(prefix), timeout=c._timeout, metadata=c.metadata),
+        )
+        if not response.kvs:
+            return None
+        return await self._record(election, response.kvs[0])
+
+    async def try_acquire(
+        self, election: str, identity: str, lease_duration: float, takeover: LeaseRecord | None
+    ) -> LeaseRecord | None:
+        # etcd expires leases itself: ``takeover`` is not needed to decide anything.
+        for attempt in range(2):
+            session, granted = await self._session(identity, lease_duration, election)
+            try:
+                return await self._campaign(election, identity, lease_duration, session, granted)
+            except LeaseLost:
+                # The session lease expired or was revoked: start a new session,
+                # as Go's callers do after Session.Done(). Once per call.
+                self._end_session(session)
+                if attempt:
+                    raise
+        raise AssertionError("unreachable")
+
+    async def _campaign(
+        self, election: str, identity: str, lease_duration: float, session: _Session, granted: bool
+    ) -> LeaseRecord | None:
+        """One Campaign step: make sure our candidate key exists, report the leader."""
+        prefix = self._election_prefix(election)
+        key = candidate_key(self.prefix, election, session.lease_id)
+        candidacy = session.candidacies.get(election)
+        leader_op = rpc.RequestOp(request_range=_range_first_created(prefix))
+        if candidacy is not None and candidacy.key == key:
+            # Already queued: a read-only transaction (a linearizable read, no raft write).
+            request = rpc.TxnRequest(
+                success=[rpc.RequestOp(request_range=rpc.RangeRequest(key=key)), leader_op]
+            )
+        else:
+            # Go's Campaign: put the key if it does not exist, else read it back.
+            request = rpc.TxnRequest(
+                compare=[
+                    rpc.Compare(
+                        key=key,
+                        target=rpc.Compare.CREATE,
+                        result=rpc.Compare.EQUAL,
+                        create_revision=0,
+                    )
+                ],
+                success=[
+                    rpc.RequestOp(
+                        request_put=rpc.PutRequest(key=key, value=identity.encode(), lease=session.lease_id)
+                    ),
+                    leader_op,
+                ],
+                failure=[rpc.RequestOp(request_range=rpc.RangeRequest(key=key)), leader_op],
+            )
+
+        if granted:
+            response = await self._txn(election, request)
+        else:
+            # The keepalive rides along with every attempt: it keeps a follower's
+            # place in the queue, and a lease refreshed after the elector sent
+            # this attempt outlives the term the elector counts from it.
+            alive, response = await asyncio.gather(
+                self._keepalive(session, election), self._txn(election, request)
+            )
+            if not alive:
+                raise LeaseLost("the etcd session lease expired", election=election, backend=self.scheme)
+
+        if request.compare and response.succeeded:
+            create_revision = response.header.revision
+        else:
+            own = _kvs(response, 0)
+            if not own:
+                # Our key is gone (deleted by someone else): queue again, now.
+                session.candidacies.pop(election, None)
+                return await self._campaign(election, identity, lease_duration, session, granted=True)
+            create_revision = own[0].create_revision
+            if own[0].value != identity.encode():
+                await self._proclaim(election, identity, session, key, create_revision)
+        if candidacy is None or candidacy.create_revision != create_revision:
+            candidacy = _Candidacy(key=key, create_revision=create_revision)
+            session.candidacies[election] = candidacy
+
+        leaders = _kvs(response, 1)
+        if not leaders:
+            # Nothing under the prefix although we just wrote: our lease died in between.
+            raise LeaseLost("the etcd candidate key vanished", election=election, backend=self.scheme)
+        leader = leaders[0]
+        if bytes(leader.key) != key:
+            candidacy.leading = False
+            return await self._record(election, leader)
+        now = dt.datetime.now(dt.UTC)
+        if not candidacy.leading:
+            candidacy.leading = True
+            candidacy.acquire_time = now
+            logger.debug(
+                "candidate key leads",
+                extra={"election": election, "key": key.decode(), "fencing_token": create_revision},
+            )
+        return LeaseRecord(
+            election=election,
+            holder=identity,
+            lease_duration=lease_duration,
+            fencing_token=create_revision,
+            version=str(leader.mod_revision),
+            acquire_time=candidacy.acquire_time,
+            renew_time=now,
+            expires_in=session.expires_in(),
+        )
+
+    async def _proclaim(
+        self, election: str, identity: str, session: _Session, key: bytes, create_revision: int
+    ) -> int:
+        """Go's ``Election.Proclaim``: rewrite our key's value if it is still our key; returns
+        the new mod revision. Raises :class:`LeaseLost` if the key is gone or was recreated."""
+        request = rpc.TxnRequest(
+            compare=[
+                rpc.Compare(
+                    key=key,
+                    target=rpc.Compare.CREATE,
+                    result=rpc.Compare.EQUAL,
+                    create_revision=create_revision,
+                )
+            ],
+            success=[
+                rpc.RequestOp(
+                    request_put=rpc.PutRequest(key=key, value=identity.encode(), lease=session.lease_id)
+                )
+            ],
+        )
+        response = await self._txn(election, request)
+        if not response.succeeded:
+            raise LeaseLost(
+                "our etcd candidate key was deleted or replaced", election=election, backend=self.scheme
+            )
+        return int(response.header.revision)
+
+    def _held(self, record: LeaseRecord) -> tuple[_Session, _Candidacy] | None:
+        """The session and candidacy behind ``record``, if this backend still has them."""
+        session = self._sessions.get((record.holder, lease_ttl(record.lease_duration)))
+        if session is None or not session.alive:
+            return None
+        candidacy = session.candidacies.get(record.election)
+        if candidacy is None or candidacy.create_revision != record.fencing_token:
+            return None
+        return session, candidacy
+
+    async def renew(self, record: LeaseRecord) -> LeaseRecord:
+        election = record.election
+        held = self._held(record)
+        if held is None:
+            raise LeaseLost(
+                "this backend holds no such etcd candidacy", election=election, backend=self.scheme
+            )
+        session, candidacy = held
+        try:
+            alive, mod_revision = await asyncio.gather(
+                self._keepalive(session, election),
+                self._proclaim(election, record.holder, session, candidacy.key, candidacy.create_revision),
+            )
+        except LeaseLost:
+            session.candidacies.pop(election, None)
+            raise
+        if not alive:
+            self._end_session(session)
+            raise LeaseLost("the etcd session lease expired", election=election, backend=self.scheme)
+        logger.debug("renewed lease", extra={"election": election, "version": mod_revision})
+        return dataclasses.replace(
+            record,
+            version=str(mod_revision),
+            renew_time=dt.datetime.now(dt.UTC),
+            expires_in=session.expires_in(),
+        )
+
+    async def release(self, record: LeaseRecord) -> None:
+        election = record.election
+        held = self._held(record)
+        if held is None:
+            return
+        session, candidacy = held
+        del session.candidacies[election]
+        if not session.candidacies:
+            # Go's Resign + Session.Close in one raft entry: revoking the lease
+            # deletes the key with it.
+            self._end_session(session)
+            with contextlib.suppress(LeaseLost):  # already expired: the key went with it
+                await self._revoke(election, session.lease_id)
+            return
+        # Go's Resign: delete the key if it is still the one we created.
+        request = rpc.TxnRequest(
+            compare=[
+                rpc.Compare(
+                    key=candidacy.key,
+                    target=rpc.Compare.CREATE,
+                    result=rpc.Compare.EQUAL,
+                    create_revision=candidacy.create_revision,
+                )
+            ],
+            success=[rpc.RequestOp(request_delete_range=rpc.DeleteRangeRequest(key=candidacy.key))],
+        )
+        await self._txn(election, request)
+
+    def _watch_candidacy(self, election: str) -> _Candidacy | None:
+        """Our queued candidacy in ``election`` closest to the front, if any."""
+        found = [
+            s.candidacies[election] for s in self._sessions.values() if s.alive and election in s.candidacies
+        ]
+        return min(found, key=lambda c: c.create_revision) if found else None
+
+    async def watch(self, election: str) -> AsyncIterator[LeaseRecord | None]:
+        """Yield the leader's record, then again whenever the key we wait on changes.
+
+        A candidate waits on the key just before its own (and on its own key,
+        which vanishes if its lease does), as Go's ``waitDeletes`` does; when
+        that predecessor was the leader, the record yielded next is our own.
+        A backend that is not a candidate waits on the leader's key, or on the
+        whole prefix while the election is empty (Go's ``Observe``).
+        """
+        prefix = self._election_prefix(election)
+        while True:
+            candidacy = self._watch_candidacy(election)
+            ops = [rpc.RequestOp(request_range=_range_first_created(prefix))]
+            if candidacy is not None:
+                ops.append(rpc.RequestOp(request_range=rpc.RangeRequest(key=candidacy.key)))
+                ops.append(rpc.RequestOp(request_range=_range_predecessor(prefix, candidacy.create_revision)))
+            response = await self._txn(election, rpc.TxnRequest(success=ops))
+            leaders = _kvs(response, 0)
+            targets: list[tuple[bytes, bytes | None]]
+            if candidacy is not None and _kvs(response, 1):
+                predecessor = _kvs(response, 2)
+                targets = [(candidacy.key, None)]
+                if predecessor:
+                    targets.append((bytes(predecessor[0].key), None))
+            elif leaders:
+                targets = [(bytes(leaders[0].key), None)]
+            else:
+                targets = [(prefix, prefix_range_end(prefix))]
+            yield await self._record(election, leaders[0]) if leaders else None
+            await self._wait_for_change(election, targets, response.header.revision + 1)
+
+    async def _wait_for_change(
+        self, election: str, targets: list[tuple[bytes, bytes | None]], start_revision: int
+    ) -> None:
+        """Return at the first event on any target from ``start_revision`` on."""
+
+        async def op(client: _Client) -> None:
+            call = client.watchstub.Watch(metadata=client.metadata)
+            try:
+                for key, range_end in targets:
+                    create = rpc.WatchCreateRequest(key=key, start_revision=start_revision)
+                    if range_end is not None:
+                        create.range_end = range_end
+                    await call.write(rpc.WatchRequest(create_request=create))
+                while True:
+                    response = await call.read()
+                    if response is grpc.aio.EOF:
+                        raise BackendUnavailable(
+                            "etcd ended the watch stream", election=election, backend=self.scheme
+                        )
+                    if response.compact_revision:
+                        return  # history compacted: read the state afresh
+                    if response.canceled:
+                        reason = response.cancel_reason or "no reason given"
+                        if "permission denied" in reason:
+                            raise AccessDenied(
+                                f"etcd denied a watch on the election prefix ({reason}); grant the "
+                                f"user's role read on {self.prefix}",
+                                election=election,
+                                backend=self.scheme,
+                            )
+                        raise BackendUnavailable(
+                            f"etcd canceled the watch: {reason}", election=election, backend=self.scheme
+                        )
+                    if response.events:
+                        return
+            finally:
+                call.cancel()
+
+        await self._call(election, op)
+
+    async def aclose(self) -> None:
+        """Revoke the sessions of candidacies that do not lead, then close the connection.
+
+        A follower that leaves withdraws its key at once, so it cannot become
+        a leader nobody runs; a lease still leading is left to expire unless
+        the elector released it (``release_on_shutdown``).
+        """
+        if self._closed:
+            return
+        for session in list(self._sessions.values()):
+            if not session.alive or any(c.leading for c in session.candidacies.values()):
+                continue
+            self._end_session(session)
+            try:
+                await asyncio.wait_for(self._revoke(None, session.lease_id), timeout=min(self.timeout, 2.0))
+            except (BackendError, TimeoutError):
+                logger.debug(
+                    "could not revoke session lease on close", extra={"lease_id": f"{session.lease_id:x}"}
+                )
+        self._closed = True
+        client, self._client = self._client, None
+        if client is not None:
+            await client.close()
