@@ -81,7 +81,7 @@ class _Demo:
         self.terms: list[_Term] = []
         self.runs: list[tuple[str, str, str, int]] = []  # replica, job, tick, token
         self.acquisitions: list[tuple[float, str]] = []
-        self.notes: list[tuple[float, str]] = []
+        self.readers: list[threading.Thread] = []
 
     def say(self, at: float, text: str) -> None:
         if not self.quiet:
@@ -97,15 +97,18 @@ class _Demo:
         replica = _Replica(index, process)
         self.replicas.append(replica)
         assert process.stderr is not None
-        threading.Thread(target=self._read, args=(replica.name, process.stderr), daemon=True).start()
+        reader = threading.Thread(target=self._read, args=(replica.name, process.stderr), daemon=True)
+        reader.start()
+        self.readers.append(reader)
 
     def _read(self, name: str, stream: IO[str]) -> None:
-        for line in stream:
-            try:
-                entry = json.loads(line)
-            except ValueError:
-                entry = {"message": line.rstrip(), "time": time.time(), "level": "RAW"}
-            self.events.put((name, entry))
+        with stream:
+            for line in stream:
+                try:
+                    entry = json.loads(line)
+                except ValueError:
+                    entry = {"message": line.rstrip(), "time": time.time(), "level": "RAW"}
+                self.events.put((name, entry))
 
     def pump(self, until: float) -> None:
         """Handle replica log events until the wall time ``until``."""
@@ -199,7 +202,10 @@ class _Demo:
                 replica.process.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 replica.process.kill()
-        self.pump(time.time() + 0.5)
+                replica.process.wait()
+        for reader in self.readers:
+            reader.join(timeout=5)
+        self.pump(time.time() + 0.2)
         end = time.time()
         for term in self.terms:
             term.end = term.end if term.end is not None else end
