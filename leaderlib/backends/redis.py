@@ -37,9 +37,12 @@ Layout, for election ``E`` and prefix ``P``:
 ``P E :fencing`` (integer, never expires)
     The fencing counter, INCRed by the same Lua script that creates the
     lease, so a lease and its fencing token can never disagree.
-``P E :released`` (pub/sub channel)
-    A release publishes here; :meth:`RedisBackend.watch` subscribes so a
-    follower tries at once instead of at its next retry.
+``P E :events`` (pub/sub channel)
+    A new leadership publishes ``acquired`` here and a release publishes
+    ``released`` (renewals publish nothing); :meth:`RedisBackend.watch`
+    subscribes, so a follower tries at once after a release instead of at
+    its next retry. Expiry publishes nothing: a crashed leader's lease is
+    found by the elector's polling, at the ``expires_in`` Redis reports.
 
 Redis expires leases itself (PX), so ``takeover`` is ignored: a follower
 can only take a lease that Redis has dropped or that was released.
@@ -50,6 +53,7 @@ fencing token). See ``docs/backends/redis.md`` for what that means.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import datetime as dt
@@ -107,6 +111,7 @@ _DEFAULT_SENTINEL_PORT = 26379
 #   ARGV[1]  identity                 ARGV[2]  random token for this acquisition
 #   ARGV[3]  lease in milliseconds    ARGV[4]  lease in seconds (as stored)
 #   ARGV[5]  wall time now, ISO-8601 (for humans only)
+#   ARGV[6]  the election's event channel (publishes 'acquired' on a new leadership)
 #   returns  {value, pttl_ms, acquired (1|0)}: the value now at KEYS[1]
 # A lease already held by ARGV[1] is refreshed, not re-created: the same
 # replica asking again (after a lost reply, say) keeps its fencing token.
@@ -132,6 +137,7 @@ local value = cjson.encode({
   transitions = fencing - 1, lease_duration = tonumber(ARGV[4]),
   acquire_time = ARGV[5], renew_time = ARGV[5], seq = 1})
 redis.call('SET', KEYS[1], value, 'PX', ARGV[3])
+redis.call('PUBLISH', ARGV[6], 'acquired')
 return {value, tonumber(ARGV[3]), 1}
 """
 
@@ -155,7 +161,7 @@ return value
 # Delete the lease if it is still the one acquired with ARGV[1], and tell
 # the followers at once.
 #   KEYS[1]  the lease key
-#   ARGV[1]  the acquisition's random token   ARGV[2]  the release channel
+#   ARGV[1]  the acquisition's random token   ARGV[2]  the election's event channel
 #   returns  1 if released, 0 if the lease was no longer ours
 _RELEASE = """
 local current = redis.call('GET', KEYS[1])
@@ -163,7 +169,7 @@ if not current then return 0 end
 local ok, rec = pcall(cjson.decode, current)
 if not ok or type(rec) ~= 'table' or rec.token ~= ARGV[1] then return 0 end
 redis.call('DEL', KEYS[1])
-redis.call('PUBLISH', ARGV[2], KEYS[1])
+redis.call('PUBLISH', ARGV[2], 'released')
 return 1
 """
 
@@ -347,15 +353,25 @@ class RedisBackend:
         return f"{self.prefix}{election}:fencing"
 
     def channel(self, election: str) -> str:
-        """The pub/sub channel a release of ``election`` is announced on."""
-        return f"{self.prefix}{election}:released"
+        """The pub/sub channel on which ``election``'s acquisitions and releases are announced."""
+        return f"{self.prefix}{election}:events"
 
     # -- errors ---------------------------------------------------------------
 
     @contextlib.contextmanager
     def _translated(self, election: str) -> Iterator[None]:
-        """Turn every ``redis`` exception raised inside into leaderlib's."""
+        """Turn every ``redis`` exception raised inside into leaderlib's; honour lost cancellations.
+
+        On Python 3.11, ``asyncio.wait_for`` (which redis-py uses to bound a
+        socket write) drops a cancellation that arrives just as the write
+        completes, and the call then runs on as if never cancelled. The
+        task still counts the request (``Task.cancelling()``), so if the
+        count grew during the call, the cancellation is raised here. Without
+        this a cancelled watch() could block forever on its subscription.
+        """
         where = {"election": election, "backend": self.scheme}
+        task = asyncio.current_task()
+        cancelling = task.cancelling() if task is not None else 0
         try:
             yield
         except LeaderlibError:
@@ -388,6 +404,8 @@ class RedisBackend:
         except (rexc.RedisError, OSError) as exc:
             # ConnectionError, TimeoutError, BusyLoadingError, MasterNotFoundError...
             raise BackendUnavailable(f"Redis is unreachable: {type(exc).__name__}: {exc}", **where) from exc
+        if task is not None and task.cancelling() > cancelling:
+            raise asyncio.CancelledError()
 
     def _denied(self, exc: Exception) -> str:
         return f"the Redis user lacks a permission ({exc}); it needs: " + _GRANT.format(prefix=self.prefix)
@@ -478,6 +496,7 @@ class RedisBackend:
                 math.ceil(lease_duration * 1000),
                 repr(lease_duration),
                 self._now(),
+                self.channel(election),
             ],
         )
         record = self._record(election, value, int(pttl))
@@ -514,9 +533,9 @@ class RedisBackend:
         logger.debug("released lease", extra={"election": record.election, "released": bool(released)})
 
     async def watch(self, election: str) -> AsyncIterator[LeaseRecord | None]:
-        """Yield the record now and after each release message; BackendUnavailable if the subscription drops.
+        """Yield the record now and after each acquisition or release; BackendUnavailable if the subscription drops.
 
-        Only releases are published: expiry of a crashed leader's lease is
+        Renewals and expiry publish nothing: a crashed leader's lease is
         found by the elector's polling (using ``expires_in``).
         """
         pubsub = self._watch_client.pubsub(ignore_subscribe_messages=True)
