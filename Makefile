@@ -50,7 +50,7 @@ test: venv servers lint typecheck
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: venv servers
-	$(BIN)/python benchmarks/latency.py
+	$(BIN)/python benchmarks/latency.py --servers --json bench-results.json
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
