@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from leaderlib import AccessDenied, BackendUnavailable, ConfigError, CorruptLeaseRecord, LeaseLost
-from leaderlib.backends import LeaseRecord, backend_from_url
+from leaderlib.backends import backend_from_url
 from leaderlib.backends.sqlite import SQLiteBackend
 
 TABLE = "leaderlib_leases"
@@ -388,8 +388,3 @@ def test_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     assert SQLiteBackend.from_url("sqlite://./sub/../x.db").path == str(tmp_path / "x.db")
     assert SQLiteBackend.from_url(f"sqlite://{tmp_path}/a%20b.db").path == str(tmp_path / "a b.db")
-
-
-def test_records_are_lease_records() -> None:
-    # The Protocol's type, not a private one, reaches callers.
-    assert LeaseRecord.__module__ == "leaderlib.backends"
