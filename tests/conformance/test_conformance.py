@@ -168,19 +168,20 @@ async def test_release_hands_over_at_once(backends: Backends) -> None:
     slow = {"lease_duration": 6.0, "renew_deadline": 4.0, "renew_interval": 1.0, "retry_period": 30.0}
     leader = LeaderElector(election, backends(), config("leader", **slow))
     follower = LeaderElector(election, backends(), config("follower", **slow))
-    async with running(leader) as leader_task, running(follower):
+    async with running(leader) as leader_task:
         await until(lambda: leader.is_leader, timeout=10)
         first_token = leader.leadership.fencing_token if leader.leadership else 0
-        await until(lambda: follower.leader == "leader", timeout=10)
-        await asyncio.sleep(0.5)  # the follower is now waiting on its watch
-        leader.stop()
-        stopped = time.monotonic()
-        await asyncio.wait_for(leader_task, timeout=10)
-        await until(lambda: follower.is_leader, timeout=5)
-        handover = time.monotonic() - stopped
-        assert handover < 3.0, f"handover took {handover:.2f}s: the follower did not hear of the release"
-        assert follower.leadership is not None
-        assert follower.leadership.fencing_token > first_token
+        async with running(follower):
+            await until(lambda: follower.leader == "leader", timeout=10)
+            await asyncio.sleep(0.5)  # the follower is now waiting on its watch
+            leader.stop()
+            stopped = time.monotonic()
+            await asyncio.wait_for(leader_task, timeout=10)
+            await until(lambda: follower.is_leader, timeout=5)
+            handover = time.monotonic() - stopped
+            assert handover < 3.0, f"handover took {handover:.2f}s: the follower did not hear of the release"
+            assert follower.leadership is not None
+            assert follower.leadership.fencing_token > first_token
 
 
 async def test_fencing_tokens_strictly_increase(backends: Backends) -> None:
