@@ -66,6 +66,7 @@ import urllib3
 from kubernetes import client as k8s_client
 from kubernetes import config as k8s_config
 
+from .._clock import Clock, SystemClock
 from .._errors import (
     AccessDenied,
     BackendError,
@@ -296,12 +297,15 @@ class KubernetesBackend:
         context: str | None = None,
         request_timeout: float = 10.0,
         configuration: k8s_client.Configuration | None = None,
+        clock: Clock | None = None,
     ) -> None:
         if request_timeout <= 0:
             raise ConfigError(
                 f"must be a positive number of seconds, got {request_timeout!r}", field="request_timeout"
             )
         self._request_timeout = request_timeout
+        # Only the wall clock is used, for the human-readable times in the record.
+        self._clock = clock or SystemClock()
         if configuration is None:
             configuration = _load_configuration(kubeconfig, context)
         if not namespace:
@@ -327,13 +331,14 @@ class KubernetesBackend:
     def from_url(cls, url: str, **options: Any) -> KubernetesBackend:
         parts = split_url(url)
         configuration = options.pop("configuration", None)
+        clock = options.pop("clock", None)
         parsed = parse_options(parts, {"kubeconfig": str, "context": str, "request_timeout": float}, options)
         if parts.path not in ("", "/"):
             raise ConfigError(
                 f"{url!r}: expected kubernetes://NAMESPACE with nothing after the namespace",
                 field="backend",
             )
-        return cls(parts.netloc, configuration=configuration, **parsed)
+        return cls(parts.netloc, configuration=configuration, clock=clock, **parsed)
 
     # -- requests ---------------------------------------------------------------
 
@@ -523,7 +528,7 @@ class KubernetesBackend:
 
         Returns the Lease as it stands after one attempt (worker thread).
         """
-        now = format_microtime(dt.datetime.now(dt.UTC))
+        now = format_microtime(self._clock.wall())
         lease = self._cached(election)
         # A takeover of the version we saw last (usually from the watch) needs
         # no GET: the update itself checks that nothing changed since.
@@ -575,7 +580,7 @@ class KubernetesBackend:
 
     def _renew(self, record: LeaseRecord, seconds: int) -> dict[str, Any]:
         election = record.election
-        now = format_microtime(dt.datetime.now(dt.UTC))
+        now = format_microtime(self._clock.wall())
         base = self._cached(election)
         version = record.version
         if base is None:
@@ -627,7 +632,7 @@ class KubernetesBackend:
     def _release(self, record: LeaseRecord) -> None:
         """client-go's release: empty holder, leaseDurationSeconds 1, transitions kept."""
         election = record.election
-        now = format_microtime(dt.datetime.now(dt.UTC))
+        now = format_microtime(self._clock.wall())
         base = self._cached(election)
         version = record.version
         if base is None:

@@ -46,13 +46,14 @@ def client_go_lease(
     *,
     renew_time: dt.datetime | None = None,
     transitions: int = 0,
+    namespace: str | None = None,
 ) -> dict[str, Any]:
     """A Lease exactly as client-go's LeaseLock creates it for ``holder``."""
     now = format_microtime(renew_time or dt.datetime.now(dt.UTC))
     return {
         "apiVersion": "coordination.k8s.io/v1",
         "kind": "Lease",
-        "metadata": {"name": name, "namespace": server.namespace},
+        "metadata": {"name": name, "namespace": namespace or server.namespace},
         "spec": {
             "holderIdentity": holder,
             "leaseDurationSeconds": max(1, math.ceil(lease_duration)),
@@ -65,7 +66,7 @@ def client_go_lease(
 
 def admin_put_lease(server: KubeAPIServer, lease: dict[str, Any]) -> dict[str, Any]:
     """Create the Lease as admin, or replace the existing one (blocking)."""
-    path = f"/apis/coordination.k8s.io/v1/namespaces/{server.namespace}/leases"
+    path = f"/apis/coordination.k8s.io/v1/namespaces/{lease['metadata']['namespace']}/leases"
     name = lease["metadata"]["name"]
     status, current = server._request("GET", f"{path}/{name}", server.admin_token)
     if status == 404:

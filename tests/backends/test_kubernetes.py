@@ -1,0 +1,575 @@
+"""The kubernetes backend against a real kube-apiserver, as the unprivileged ``elector`` user.
+
+Covers what the conformance suite does not: client-go interoperability, clock
+skew, RBAC errors, the MicroTime bytes on the wire, watch resumption and
+thread hygiene. Setup (foreign records, namespaces, Roles) is done as admin.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import json
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
+
+import pytest
+import yaml
+
+from leaderlib import ElectionConfig, LeaderElector
+from leaderlib._clock import FakeClock
+from leaderlib._errors import AccessDenied, BackendError, BackendUnavailable, ConfigError, LeaseLost
+from leaderlib.backends import backend_from_url
+from leaderlib.backends.kubernetes import ROLE_YAML, KubernetesBackend
+from leaderlib.testing.servers import KubeAPIServer
+from tests.conformance.stores.kubernetes import admin_put_lease, client_go_lease, kube_server
+
+pytestmark = pytest.mark.timeout(180)
+
+LEASES = "/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases"
+
+
+@pytest.fixture
+def server(request: pytest.FixtureRequest) -> KubeAPIServer:
+    return kube_server(request)
+
+
+@pytest.fixture
+async def make(server: KubeAPIServer) -> AsyncIterator[Callable[..., KubernetesBackend]]:
+    """Makes backends as the ``elector`` user (one per simulated replica); closes them after."""
+    made: list[KubernetesBackend] = []
+
+    def factory(namespace: str | None = None) -> KubernetesBackend:
+        backend = KubernetesBackend.from_url(
+            f"kubernetes://{namespace or server.namespace}", kubeconfig=str(server.kubeconfig)
+        )
+        made.append(backend)
+        return backend
+
+    yield factory
+    for backend in made:
+        await backend.aclose()
+
+
+def name() -> str:
+    return f"k8s-{uuid.uuid4().hex[:10]}"
+
+
+def admin_get(server: KubeAPIServer, election: str) -> dict[str, Any]:
+    return server.admin_request("GET", f"{LEASES.format(namespace=server.namespace)}/{election}")
+
+
+def config(identity: str, **overrides: float) -> ElectionConfig:
+    values: dict[str, float] = {
+        "lease_duration": 2.0,
+        "renew_deadline": 1.5,
+        "renew_interval": 0.3,
+        "retry_period": 0.3,
+    }
+    values.update(overrides)
+    return ElectionConfig(identity=identity, **values)  # type: ignore[arg-type]
+
+
+@contextlib.asynccontextmanager
+async def running(elector: LeaderElector) -> AsyncIterator[asyncio.Task[None]]:
+    task = asyncio.create_task(elector.run())
+    try:
+        yield task
+    finally:
+        elector.stop()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait_for(task, timeout=10)
+
+
+async def until(predicate: Callable[[], bool], timeout: float) -> float:
+    start = time.monotonic()
+    while not predicate():
+        if time.monotonic() - start > timeout:
+            pytest.fail(f"condition not met within {timeout}s")
+        await asyncio.sleep(0.002)
+    return time.monotonic() - start
+
+
+# --- the record and the wire ------------------------------------------------------
+
+
+async def test_entry_point_and_record_as_client_go_writes_it(
+    server: KubeAPIServer, make: Callable[..., KubernetesBackend]
+) -> None:
+    backend = backend_from_url(f"{server.backend_url}?kubeconfig={server.kubeconfig}")
+    try:
+        assert isinstance(backend, KubernetesBackend)
+        election = name()
+        record = await backend.try_acquire(election, "replica-a", 1.5, None)
+        assert record is not None and record.holder == "replica-a"
+        assert record.lease_duration == 2.0, "1.5 s is rounded up to whole seconds"
+        spec = admin_get(server, election)["spec"]
+        assert spec["holderIdentity"] == "replica-a"
+        assert spec["leaseDurationSeconds"] == 2
+        assert spec["leaseTransitions"] == 0 == record.fencing_token
+        assert spec["acquireTime"] == spec["renewTime"]
+        assert spec["acquireTime"].endswith("Z") and len(spec["acquireTime"].split(".")[1]) == 7
+        assert record.version == admin_get(server, election)["metadata"]["resourceVersion"]
+    finally:
+        await backend.aclose()
+
+
+async def test_microtime_bytes_on_the_wire(
+    server: KubeAPIServer, make: Callable[..., KubernetesBackend]
+) -> None:
+    """Whole-second times go out as ``...:05.000000Z`` (the server rejects ``...:05+00:00``)."""
+    backend = make()
+    sent: list[bytes] = []
+    pool = backend._api.rest_client.pool_manager
+    original = pool.request
+
+    def recording(method: str, url: str, *args: Any, **kwargs: Any) -> Any:
+        if kwargs.get("body") is not None:
+            body = kwargs["body"]
+            sent.append(body if isinstance(body, bytes) else body.encode())
+        return original(method, url, *args, **kwargs)
+
+    pool.request = recording
+    # A wall clock that stands on a whole second: isoformat() would give "...:05+00:00".
+    backend._clock = FakeClock(wall_start=dt.datetime(2026, 11, 28, 12, 0, 5, tzinfo=dt.UTC))
+    election = name()
+    record = await backend.try_acquire(election, "replica-a", 2, None)
+    assert record is not None
+    record = await backend.renew(record)
+    await backend.release(record)
+    assert len(sent) == 3, sent
+    for body in sent:
+        assert b'"2026-11-28T12:00:05.000000Z"' in body, body
+        assert b"+00:00" not in body
+        spec = json.loads(body)["spec"]
+        assert spec["acquireTime"] == spec["renewTime"] == "2026-11-28T12:00:05.000000Z"
+    stored = admin_get(server, election)["spec"]
+    assert stored["renewTime"] == "2026-11-28T12:00:05.000000Z"
+
+
+async def test_first_create_race_has_one_winner(make: Callable[..., KubernetesBackend]) -> None:
+    election = name()
+    results = await asyncio.gather(*(make().try_acquire(election, f"replica-{i}", 2, None) for i in range(5)))
+    holders = {r.holder for r in results if r is not None}
+    assert len(holders) == 1, f"every attempt must report the one winner, got {holders}"
+
+
+async def test_renew_fast_path_is_one_update(
+    server: KubeAPIServer, make: Callable[..., KubernetesBackend]
+) -> None:
+    backend = make()
+    election = name()
+    record = await backend.try_acquire(election, "replica-a", 2, None)
+    assert record is not None
+    methods: list[str] = []
+    pool = backend._api.rest_client.pool_manager
+    original = pool.request
+
+    def recording(method: str, url: str, *args: Any, **kwargs: Any) -> Any:
+        methods.append(method)
+        return original(method, url, *args, **kwargs)
+
+    pool.request = recording
+    for _ in range(3):
+        renewed = await backend.renew(record)
+        assert renewed.version != record.version
+        assert renewed.fencing_token == record.fencing_token
+        assert renewed.acquire_time == record.acquire_time
+        record = renewed
+    assert methods == ["PUT", "PUT", "PUT"], "the leader renews without a GET"
+
+
+async def test_renew_after_foreign_metadata_change_keeps_the_lease(
+    server: KubeAPIServer, make: Callable[..., KubernetesBackend]
+) -> None:
+    """A conflict from a write that left us holder (a label added) is a GET + update, not a loss."""
+    backend = make()
+    election = name()
+    record = await backend.try_acquire(election, "replica-a", 2, None)
+    assert record is not None
+    lease = admin_get(server, election)
+    lease["metadata"]["labels"] = {"team": "billing"}
+    server.admin_request("PUT", f"{LEASES.format(namespace=server.namespace)}/{election}", lease)
+    renewed = await backend.renew(record)
+    assert renewed.holder == "replica-a" and renewed.fencing_token == record.fencing_token
+    after = admin_get(server, election)
+    assert after["metadata"]["labels"] == {"team": "billing"}, "renewal must keep the Lease's labels"
+
+
+async def test_renew_of_a_taken_lease_is_lost(
+    server: KubeAPIServer, make: Callable[..., KubernetesBackend]
+) -> None:
+    backend = make()
+    election = name()
+    record = await backend.try_acquire(election, "replica-a", 2, None)
+    assert record is not None
+    await asyncio.to_thread(
+        admin_put_lease, server, client_go_lease(server, election, "go-controller", 2, transitions=1)
+    )
+    with pytest.raises(LeaseLost, match="go-controller"):
+        await backend.renew(record)
+    await backend.release(record)  # a no-op: not ours any more
+    assert admin_get(server, election)["spec"]["holderIdentity"] == "go-controller"
+
+
+# --- interoperability with client-go -----------------------------------------------
+
+
+async def test_client_go_record_respected_until_expiry_by_own_clock(
+    server: KubeAPIServer, make: Callable[..., KubernetesBackend]
+) -> None:
+    """A client-go holder with a FRESH renewTime, then silent: taken after leaseDurationSeconds
+    counted from when the follower first saw it, and only with a CAS on that version."""
+    election = name()
+    await asyncio.to_thread(admin_put_lease, server, client_go_lease(server, election, "go-controller", 2))
+    backend = make()
+    seen = await backend.get(election)
+    seen_at = time.monotonic()
+    assert seen is not None and seen.holder == "go-controller" and seen.expires_in is None
+    held = await backend.try_acquire(election, "replica-a", 2, None)
+    assert held is not None and held.holder == "go-controller", "no takeover without the elector's say-so"
+    elector = LeaderElector(election, make(), config("replica-a"))
+    async with running(elector):
+        await until(lambda: elector.is_leader, timeout=10)
+        assert time.monotonic() - seen_at >= 1.9
+        assert elector.leadership is not None and elector.leadership.fencing_token == 1
+    spec = admin_get(server, election)["spec"]
+    # What client-go expects to take over at once after our release.
+    assert spec["holderIdentity"] == "" and spec["leaseDurationSeconds"] == 1
+    assert spec["leaseTransitions"] == 1
+
+
+async def test_takeover_needs_the_version_seen(
+    server: KubeAPIServer, make: Callable[..., KubernetesBackend]
+) -> None:
+    """A takeover of a version that has since been renewed by its holder does nothing."""
+    election = name()
+    await asyncio.to_thread(admin_put_lease, server, client_go_lease(server, election, "go-controller", 2))
+    backend = make()
+    stale = await backend.get(election)
+    assert stale is not None
+    # The Go controller renews: a new resourceVersion.
+    await asyncio.to_thread(admin_put_lease, server, client_go_lease(server, election, "go-controller", 2))
+    result = await backend.try_acquire(election, "replica-a", 2, stale)
+    assert result is not None and result.holder == "go-controller"
+    assert result.version != stale.version
+    taken = await backend.try_acquire(election, "replica-a", 2, result)
+    assert taken is not None and taken.holder == "replica-a"
+    assert taken.transitions == 1 == taken.fencing_token
+
+
+@pytest.mark.parametrize("skew", [dt.timedelta(days=-3650), dt.timedelta(days=3650)])
+async def test_clock_skew_does_not_move_the_takeover(
+    server: KubeAPIServer, make: Callable[..., KubernetesBackend], skew: dt.timedelta
+) -> None:
+    """renewTime ten years in the past or future: the follower still waits exactly the
+    lease duration from when it saw the record, no less (past) and no more (future)."""
+    election = name()
+    skewed = dt.datetime.now(dt.UTC) + skew
+    await asyncio.to_thread(
+        admin_put_lease, server, client_go_lease(server, election, "skewed-node", 2, renew_time=skewed)
+    )
+    started = time.monotonic()
+    elector = LeaderElector(election, make(), config("replica-a"))
+    async with running(elector):
+        await until(lambda: elector.leader == "skewed-node", timeout=5)
+        await until(lambda: elector.is_leader, timeout=8)
+    elapsed = time.monotonic() - started
+    assert 1.9 <= elapsed < 4.0, f"took over after {elapsed:.2f}s; expected about the 2 s lease"
+
+
+async def test_released_by_client_go_is_free_at_once(
+    server: KubeAPIServer, make: Callable[..., KubernetesBackend]
+) -> None:
+    election = name()
+    released = client_go_lease(server, election, "", 1, transitions=7)
+    await asyncio.to_thread(admin_put_lease, server, released)
+    record = await make().try_acquire(election, "replica-a", 2, None)
+    assert record is not None and record.holder == "replica-a" and record.fencing_token == 8
+
+
+# --- errors -----------------------------------------------------------------------
+
+
+def restricted_namespace(server: KubeAPIServer, verbs: list[str]) -> str:
+    """A fresh namespace where ``elector`` has a Role with just ``verbs`` on leases."""
+    namespace = f"rbac-{uuid.uuid4().hex[:8]}"
+    server.admin_request(
+        "POST",
+        "/api/v1/namespaces",
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}},
+    )
+    role = yaml.safe_load(ROLE_YAML.format(namespace=namespace))
+    role["rules"][0]["verbs"] = verbs
+    rbac = f"/apis/rbac.authorization.k8s.io/v1/namespaces/{namespace}"
+    server.admin_request("POST", f"{rbac}/roles", role)
+    server.admin_request(
+        "POST",
+        f"{rbac}/rolebindings",
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": {"name": "leaderlib", "namespace": namespace},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "leaderlib"},
+            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "elector"}],
+        },
+    )
+    return namespace
+
+
+async def wait_for_rbac(backend: KubernetesBackend) -> None:
+    """RBAC objects reach the authorizer's cache a moment after they are created."""
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            await backend.get(name())
+            return
+        except AccessDenied:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.05)
+
+
+async def test_without_update_the_error_names_the_missing_verb(
+    server: KubeAPIServer, make: Callable[..., KubernetesBackend]
+) -> None:
+    namespace = await asyncio.to_thread(restricted_namespace, server, ["get", "list", "watch", "create"])
+    backend = make(namespace)
+    await wait_for_rbac(backend)
+    election = name()
+    first = await backend.try_acquire(election, "replica-a", 2, None)  # create is allowed
+    assert first is not None and first.holder == "replica-a"
+    with pytest.raises(AccessDenied) as caught:
+        await backend.renew(first)
+    message = str(caught.value)
+    assert "'update'" in message and f"namespace {namespace!r}" in message
+    assert "leases.coordination.k8s.io" in message and "kind: Role" in message
+    # The elector gives up with that error instead of retrying forever.
+    released = client_go_lease(server, name(), "", 1, namespace=namespace)
+    await asyncio.to_thread(admin_put_lease, server, released)
+    elector = LeaderElector(released["metadata"]["name"], make(namespace), config("replica-b"))
+    with pytest.raises(AccessDenied, match="'update'"):
+        await asyncio.wait_for(elector.run(), timeout=10)
+
+
+async def test_with_the_documented_role_it_works(
+    server: KubeAPIServer, make: Callable[..., KubernetesBackend]
+) -> None:
+    namespace = await asyncio.to_thread(
+        restricted_namespace, server, yaml.safe_load(ROLE_YAML.format(namespace="x"))["rules"][0]["verbs"]
+    )
+    a, b = make(namespace), make(namespace)
+    await wait_for_rbac(a)
+    election = name()
+    record = await a.try_acquire(election, "replica-a", 2, None)
+    assert record is not None and record.holder == "replica-a"
+    record = await a.renew(record)
+    seen: list[str | None] = []
+    watch = b.watch(election)
+    first = await anext(watch)
+    assert first is not None and first.holder == "replica-a"
+    await a.release(record)
+    released = await asyncio.wait_for(anext(watch), 5)
+    assert released is not None and not released.is_held
+    seen.append(None)
+    await watch.aclose()
+    taken = await b.try_acquire(election, "replica-b", 2, released)
+    assert taken is not None and taken.holder == "replica-b"
+
+
+async def test_missing_namespace_and_bad_credentials(
+    server: KubeAPIServer, make: Callable[..., KubernetesBackend], tmp_path: Any
+) -> None:
+    missing = make("no-such-namespace")
+    with pytest.raises(BackendError) as caught:
+        await missing.try_acquire(name(), "replica-a", 2, None)
+    # Without RBAC there the elector is refused first; as admin it is told the namespace is missing.
+    assert "no-such-namespace" in str(caught.value)
+    admin = KubernetesBackend.from_url(
+        "kubernetes://no-such-namespace", kubeconfig=str(server.admin_kubeconfig)
+    )
+    try:
+        with pytest.raises(BackendError, match="namespace 'no-such-namespace' does not exist"):
+            await admin.try_acquire(name(), "replica-a", 2, None)
+    finally:
+        await admin.aclose()
+    config_text = server.kubeconfig.read_text().replace(server.elector_token, "wrong-token")
+    bad = tmp_path / "bad.kubeconfig"
+    bad.write_text(config_text)
+    wrong = KubernetesBackend.from_url(server.backend_url, kubeconfig=str(bad))
+    try:
+        with pytest.raises(AccessDenied, match="401"):
+            await wrong.get(name())
+    finally:
+        await wrong.aclose()
+    with pytest.raises(ConfigError, match="DNS-1123"):
+        await make().try_acquire("Not_A_Name", "replica-a", 2, None)
+
+
+async def test_unreachable_server_is_unavailable(tmp_path: Any, server: KubeAPIServer) -> None:
+    from leaderlib.testing.servers import free_port
+
+    text = server.kubeconfig.read_text().replace(server.url, f"https://127.0.0.1:{free_port()}")
+    path = tmp_path / "down.kubeconfig"
+    path.write_text(text)
+    backend = KubernetesBackend.from_url(server.backend_url, kubeconfig=str(path), request_timeout=2)
+    try:
+        with pytest.raises(BackendUnavailable):
+            await backend.try_acquire(name(), "replica-a", 2, None)
+        watch = backend.watch(name())
+        with pytest.raises(BackendUnavailable):
+            await asyncio.wait_for(anext(watch), 10)
+    finally:
+        await backend.aclose()
+
+
+# --- watch ----------------------------------------------------------------------------
+
+
+def watch_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("leaderlib-k8s")]
+
+
+async def test_follower_takes_a_release_in_milliseconds(make: Callable[..., KubernetesBackend]) -> None:
+    election = name()
+    slow = {"lease_duration": 10.0, "renew_deadline": 8.0, "renew_interval": 2.0, "retry_period": 30.0}
+    leader = LeaderElector(election, make(), config("leader", **slow))
+    follower = LeaderElector(election, make(), config("follower", **slow))
+    async with running(leader) as leader_task:
+        await until(lambda: leader.is_leader, timeout=10)
+        async with running(follower):
+            await until(lambda: follower.leader == "leader", timeout=10)
+            await asyncio.sleep(0.3)  # the follower now waits on its watch
+            leader.stop()
+            stopped = time.monotonic()
+            await asyncio.wait_for(leader_task, timeout=10)
+            await until(lambda: follower.is_leader, timeout=5)
+            handover = time.monotonic() - stopped
+    assert handover < 0.5, f"handover took {handover * 1000:.0f} ms"
+
+
+async def test_watch_resumes_after_the_stream_ends_and_after_410(
+    server: KubeAPIServer, make: Callable[..., KubernetesBackend], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import leaderlib.backends.kubernetes as module
+
+    monkeypatch.setattr(module, "_WATCH_SECONDS", 1)  # the server ends each watch after 1 s
+    backend, actor = make(), make()
+    election = name()
+    record = await actor.try_acquire(election, "replica-a", 2, None)
+    assert record is not None
+    watch = backend.watch(election)
+    first = await anext(watch)
+    assert first is not None and first.version == record.version
+    await asyncio.sleep(2.5)  # at least two server-side ends of the watch
+    record = await actor.renew(record)
+    nxt = await asyncio.wait_for(anext(watch), 5)
+    assert nxt is not None and nxt.version == record.version
+
+    await watch.aclose()
+
+
+@pytest.fixture(scope="module")
+def uncached_server() -> Iterator[KubeAPIServer]:
+    """A kube-apiserver without watch cache: watches go to etcd, so a compacted version gives 410."""
+    with KubeAPIServer(namespace="uncached", extra_args=["--watch-cache=false"]) as server:
+        yield server
+
+
+async def test_watch_relists_after_410_gone(
+    uncached_server: KubeAPIServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import leaderlib.backends.kubernetes as module
+
+    server = uncached_server
+    monkeypatch.setattr(module, "_WATCH_SECONDS", 1)
+    url = f"{server.backend_url}?kubeconfig={server.kubeconfig}"
+    backend, actor = KubernetesBackend.from_url(url), KubernetesBackend.from_url(url)
+    lists: list[str] = []
+    list_one = backend._list_one
+
+    def counting(election: str, emit: Callable[[str, Any], None]) -> str:
+        lists.append(election)
+        return list_one(election, emit)
+
+    backend._list_one = counting  # type: ignore[method-assign]
+    try:
+        election = name()
+        record = await actor.try_acquire(election, "replica-a", 2, None)
+        assert record is not None
+        watch = backend.watch(election)
+        assert (await anext(watch)) is not None
+        assert lists == [election]
+        # Other writes move etcd on; compacting them away makes our version too old.
+        for _ in range(3):
+            await actor.try_acquire(name(), "replica-b", 2, None)
+        revision = json.loads(server.etcd.etcdctl("endpoint", "status", "-w", "json"))[0]["Status"]["header"][
+            "revision"
+        ]
+        await asyncio.to_thread(server.etcd.etcdctl, "compact", str(revision))
+        await until(lambda: len(lists) >= 2, timeout=5)  # the resumed watch got 410 and re-listed
+        relisted = await asyncio.wait_for(anext(watch), 5)
+        assert relisted is not None and relisted.version == record.version
+        record = await actor.renew(record)
+        latest = await asyncio.wait_for(anext(watch), 5)
+        assert latest is not None and latest.version == record.version
+        await watch.aclose()
+    finally:
+        await backend.aclose()
+        await actor.aclose()
+
+
+async def test_watch_reports_deletion_and_recreation(
+    server: KubeAPIServer, make: Callable[..., KubernetesBackend]
+) -> None:
+    backend, actor = make(), make()
+    election = name()
+    record = await actor.try_acquire(election, "replica-a", 2, None)
+    assert record is not None
+    watch = backend.watch(election)
+    assert (await anext(watch)) is not None
+    server.admin_request("DELETE", f"{LEASES.format(namespace=server.namespace)}/{election}")
+    assert await asyncio.wait_for(anext(watch), 5) is None
+    again = await actor.try_acquire(election, "replica-b", 2, None)
+    assert again is not None and again.holder == "replica-b"
+    seen = await asyncio.wait_for(anext(watch), 5)
+    assert seen is not None and seen.holder == "replica-b"
+    await watch.aclose()
+
+
+async def test_no_threads_left_after_cancel_and_aclose(make: Callable[..., KubernetesBackend]) -> None:
+    before = {t.ident for t in watch_threads()}
+    backend = make()
+    tasks = []
+    for _ in range(3):
+
+        async def follow(election: str = name()) -> None:
+            async for _record in backend.watch(election):
+                pass
+
+        tasks.append(asyncio.create_task(follow()))
+    await until(lambda: len(watch_threads()) - len(before) >= 3, timeout=5)
+    await asyncio.sleep(0.3)  # the watches are now blocked reading their streams
+    started = time.monotonic()
+    tasks[0].cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await tasks[0]
+    await until(
+        lambda: (
+            len([t for t in watch_threads() if t.name.startswith("leaderlib-k8s-watch")]) <= 2 + len(before)
+        ),
+        timeout=2,
+    )
+    await backend.aclose()
+    elapsed = time.monotonic() - started
+    for task in tasks[1:]:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, BackendUnavailable):
+            await task
+    leftover = [t for t in watch_threads() if t.ident not in before and t.is_alive()]
+    assert leftover == [], leftover
+    assert elapsed < 2.0, f"stopping watches took {elapsed:.2f}s"
