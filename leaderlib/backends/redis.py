@@ -115,8 +115,11 @@ _DEFAULT_SENTINEL_PORT = 26379
 #   returns  {value, pttl_ms, acquired (1|0)}: the value now at KEYS[1]
 # A lease already held by ARGV[1] is refreshed, not re-created: the same
 # replica asking again (after a lost reply, say) keeps its fencing token.
-# INCR comes after the GET so a failed attempt never burns a token, and
-# before the SET so a broken counter aborts the script before it writes.
+# Redis does not undo a script's writes when a later command in it fails,
+# so everything that can fail (INCR on a broken counter, PUBLISH without the
+# ACL channel permission) runs before the SET. Subscribers still hear the
+# PUBLISH only after the script, when the SET is in place. INCR comes after
+# the GET so a failed attempt never burns a token.
 _ACQUIRE = """
 local current = redis.call('GET', KEYS[1])
 if current then
@@ -136,8 +139,8 @@ local value = cjson.encode({
   holder = ARGV[1], token = ARGV[2], fencing_token = fencing,
   transitions = fencing - 1, lease_duration = tonumber(ARGV[4]),
   acquire_time = ARGV[5], renew_time = ARGV[5], seq = 1})
-redis.call('SET', KEYS[1], value, 'PX', ARGV[3])
 redis.call('PUBLISH', ARGV[6], 'acquired')
+redis.call('SET', KEYS[1], value, 'PX', ARGV[3])
 return {value, tonumber(ARGV[3]), 1}
 """
 
@@ -163,13 +166,14 @@ return value
 #   KEYS[1]  the lease key
 #   ARGV[1]  the acquisition's random token   ARGV[2]  the election's event channel
 #   returns  1 if released, 0 if the lease was no longer ours
+# PUBLISH before DEL: if the ACL refuses the channel, the lease stays ours.
 _RELEASE = """
 local current = redis.call('GET', KEYS[1])
 if not current then return 0 end
 local ok, rec = pcall(cjson.decode, current)
 if not ok or type(rec) ~= 'table' or rec.token ~= ARGV[1] then return 0 end
-redis.call('DEL', KEYS[1])
 redis.call('PUBLISH', ARGV[2], 'released')
+redis.call('DEL', KEYS[1])
 return 1
 """
 
@@ -256,6 +260,7 @@ class RedisBackend:
         # fail and let the elector poll, rather than resume silently.
         self._watch_client = watch_client
         self._sentinel = sentinel
+        self._username: str | None = client.connection_pool.connection_kwargs.get("username")
         self._clock = clock or SystemClock()
 
     @classmethod
@@ -392,7 +397,8 @@ class RedisBackend:
             ) from exc
         except rexc.ResponseError as exc:
             text = str(exc)
-            if "NOPERM" in text:
+            # An ACL refusal inside a script arrives as a plain ERR reply.
+            if "NOPERM" in text or "no permissions" in text or "can't run this command" in text:
                 raise AccessDenied(self._denied(exc), **where) from exc
             if "WRONGTYPE" in text or "not an integer" in text:
                 raise CorruptLeaseRecord(
@@ -408,7 +414,8 @@ class RedisBackend:
             raise asyncio.CancelledError()
 
     def _denied(self, exc: Exception) -> str:
-        return f"the Redis user lacks a permission ({exc}); it needs: " + _GRANT.format(prefix=self.prefix)
+        grant = _GRANT.format(prefix=self.prefix).replace("<user>", self._username or "<user>")
+        return f"the Redis user lacks a permission ({exc}); it needs: {grant}"
 
     async def _run(self, election: str, script: _Script, keys: list[str], args: list[Any]) -> Any:
         """Run ``script`` by SHA, loading it once if the server does not know it (NOSCRIPT)."""

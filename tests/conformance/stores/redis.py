@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import atexit
 import json
 import secrets
 import uuid
@@ -17,20 +16,9 @@ from leaderlib.testing.servers import RedisServer
 CORRUPTIBLE = True
 
 
-_fallback: RedisServer | None = None
-
-
 def _server(request: pytest.FixtureRequest) -> RedisServer:
-    """The session's Redis from the ``redis_server`` fixture (leaderlib.testing.pytest_plugin)."""
-    global _fallback
-    try:
-        server: RedisServer = request.getfixturevalue("redis_server")
-    except pytest.FixtureLookupError:
-        # Until the plugin's fixture is registered: one server for the session.
-        if _fallback is None:
-            _fallback = RedisServer().start()
-            atexit.register(_fallback.stop)
-        server = _fallback
+    """The session's Redis, from the ``redis_server`` fixture of leaderlib.testing.pytest_plugin."""
+    server: RedisServer = request.getfixturevalue("redis_server")
     return server
 
 

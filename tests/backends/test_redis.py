@@ -1,0 +1,447 @@
+"""What only the Redis backend has: URL forms, ACL users, TLS, server restarts, broken keys.
+
+Every test that talks to Redis uses a real ``redis-server``: the session's
+(``redis_server``) or one of its own (TLS, ACL users, restarts).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+import redis.asyncio as aioredis
+
+from leaderlib._errors import (
+    AccessDenied,
+    BackendUnavailable,
+    ConfigError,
+    CorruptLeaseRecord,
+    LeaseLost,
+)
+from leaderlib.backends import LeaseRecord, backend_from_url
+from leaderlib.backends.redis import RedisBackend
+from leaderlib.testing.pytest_plugin import started
+from leaderlib.testing.servers import RedisACLUser, RedisServer
+
+LEASE = 2.0
+
+#: Exactly the commands the backend documents, on the ``app:`` prefix only.
+LEAST_PRIVILEGE = RedisACLUser(
+    name="elector",
+    password="s3cret",
+    key_patterns=("app:*",),
+    channel_patterns=("app:*",),
+    commands="-@all +get +pttl +evalsha +script|load +subscribe +unsubscribe +ping +set +incr +del +publish",
+)
+
+
+def election() -> str:
+    return f"redis-{uuid.uuid4().hex[:10]}"
+
+
+@contextlib.asynccontextmanager
+async def opened(url: str) -> AsyncIterator[RedisBackend]:
+    backend = RedisBackend.from_url(url)
+    try:
+        yield backend
+    finally:
+        await backend.aclose()
+
+
+async def full_cycle(backend: RedisBackend, name: str) -> None:
+    """Acquire, observe, renew, watch, release: every call the elector makes."""
+    record = await backend.try_acquire(name, "replica-a", LEASE, None)
+    assert record is not None and record.holder == "replica-a"
+    seen = await backend.get(name)
+    assert seen is not None and seen.holder == "replica-a" and seen.fencing_token == record.fencing_token
+    renewed = await backend.renew(record)
+    assert renewed.version != record.version and renewed.fencing_token == record.fencing_token
+    heard: list[LeaseRecord | None] = []
+
+    async def follow() -> None:
+        async for item in backend.watch(name):
+            heard.append(item)
+
+    task = asyncio.create_task(follow())
+    try:
+        for _ in range(200):
+            if heard:
+                break
+            await asyncio.sleep(0.01)
+        await backend.release(renewed)
+        for _ in range(200):
+            if len(heard) >= 2:
+                break
+            await asyncio.sleep(0.01)
+        assert heard and heard[0] is not None and heard[0].holder == "replica-a"
+        assert len(heard) >= 2 and heard[-1] is None, heard
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    assert await backend.get(name) is None
+
+
+# --------------------------------------------------------------------------- URLs
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("redis://127.0.0.1:6390/2", {"host": "127.0.0.1", "port": 6390, "db": 2, "username": None}),
+        ("redis://localhost", {"host": "localhost", "port": 6379, "db": 0}),
+        (
+            "redis://bob:p%40ss%3Aw@127.0.0.1:6390/0",
+            {"username": "bob", "password": "p@ss:w"},
+        ),
+        ("redis://:only-password@127.0.0.1", {"username": None, "password": "only-password"}),
+        ("redis://[::1]:6390", {"host": "::1", "port": 6390}),
+        (
+            "redis://127.0.0.1?socket_timeout=0.25&socket_connect_timeout=0.5",
+            {"socket_timeout": 0.25, "socket_connect_timeout": 0.5},
+        ),
+        (
+            "rediss://127.0.0.1:6390?ssl_ca_certs=/ca.pem&ssl_certfile=/c.pem&ssl_keyfile=/k.pem",
+            {"ssl_ca_certs": "/ca.pem", "ssl_certfile": "/c.pem", "ssl_keyfile": "/k.pem"},
+        ),
+    ],
+)
+def test_url_forms(url: str, expected: dict[str, object]) -> None:
+    backend = backend_from_url(url)
+    assert isinstance(backend, RedisBackend)
+    kwargs = backend._client.connection_pool.connection_kwargs
+    for key, value in expected.items():
+        assert kwargs.get(key) == value, (key, kwargs.get(key))
+    assert backend.prefix == "leaderlib:"
+
+
+def test_sentinel_url() -> None:
+    backend = backend_from_url(
+        "redis+sentinel://u:pw@127.0.0.1:26390,127.0.0.2/mymaster/3?sentinel_password=sp&prefix=x:"
+    )
+    assert isinstance(backend, RedisBackend)
+    assert backend.scheme == "redis+sentinel" and backend.prefix == "x:"
+    assert backend._sentinel is not None
+    sentinels = [
+        (s.connection_pool.connection_kwargs["host"], s.connection_pool.connection_kwargs["port"])
+        for s in backend._sentinel.sentinels
+    ]
+    assert sentinels == [("127.0.0.1", 26390), ("127.0.0.2", 26379)]
+    assert backend._sentinel.sentinels[0].connection_pool.connection_kwargs["password"] == "sp"
+    pool = backend._client.connection_pool
+    assert pool.service_name == "mymaster"  # type: ignore[attr-defined]
+    assert pool.connection_kwargs["db"] == 3 and pool.connection_kwargs["password"] == "pw"
+
+
+def test_keywords_win_over_query_string() -> None:
+    backend = RedisBackend.from_url(
+        "redis://u:url-pw@127.0.0.1?prefix=from-url:&socket_timeout=3", prefix="kw:", password="kw-pw"
+    )
+    assert backend.prefix == "kw:"
+    kwargs = backend._client.connection_pool.connection_kwargs
+    assert kwargs["password"] == "kw-pw" and kwargs["socket_timeout"] == 3.0
+    assert backend.key("jobs") == "kw:jobs"
+    assert backend.fencing_key("jobs") == "kw:jobs:fencing"
+    assert backend.channel("jobs") == "kw:jobs:events"
+
+
+@pytest.mark.parametrize(
+    ("url", "field"),
+    [
+        ("redis://127.0.0.1?bogus=1", "bogus"),
+        ("redis://127.0.0.1?socket_timeout=soon", "socket_timeout"),
+        ("redis://127.0.0.1/notadb", "backend"),
+        ("redis://127.0.0.1:notaport", "backend"),
+        ("redis://127.0.0.1?ssl_ca_certs=/ca.pem", "backend"),
+        ("rediss://127.0.0.1?ssl_cert_reqs=maybe", "ssl_cert_reqs"),
+        ("redis+sentinel://127.0.0.1:26379", "backend"),
+        ("redis://a:1,b:2/0", "backend"),
+    ],
+)
+def test_bad_urls_name_the_field(url: str, field: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        backend_from_url(url)
+    assert caught.value.field == field, str(caught.value)
+
+
+# --------------------------------------------------------------------------- records
+
+
+async def test_uncontended_acquisition_is_one_round_trip(redis_server: RedisServer) -> None:
+    """The acquisition is one EVALSHA (after the script is known): no GET, no second command."""
+    async with opened(redis_server.url) as backend:
+        await backend.try_acquire(election(), "warm-up", LEASE, None)  # loads the script
+        admin = aioredis.Redis(**redis_server.redis_kwargs())
+        try:
+            before = await admin.info("commandstats")
+            await backend.try_acquire(election(), "replica-a", LEASE, None)
+            after = await admin.info("commandstats")
+        finally:
+            await admin.aclose()
+
+    def calls(stats: dict[str, dict[str, int]], name: str) -> int:
+        return stats.get(f"cmdstat_{name}", {}).get("calls", 0)
+
+    # commandstats also counts the commands a script runs: one GET, INCR, PUBLISH, SET inside it.
+    delta = {name: calls(after, name) - calls(before, name) for name in ("evalsha", "get", "set", "incr")}
+    assert delta == {"evalsha": 1, "get": 1, "set": 1, "incr": 1}, delta
+    for command in ("script|load", "eval", "pttl"):
+        assert calls(after, command) == calls(before, command), command
+
+
+async def test_same_identity_keeps_its_lease_and_token(redis_server: RedisServer) -> None:
+    """Asking again as the holder (a lost reply, a restart with the same identity) refreshes
+    the lease: same fencing token, new version, full lease again."""
+    name = election()
+    async with opened(redis_server.url) as backend:
+        first = await backend.try_acquire(name, "replica-a", LEASE, None)
+        await asyncio.sleep(0.3)
+        again = await backend.try_acquire(name, "replica-a", LEASE, None)
+        assert again is not None and again.holder == "replica-a"
+        assert again.fencing_token == first.fencing_token if first else False
+        assert again.version != (first.version if first else "")
+        assert again.expires_in == pytest.approx(LEASE)
+
+
+async def test_noscript_after_script_flush_is_reloaded(redis_server: RedisServer) -> None:
+    name = election()
+    async with opened(redis_server.url) as backend:
+        record = await backend.try_acquire(name, "replica-a", LEASE, None)
+        assert record is not None
+        admin = aioredis.Redis(**redis_server.redis_kwargs())
+        try:
+            await admin.script_flush()
+        finally:
+            await admin.aclose()
+        renewed = await backend.renew(record)
+        assert renewed.fencing_token == record.fencing_token
+        await backend.release(renewed)
+        assert await backend.get(name) is None
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        b"[1, 2]",
+        b'{"holder": "a"}',
+        b'{"holder": 5, "token": "t", "fencing_token": 1, "lease_duration": 2}',
+        b'{"holder": "a", "token": "t", "fencing_token": 1.5, "lease_duration": 2}',
+        b'{"holder": "a", "token": "t", "fencing_token": 1, "lease_duration": -2}',
+        b"\xff\xfe",
+    ],
+)
+async def test_unreadable_values_are_corrupt_records_naming_the_key(
+    redis_server: RedisServer, value: bytes
+) -> None:
+    name = election()
+    admin = aioredis.Redis(**redis_server.redis_kwargs())
+    try:
+        await admin.set(f"leaderlib:{name}", value)
+        async with opened(redis_server.url) as backend:
+            for call in (backend.get(name), backend.try_acquire(name, "replica-a", LEASE, None)):
+                with pytest.raises(CorruptLeaseRecord) as caught:
+                    await call
+                assert f"leaderlib:{name}" in str(caught.value)
+        assert await admin.get(f"leaderlib:{name}") == value, "a corrupt record must be left alone"
+    finally:
+        await admin.aclose()
+
+
+async def test_wrong_kinds_of_keys_are_corrupt_records(redis_server: RedisServer) -> None:
+    lease_is_hash, counter_is_text = election(), election()
+    admin = aioredis.Redis(**redis_server.redis_kwargs())
+    try:
+        await admin.hset(f"leaderlib:{lease_is_hash}", "holder", "x")
+        await admin.set(f"leaderlib:{counter_is_text}:fencing", "seven")
+        async with opened(redis_server.url) as backend:
+            with pytest.raises(CorruptLeaseRecord, match="wrong kind"):
+                await backend.try_acquire(lease_is_hash, "replica-a", LEASE, None)
+            with pytest.raises(CorruptLeaseRecord, match=f"leaderlib:{counter_is_text}:fencing"):
+                await backend.try_acquire(counter_is_text, "replica-a", LEASE, None)
+        assert await admin.get(f"leaderlib:{counter_is_text}") is None, "nothing may be written"
+    finally:
+        await admin.aclose()
+
+
+async def test_watch_fails_when_its_connection_is_killed(redis_server: RedisServer) -> None:
+    name = election()
+    async with opened(redis_server.url) as backend:
+        heard = asyncio.Event()
+
+        async def follow() -> None:
+            async for _ in backend.watch(name):
+                heard.set()
+
+        task = asyncio.create_task(follow())
+        await asyncio.wait_for(heard.wait(), 5)
+        admin = aioredis.Redis(**redis_server.redis_kwargs())
+        try:
+            assert await admin.client_kill_filter(_type="pubsub") >= 1
+        finally:
+            await admin.aclose()
+        with pytest.raises(BackendUnavailable):
+            await asyncio.wait_for(task, 5)
+
+
+async def test_unreachable_server_is_unavailable_quickly() -> None:
+    from leaderlib.testing.servers import free_port
+
+    async with opened(f"redis://127.0.0.1:{free_port()}?socket_connect_timeout=0.5") as backend:
+        started_at = time.monotonic()
+        with pytest.raises(BackendUnavailable) as caught:
+            await backend.try_acquire(election(), "replica-a", LEASE, None)
+        assert time.monotonic() - started_at < 2.0
+        assert caught.value.backend == "redis" and caught.value.election
+
+
+# --------------------------------------------------------------------------- ACL
+
+
+@pytest.fixture(scope="module")
+def acl_server() -> Iterator[RedisServer]:
+    with started(RedisServer(acl_users=[LEAST_PRIVILEGE], password="admin-pw")) as server:
+        yield server
+
+
+async def test_acl_user_limited_to_its_prefix_works(acl_server: RedisServer) -> None:
+    url = acl_server.url_for("elector", "s3cret") + "/0?prefix=app:"
+    async with opened(url) as backend:
+        await full_cycle(backend, election())
+
+
+async def test_acl_user_outside_its_prefix_is_told_what_to_grant(acl_server: RedisServer) -> None:
+    url = acl_server.url_for("elector", "s3cret")  # default prefix leaderlib:, not granted
+    async with opened(url) as backend:
+        for call in (
+            backend.try_acquire(election(), "replica-a", LEASE, None),
+            backend.get(election()),
+        ):
+            with pytest.raises(AccessDenied) as caught:
+                await call
+            message = str(caught.value)
+            assert "ACL SETUSER elector" in message and "~leaderlib:*" in message, message
+
+
+async def test_acl_user_missing_a_command_is_denied_and_writes_nothing(acl_server: RedisServer) -> None:
+    no_publish = RedisACLUser(
+        name="nopublish",
+        password="pw",
+        key_patterns=("app:*",),
+        channel_patterns=("app:*",),
+        commands=LEAST_PRIVILEGE.commands.replace(" +publish", ""),
+    )
+    acl_server.cli("ACL", "SETUSER", *no_publish.acl_rule().split())
+    name = election()
+    async with opened(acl_server.url_for("nopublish", "pw") + "?prefix=app:") as backend:
+        with pytest.raises(AccessDenied, match=r"\+publish"):
+            await backend.try_acquire(name, "replica-a", LEASE, None)
+    async with opened(acl_server.url_for("elector", "s3cret") + "?prefix=app:") as backend:
+        assert await backend.get(name) is None, "a refused acquisition must leave no lease behind"
+
+
+@pytest.mark.parametrize("credentials", [("elector", "wrong"), ("nobody", "s3cret"), (None, None)])
+async def test_wrong_credentials_fail_fast_and_clearly(
+    acl_server: RedisServer, credentials: tuple[str | None, str | None]
+) -> None:
+    async with opened(acl_server.url_for(*credentials) + "?prefix=app:") as backend:
+        started_at = time.monotonic()
+        with pytest.raises(AccessDenied) as caught:
+            await backend.try_acquire(election(), "replica-a", LEASE, None)
+        assert time.monotonic() - started_at < 1.0
+        assert "credentials" in str(caught.value) or "permission" in str(caught.value)
+
+
+# --------------------------------------------------------------------------- TLS
+
+
+@pytest.mark.parametrize("client_auth", [False, True])
+async def test_tls(client_auth: bool) -> None:
+    with started(RedisServer(tls=True, tls_client_auth=client_auth)) as server:
+        url = f"{server.url}?ssl_ca_certs={server.ca_file}"
+        if client_auth:
+            assert server.client_cert is not None
+            url += f"&ssl_certfile={server.client_cert.cert}&ssl_keyfile={server.client_cert.key}"
+        assert url.startswith("rediss://")
+        async with opened(url) as backend:
+            await full_cycle(backend, election())
+        # Without the CA the server's certificate cannot be verified: no silent downgrade.
+        async with opened(server.url) as backend:
+            with pytest.raises(BackendUnavailable):
+                await backend.get(election())
+
+
+# --------------------------------------------------------------------------- restarts
+
+
+def restart(server: RedisServer, directory: Path, **options: object) -> RedisServer:
+    """Stop ``server`` and start a new one on the same port and directory."""
+    server.stop(keep=True)
+    again = RedisServer(directory=directory, **options)  # type: ignore[arg-type]
+    again.port = server.port
+    return again
+
+
+async def test_restart_with_persistence_renews_the_same_lease(tmp_path: Path) -> None:
+    """Script cache lost and connections dropped, data kept (AOF): the leader renews after
+    reconnecting (NOSCRIPT reloads the script), with the same fencing token, and nobody
+    else can take the lease."""
+    options = {"config_lines": ["appendonly yes", "appendfsync always"]}
+    server = RedisServer(directory=tmp_path, **options).start()  # type: ignore[arg-type]
+    name = election()
+    try:
+        async with opened(server.url) as leader, opened(server.url) as other:
+            record = await leader.try_acquire(name, "leader", LEASE * 3, None)
+            assert record is not None and record.holder == "leader"
+            server = restart(server, tmp_path, **options)
+            with pytest.raises(BackendUnavailable):
+                await leader.renew(record)  # down: the elector retries until its deadline
+            server.start()
+            renewed = await leader.renew(record)
+            assert renewed.holder == "leader" and renewed.fencing_token == record.fencing_token
+            taken = await other.try_acquire(name, "other", LEASE, None)
+            assert taken is not None and taken.holder == "leader", "never two leaders"
+    finally:
+        server.stop()
+
+
+async def test_restart_without_persistence_loses_the_lease_loudly(tmp_path: Path) -> None:
+    """Data lost with the restart: the old leader's renew says LeaseLost (never succeeds
+    on someone else's lease) and a release by it does nothing."""
+    server = RedisServer(directory=tmp_path).start()
+    name = election()
+    try:
+        async with opened(server.url) as leader, opened(server.url) as other:
+            record = await leader.try_acquire(name, "leader", LEASE, None)
+            assert record is not None
+            server = restart(server, tmp_path)
+            server.start()
+            taken = await other.try_acquire(name, "other", LEASE, None)
+            assert taken is not None and taken.holder == "other"
+            with pytest.raises(LeaseLost):
+                await leader.renew(record)
+            await leader.release(record)
+            still = await other.get(name)
+            assert still is not None and still.holder == "other"
+    finally:
+        server.stop()
+
+
+async def test_foreign_record_in_the_documented_format_is_read(redis_server: RedisServer) -> None:
+    """A lease written with plain commands in the documented JSON is honoured and readable."""
+    name = election()
+    admin = aioredis.Redis(**redis_server.redis_kwargs())
+    try:
+        value = {"holder": "other-impl", "token": "abc", "fencing_token": 7, "lease_duration": LEASE}
+        await admin.set(f"leaderlib:{name}", json.dumps(value), px=int(LEASE * 1000))
+        async with opened(redis_server.url) as backend:
+            held = await backend.try_acquire(name, "replica-a", LEASE, None)
+            assert held is not None and held.holder == "other-impl" and held.fencing_token == 7
+            assert held.expires_in is not None and 0 < held.expires_in <= LEASE
+    finally:
+        await admin.aclose()
