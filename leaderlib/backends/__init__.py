@@ -115,6 +115,10 @@ class Backend(Protocol):
         ``identity`` already held the lease). Otherwise the record returned is
         the current holder's (None if there is none).
 
+        If ``identity`` already holds the lease, the attempt extends it (a new
+        ``version``, the same token). A lease the store itself has expired reads
+        as released (empty holder) or as no record.
+
         ``takeover`` is the record the elector last saw and now judges expired
         (by its own clock) or released: a store without server-side expiry
         replaces it only if it is still exactly that version. Stores that
