@@ -1,0 +1,545 @@
+"""LeaderElector on a fake clock and a scripted store: every timing rule of the safety model."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from leaderlib import (
+    AccessDenied,
+    BackendUnavailable,
+    ConfigError,
+    CorruptLeaseRecord,
+    ElectionConfig,
+    ElectorState,
+    LeaderElector,
+    Leadership,
+    LeaseLost,
+    NotLeader,
+)
+
+from .scripted import Behaviour, Conflict, Delay, Hang, PausingClock, Raise, ScriptedBackend
+
+ELECTION = "nightly-report"
+T0 = 1000.0  # FakeClock's start
+LEASE, DEADLINE, INTERVAL, RETRY = 10.0, 7.0, 2.0, 2.0
+#: Slack for tenacity's random retry jitter and the follower's 2 ms past expiry.
+SLACK = 0.005
+
+
+def config(**changes: Any) -> ElectionConfig:
+    values: dict[str, Any] = {
+        "lease_duration": LEASE,
+        "renew_deadline": DEADLINE,
+        "renew_interval": INTERVAL,
+        "retry_period": RETRY,
+        "jitter": 0.0,
+        "identity": "me",
+    }
+    return ElectionConfig(**{**values, **changes})
+
+
+def make_elector(clock: PausingClock, backend: ScriptedBackend, **options: Any) -> LeaderElector:
+    identity = options.pop("identity", "me")
+    return LeaderElector(ELECTION, backend, config(identity=identity), clock=clock, **options)
+
+
+@contextlib.asynccontextmanager
+async def running(elector: LeaderElector, clock: PausingClock) -> AsyncIterator[asyncio.Task[None]]:
+    """Run the elector in a task until the block ends; then cancel it if it still runs."""
+    task = asyncio.create_task(elector.run())
+    await clock.settle()
+    try:
+        yield task
+    finally:
+        backend = elector.backend
+        if isinstance(backend, ScriptedBackend):
+            backend.clear()  # no scripted hang may hold up the shutdown's release
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+def current_leadership(elector: LeaderElector) -> Leadership:
+    assert elector.leadership is not None, "expected this elector to lead"
+    return elector.leadership
+
+
+# -- acquiring ------------------------------------------------------------------------
+
+
+async def test_acquires_a_free_lease_at_once(clock: PausingClock, backend: ScriptedBackend) -> None:
+    elector = make_elector(clock, backend)
+    async with running(elector, clock):
+        leadership = current_leadership(elector)
+        assert elector.is_leader
+        assert elector.state is ElectorState.LEADING
+        assert elector.leader == "me"
+        [call] = backend.calls_to("try_acquire")
+        assert (call.at, call.args) == (T0, (ELECTION, "me", LEASE, None))
+        assert leadership.identity == "me"
+        assert leadership.fencing_token == 1
+        assert leadership.valid_until == T0 + DEADLINE
+
+
+@pytest.mark.parametrize(
+    ("holder_renews_at", "takeover_at"),
+    [
+        pytest.param([], LEASE, id="dead-holder"),
+        pytest.param([3.0], 3.0 + LEASE, id="holder-renewed-once"),
+        pytest.param([3.0, 9.5], 9.5 + LEASE, id="holder-renewed-twice"),
+    ],
+)
+async def test_takes_over_only_lease_duration_after_its_own_last_observation(
+    clock: PausingClock, backend: ScriptedBackend, holder_renews_at: list[float], takeover_at: float
+) -> None:
+    # The record was written long ago by wall time and monotonic time alike:
+    # only what this follower itself saw, and when, may count.
+    held = backend.seize(ELECTION, "other", lease_duration=LEASE)
+    assert held.expires_in is None  # a store without server-side expiry
+    await clock.advance(100)
+    start = clock.monotonic()
+    elector = make_elector(clock, backend)
+    async with running(elector, clock):
+        assert elector.leader == "other"
+        for at in holder_renews_at:
+            await clock.advance(start + at - clock.monotonic())
+            backend.touch(ELECTION)
+        await clock.advance(start + takeover_at - clock.monotonic() - 0.001)
+        assert not elector.is_leader
+        assert all(call.args[3] is None for call in backend.calls_to("try_acquire"))
+
+        await clock.advance(2 * SLACK)
+        assert elector.is_leader
+        takeovers = [call for call in backend.calls_to("try_acquire") if call.args[3] is not None]
+        assert takeovers[0].at == pytest.approx(start + takeover_at, abs=SLACK)
+        assert takeovers[0].at >= start + takeover_at
+        assert takeovers[0].args[3].holder == "other"
+        assert current_leadership(elector).fencing_token == held.fencing_token + 1
+
+
+async def test_counts_the_stores_remaining_ttl_where_the_store_expires_leases(clock: PausingClock) -> None:
+    backend = ScriptedBackend(clock, server_expiry=True)
+    backend.seize(ELECTION, "other", lease_duration=LEASE)
+    await clock.advance(4)
+    elector = make_elector(clock, backend)
+    async with running(elector, clock):
+        await clock.advance(LEASE - 4 - 0.001)
+        assert not elector.is_leader
+        await clock.advance(2 * SLACK)
+        assert elector.is_leader
+        assert backend.times("try_acquire")[-1] == pytest.approx(T0 + LEASE, abs=SLACK)
+
+
+@pytest.mark.parametrize(
+    ("behaviour", "attempt_ends"),
+    [
+        pytest.param(Hang(), DEADLINE, id="hang-times-out-at-renew-deadline"),
+        pytest.param(Raise(BackendUnavailable), 0.0, id="unavailable"),
+        pytest.param(Raise(LeaseLost), 0.0, id="lease-lost"),
+    ],
+)
+async def test_failed_acquisition_attempts_are_retried(
+    clock: PausingClock, backend: ScriptedBackend, behaviour: Behaviour, attempt_ends: float
+) -> None:
+    terms: list[float] = []
+
+    async def lead(leadership: Leadership) -> None:
+        terms.append(leadership.valid_until)
+
+    backend.script("watch", Raise(BackendUnavailable), times=None)  # polling only: exact times
+    backend.script("try_acquire", behaviour)
+    elector = make_elector(clock, backend, on_started_leading=lead)
+    async with running(elector, clock) as task:
+        await clock.advance(attempt_ends + RETRY - 0.001)
+        assert not elector.is_leader
+        await clock.advance(0.002)
+        assert elector.is_leader and not task.done()
+        first, second = backend.calls_to("try_acquire")
+        assert first.at == T0
+        assert second.at == T0 + attempt_ends + RETRY
+        # The term counts from when the successful request was sent.
+        assert terms == [second.at + DEADLINE]
+
+
+async def test_term_counts_from_when_the_acquiring_request_was_sent(
+    clock: PausingClock, backend: ScriptedBackend
+) -> None:
+    backend.script("try_acquire", Delay(3))
+    elector = make_elector(clock, backend)
+    async with running(elector, clock):
+        await clock.advance(3)
+        assert current_leadership(elector).valid_until == T0 + DEADLINE
+
+
+# -- renewing -------------------------------------------------------------------------
+
+
+async def test_renews_every_renew_interval_keeping_its_token(
+    clock: PausingClock, backend: ScriptedBackend
+) -> None:
+    elector = make_elector(clock, backend)
+    async with running(elector, clock):
+        leadership = current_leadership(elector)
+        first_version = leadership.record.version
+        await clock.advance(11)
+        assert backend.times("renew") == [T0 + 2, T0 + 4, T0 + 6, T0 + 8, T0 + 10]
+        assert elector.leadership is leadership
+        assert leadership.valid_until == T0 + 10 + DEADLINE
+        assert leadership.fencing_token == 1
+        assert leadership.record.version != first_version
+
+
+@pytest.mark.parametrize("failures", [1, 2, 4])
+async def test_transient_renew_failures_are_retried_and_leadership_kept(
+    clock: PausingClock, backend: ScriptedBackend, failures: int
+) -> None:
+    backend.script("renew", Raise(BackendUnavailable), times=failures)
+    elector = make_elector(clock, backend)
+    async with running(elector, clock):
+        leadership = current_leadership(elector)
+        await clock.advance(INTERVAL + 1)
+        times = backend.times("renew")
+        assert len(times) == failures + 1
+        assert times[0] == T0 + INTERVAL
+        assert times == sorted(times) and times[-1] < T0 + INTERVAL + 1
+        assert elector.leadership is leadership and elector.is_leader
+        assert not leadership.lost.is_set()
+        assert leadership.valid_until == pytest.approx(times[-1] + DEADLINE)
+
+
+async def test_renew_retries_never_go_past_the_deadline(
+    clock: PausingClock, backend: ScriptedBackend
+) -> None:
+    backend.script("renew", Raise(BackendUnavailable), times=None)
+    stopped_at: list[float] = []
+    elector = make_elector(clock, backend, on_stopped_leading=lambda _: stopped_at.append(clock.monotonic()))
+    async with running(elector, clock):
+        leadership = current_leadership(elector)
+        await clock.advance(DEADLINE + 1)
+        term = [call.at for call in backend.calls_to("renew") if call.args[0] == leadership.record]
+        assert len(term) > 5
+        assert all(at < T0 + DEADLINE for at in term)
+        # It kept trying until the next retry would not fit (at most ~renew_interval / 2 apart).
+        assert term[-1] > T0 + DEADLINE - INTERVAL / 2 - 0.05
+        assert leadership.lost.is_set()
+        assert stopped_at and stopped_at[0] <= T0 + DEADLINE
+
+
+@pytest.mark.parametrize(
+    ("script", "ends_at"),
+    [
+        pytest.param([(Hang(), 1)], T0 + DEADLINE, id="hang"),
+        pytest.param([(Delay(30), 1)], T0 + DEADLINE, id="slower-than-the-deadline"),
+        pytest.param([(Delay(0), 2), (Hang(), 1)], T0 + 4 + DEADLINE, id="hang-after-two-renewals"),
+        pytest.param([(Raise(LeaseLost), 1)], T0 + INTERVAL, id="lease-lost"),
+        pytest.param([(Conflict("other"), 1)], T0 + INTERVAL, id="taken-by-another"),
+        pytest.param([(Raise(AccessDenied), 1)], T0 + INTERVAL, id="access-denied"),
+        pytest.param([(Raise(CorruptLeaseRecord), 1)], T0 + INTERVAL, id="corrupt"),
+    ],
+)
+async def test_term_ends_on_the_fake_clock_exactly_when_renewal_fails(
+    clock: PausingClock,
+    backend: ScriptedBackend,
+    script: list[tuple[Behaviour, int]],
+    ends_at: float,
+) -> None:
+    work_cancelled_at: list[float] = []
+    on_stop: list[tuple[float, bool, ElectorState]] = []
+
+    async def lead(leadership: Leadership) -> None:
+        try:
+            await asyncio.get_running_loop().create_future()
+        except asyncio.CancelledError:
+            work_cancelled_at.append(clock.monotonic())
+            raise
+
+    def stopped(leadership: Leadership) -> None:
+        on_stop.append((clock.monotonic(), elector.is_leader, elector.state))
+
+    for behaviour, times in script:
+        backend.script("renew", behaviour, times=times)
+    elector = make_elector(clock, backend, on_started_leading=lead, on_stopped_leading=stopped)
+    async with running(elector, clock) as task:
+        leadership = current_leadership(elector)
+        await clock.advance(ends_at - T0 - 0.001)
+        assert not leadership.lost.is_set()
+        assert elector.leadership is leadership
+        await clock.advance(0.002)
+        assert leadership.lost.is_set()
+        assert not leadership.is_valid()
+        assert work_cancelled_at == [pytest.approx(ends_at, abs=0.002)]
+        [(stopped_at, was_leader, state)] = on_stop
+        assert stopped_at == pytest.approx(ends_at, abs=0.002)
+        assert (was_leader, state) == (False, ElectorState.FOLLOWING)
+        # It does not exit: it campaigns again.
+        assert not task.done()
+        assert any(at >= ends_at - 0.002 for at in backend.times("try_acquire"))
+
+
+async def test_lease_lost_steps_down_then_campaigns_and_takes_over_later(
+    clock: PausingClock, backend: ScriptedBackend
+) -> None:
+    backend.script("renew", Conflict("other"))
+    elector = make_elector(clock, backend)
+    async with running(elector, clock) as task:
+        first = current_leadership(elector)
+        await clock.advance(INTERVAL)
+        assert first.lost.is_set()
+        assert not elector.is_leader
+        assert elector.state is ElectorState.FOLLOWING
+        assert elector.leader == "other"
+        # "other" never renews: a full lease_duration after this follower saw it, it takes over.
+        await clock.advance(LEASE + 0.01)
+        assert not task.done()
+        second = current_leadership(elector)
+        assert second is not first
+        assert second.fencing_token == 3  # 1: me, 2: other, 3: me again
+
+
+# -- stepping down when the process was paused -------------------------------------
+
+
+async def test_paused_leader_steps_down_without_acting(
+    clock: PausingClock, backend: ScriptedBackend, caplog: pytest.LogCaptureFixture
+) -> None:
+    acted: list[float] = []
+
+    async def lead(leadership: Leadership) -> None:
+        while True:
+            await clock.sleep(1)
+            leadership.check()
+            acted.append(clock.monotonic())
+
+    elector = make_elector(clock, backend, on_started_leading=lead)
+    async with running(elector, clock):
+        leadership = current_leadership(elector)
+        await clock.advance(3.5)
+        assert acted == [T0 + 1, T0 + 2, T0 + 3]
+        renewed = len(backend.calls_to("renew"))
+
+        await clock.pause(20)  # frozen well past the deadline (last renewal sent at T0 + 2)
+
+        assert leadership.lost.is_set()
+        assert acted == [T0 + 1, T0 + 2, T0 + 3]
+        assert len(backend.calls_to("renew")) == renewed  # no renewal of the stale term either
+        assert "renew deadline passed; stepping down" in caplog.messages
+
+
+@pytest.mark.parametrize(
+    ("frozen_for", "healthy"),
+    [
+        pytest.param(DEADLINE - 0.1, True, id="before-deadline"),
+        pytest.param(DEADLINE + INTERVAL - 0.1, True, id="within-grace"),
+        pytest.param(DEADLINE + INTERVAL, False, id="deadline-plus-interval"),
+        pytest.param(60.0, False, id="long-past"),
+    ],
+)
+async def test_healthy_is_false_only_for_a_leader_wedged_past_its_deadline(
+    clock: PausingClock, backend: ScriptedBackend, frozen_for: float, healthy: bool
+) -> None:
+    elector = make_elector(clock, backend)
+    assert elector.healthy()  # idle
+    async with running(elector, clock):
+        assert elector.healthy()
+        await clock.settle()
+        clock.jump(frozen_for)  # the event loop is blocked: nobody renews, nobody steps down
+        assert elector.healthy() is healthy
+        await clock.advance(0)  # the loop runs again and the elector recovers
+        assert elector.healthy()
+
+
+async def test_a_healthy_follower_is_healthy(clock: PausingClock, backend: ScriptedBackend) -> None:
+    backend.seize(ELECTION, "other")
+    elector = make_elector(clock, backend)
+    async with running(elector, clock):
+        await clock.advance(5)
+        assert elector.state is ElectorState.FOLLOWING
+        assert elector.healthy()
+
+
+# -- stopping -------------------------------------------------------------------------
+
+
+async def test_stop_releases_the_lease_and_run_returns(clock: PausingClock, backend: ScriptedBackend) -> None:
+    elector = make_elector(clock, backend)
+    async with running(elector, clock) as task:
+        leadership = current_leadership(elector)
+        await clock.advance(3)
+        elector.stop()
+        await clock.settle()
+        assert task.done() and task.result() is None
+        assert leadership.lost.is_set()
+        [release] = backend.calls_to("release")
+        assert release.args[0] == leadership.record
+        assert backend.current(ELECTION) is None
+        assert elector.state is ElectorState.STOPPED
+        assert not elector.is_leader
+
+
+async def test_no_release_once_the_term_has_expired(clock: PausingClock, backend: ScriptedBackend) -> None:
+    elector = make_elector(clock, backend)
+    async with running(elector, clock) as task:
+        clock.jump(DEADLINE + 1)  # frozen past the deadline; the stop request is what it sees first
+        elector.stop()
+        await clock.advance(0)
+        assert task.done() and task.result() is None
+        assert backend.calls_to("release") == []  # a follower may hold it by now
+
+
+async def test_stop_while_following_returns_without_release(
+    clock: PausingClock, backend: ScriptedBackend
+) -> None:
+    backend.seize(ELECTION, "other")
+    elector = make_elector(clock, backend)
+    async with running(elector, clock) as task:
+        await clock.advance(3)
+        elector.stop()
+        await clock.settle()
+        assert task.done() and task.result() is None
+        assert backend.calls_to("release") == []
+        assert backend.current(ELECTION) is not None
+
+
+async def test_cancelling_run_still_releases_the_lease(clock: PausingClock, backend: ScriptedBackend) -> None:
+    elector = make_elector(clock, backend)
+    task = asyncio.create_task(elector.run())
+    await clock.advance(1)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert len(backend.calls_to("release")) == 1
+    assert elector.state is ElectorState.STOPPED
+
+
+async def test_run_cannot_be_called_twice(clock: PausingClock, backend: ScriptedBackend) -> None:
+    elector = make_elector(clock, backend)
+    async with running(elector, clock):
+        with pytest.raises(RuntimeError, match="runs once"):
+            await elector.run()
+
+
+# -- errors ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        pytest.param(AccessDenied("grant get/update on leases", election=ELECTION), id="access-denied"),
+        pytest.param(ConfigError("bad namespace", field="backend"), id="config-error"),
+    ],
+)
+async def test_unfixable_acquire_errors_make_run_raise(
+    clock: PausingClock, backend: ScriptedBackend, error: Exception
+) -> None:
+    backend.script("try_acquire", Raise(BackendUnavailable), times=2)
+    backend.script("try_acquire", Raise(error), times=None)
+    elector = make_elector(clock, backend)
+    task = asyncio.create_task(elector.run())
+    await clock.advance(3 * RETRY)
+    assert task.done()
+    with pytest.raises(type(error)):
+        task.result()
+    assert len(backend.calls_to("try_acquire")) == 3  # no endless loop
+    assert elector.state is ElectorState.STOPPED
+
+
+async def test_corrupt_record_is_logged_and_retried_never_replaced(
+    clock: PausingClock, backend: ScriptedBackend, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="leaderlib.elector")
+    backend.script("try_acquire", Raise(CorruptLeaseRecord), times=None)
+    elector = make_elector(clock, backend)
+    async with running(elector, clock) as task:
+        await clock.advance(5 * RETRY)
+        attempts = backend.calls_to("try_acquire")
+        assert len(attempts) >= 5  # it keeps trying...
+        assert all(call.args[3] is None for call in attempts)  # ...never asking to replace what it saw
+        assert not elector.is_leader and not task.done()
+        errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+        assert [r.getMessage() for r in errors] == ["acquisition attempt failed; will retry"]
+        assert "scripted failure" in errors[0].__dict__["error"]
+        assert "acquisition attempt failed again" in caplog.messages  # repeats go to DEBUG
+
+        backend.clear("try_acquire")  # repaired by an operator
+        await clock.advance(RETRY + 0.01)
+        assert elector.is_leader
+
+
+# -- observing ------------------------------------------------------------------------
+
+
+async def test_observe_returns_the_holders_record(clock: PausingClock, backend: ScriptedBackend) -> None:
+    elector = make_elector(clock, backend)
+    assert await elector.observe() is None
+    backend.seize(ELECTION, "other")
+    record = await elector.observe()
+    assert record is not None and record.holder == "other"
+    assert backend.calls_to("get")
+    async with running(elector, clock):
+        assert elector.leader == "other"
+
+
+async def test_on_new_leader_is_called_with_each_holder(
+    clock: PausingClock, backend: ScriptedBackend
+) -> None:
+    seen: list[str | None] = []
+    held = backend.seize(ELECTION, "other")
+    elector = make_elector(clock, backend, on_new_leader=seen.append)
+    async with running(elector, clock):
+        assert seen == ["other"]
+        await clock.advance(1)
+        await backend.release(held)  # the other replica shuts down cleanly
+        await clock.settle()
+        assert seen == ["other", None, "me"]
+        assert elector.is_leader
+
+
+async def test_fencing_token_grows_with_each_term_and_is_kept_across_renewals(
+    clock: PausingClock, backend: ScriptedBackend
+) -> None:
+    first = make_elector(clock, backend, identity="a")
+    second = make_elector(clock, backend, identity="b")
+    async with running(first, clock), running(second, clock):
+        term_a = current_leadership(first)
+        assert term_a.fencing_token == 1
+        assert not second.is_leader
+        await clock.advance(5)
+        assert term_a.fencing_token == term_a.record.fencing_token == 1
+
+        first.stop()  # releases: the follower's watch wakes it at once
+        await clock.settle()
+        term_b = current_leadership(second)
+        assert term_b.identity == "b"
+        assert term_b.fencing_token == 2
+        assert backend.times("try_acquire")[-1] == T0 + 5
+
+
+async def test_leadership_check_raises_not_leader_after_loss(
+    clock: PausingClock, backend: ScriptedBackend
+) -> None:
+    backend.script("renew", Conflict("other"))
+    elector = make_elector(clock, backend)
+    async with running(elector, clock):
+        leadership = current_leadership(elector)
+        leadership.check()
+        assert leadership.is_valid()
+        assert not leadership.wait_lost(0)
+        await clock.advance(INTERVAL)
+        assert not leadership.is_valid()
+        assert leadership.wait_lost(0)
+        with pytest.raises(NotLeader) as raised:
+            leadership.check()
+        assert raised.value.election == ELECTION
+
+
+def test_election_name_must_be_a_non_empty_string(clock: PausingClock, backend: ScriptedBackend) -> None:
+    for bad in ("", None, 3):
+        with pytest.raises(ConfigError, match="election"):
+            LeaderElector(bad, backend, config(), clock=clock)  # type: ignore[arg-type]
