@@ -81,6 +81,9 @@ _VERSIONS = {
 
 LOOPBACK = "127.0.0.1"
 
+# Starts that fail on "address already in use" are retried on new ports this often.
+_BIND_ATTEMPTS = 3
+
 # How much of a log a start error carries; the full log stays on disk.
 _LOG_TAIL_LINES = 40
 
@@ -327,13 +330,26 @@ class _Server:
                 return self
             # Something died on its own: reap what is left, then start afresh.
             self._kill_processes()
-        t0 = time.monotonic()
-        try:
-            self._start()
-        except BaseException:
-            self._kill_processes()
-            log.error("%s failed to start; its files are kept in %s", self.kind, self.directory)
-            raise
+        for attempt in range(1, _BIND_ATTEMPTS + 1):
+            t0 = time.monotonic()
+            try:
+                self._start()
+                break
+            except BaseException as exc:
+                self._kill_processes()
+                # free_port() cannot reserve a port: another process (often an
+                # outgoing connection's ephemeral port) may take it before the
+                # server binds. That is worth another try on fresh ports.
+                if (
+                    isinstance(exc, ServerStartError)
+                    and "address already in use" in str(exc).lower()
+                    and attempt < _BIND_ATTEMPTS
+                    and self._new_ports()
+                ):
+                    log.warning("%s: a port was taken before it could bind; retrying", self.kind)
+                    continue
+                log.error("%s failed to start; its files are kept in %s", self.kind, self.directory)
+                raise
         self.startup_seconds = time.monotonic() - t0
         self._started = True
         log.info("%s ready in %.2f s (%s)", self.kind, self.startup_seconds, self.directory)
@@ -363,6 +379,10 @@ class _Server:
         tb: TracebackType | None,
     ) -> None:
         self.stop(keep=exc is not None)
+
+    def _new_ports(self) -> bool:
+        """Pick fresh ports after a bind conflict; False if this server cannot."""
+        return False
 
     # Subclasses implement these.
     def _start(self) -> None:
@@ -509,6 +529,10 @@ class RedisServer(_Server):
         # -NOAUTH: the server is up, it only wants a password first.
         return reply.startswith((b"+PONG", b"-NOAUTH"))
 
+    def _new_ports(self) -> bool:
+        self.port = free_port()
+        return True
+
     def _start(self) -> None:
         conf = self.directory / "redis.conf"
         conf.write_text(self._config())
@@ -599,6 +623,8 @@ class EtcdServer(_Server):
         self.host = LOOPBACK
         self.client_port = client_port or free_port()
         self.peer_port = peer_port or free_port()
+        # A member of an EtcdCluster cannot move ports alone: its peers know them.
+        self._standalone = initial_cluster is None
         self.initial_cluster = initial_cluster or f"{name}={self.peer_url}"
         self.ca_file: Path | None = None
         """CA certificate to verify the server with (TLS mode)."""
@@ -666,6 +692,15 @@ class EtcdServer(_Server):
             if self.client_cert_auth:
                 argv.append("--client-cert-auth")
         return [*argv, *self.extra_args]
+
+    def _new_ports(self) -> bool:
+        if not self._standalone or self.startup_seconds is not None:
+            return False
+        self.client_port, self.peer_port = free_port(), free_port()
+        self.initial_cluster = f"{self.name}={self.peer_url}"
+        # The failed attempt may have begun a data dir naming the old peer URL.
+        shutil.rmtree(self.data_dir, ignore_errors=True)
+        return True
 
     def _spawn(self) -> None:
         self._proc = _Process(f"etcd {self.name}", self._argv(), self.log_path, self.directory)
@@ -1045,6 +1080,10 @@ class KubeAPIServer(_Server):
                 "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "elector"}],
             },
         )
+
+    def _new_ports(self) -> bool:
+        self.port = free_port()
+        return True
 
     def _start(self) -> None:
         find_binary("kube-apiserver")  # fail fast, before etcd starts
