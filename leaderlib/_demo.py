@@ -191,6 +191,7 @@ class _Demo:
             if acquired is not None:
                 handover = acquired - leaving.stopped_at
                 self.say(acquired, f"graceful handover took {handover:.3f}s")
+            self._await_exit(leaving, timeout=15)
 
         self.pump(max(time.time(), self.started + self.duration))
         self.say(time.time(), "demo: stopping every replica")
@@ -210,6 +211,19 @@ class _Demo:
         for term in self.terms:
             term.end = term.end if term.end is not None else end
         return self.summary(failover, handover)
+
+    def _await_exit(self, replica: _Replica, timeout: float) -> None:
+        """Pump events until a replica that was asked to stop has exited."""
+        deadline = time.time() + timeout
+        while replica.process.poll() is None and time.time() < deadline:
+            self.pump(time.time() + 0.05)
+        code = replica.process.poll()
+        self.say(
+            time.time(),
+            f"{replica.name} exited with status {code}"
+            if code is not None
+            else f"{replica.name} has not exited",
+        )
 
     def summary(self, failover: float | None, handover: float | None) -> dict[str, Any]:
         terms = sorted(self.terms, key=lambda term: term.start)
