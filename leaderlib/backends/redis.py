@@ -108,40 +108,41 @@ _DEFAULT_SENTINEL_PORT = 26379
 # Take the lease if nobody holds it, with a fresh fencing token; otherwise
 # report who does. One round trip either way.
 #   KEYS[1]  the lease key            KEYS[2]  the fencing counter key
-#   ARGV[1]  identity                 ARGV[2]  random token for this acquisition
-#   ARGV[3]  lease in milliseconds    ARGV[4]  lease in seconds (as stored)
-#   ARGV[5]  wall time now, ISO-8601 (for humans only)
-#   ARGV[6]  the election's event channel (publishes 'acquired' on a new leadership)
-#   returns  {value, pttl_ms, acquired (1|0)}: the value now at KEYS[1]
+#   ARGV[1]  identity                 ARGV[2]  lease in milliseconds
+#   ARGV[3]  the new record as a JSON object without its closing brace and
+#            without fencing_token/transitions, which the script appends
+#            (holder, random token, lease_duration, acquire/renew time, seq 1)
+#   returns  {value, pttl_ms}: the value now at KEYS[1]
+#   publishes 'acquired' on KEYS[1]..':events' for a new leadership
 # A lease already held by ARGV[1] is refreshed, not re-created: the same
 # replica asking again (after a lost reply, say) keeps its fencing token.
 # Redis does not undo a script's writes when a later command in it fails,
 # so everything that can fail (INCR on a broken counter, PUBLISH without the
 # ACL channel permission) runs before the SET. Subscribers still hear the
 # PUBLISH only after the script, when the SET is in place. INCR comes after
-# the GET so a failed attempt never burns a token.
+# the GET so a failed attempt never burns a token. The record is built by
+# concatenation and the arguments are few: this is the hot path, measured
+# against a bare SET NX PX.
 _ACQUIRE = """
 local current = redis.call('GET', KEYS[1])
 if current then
   local ok, rec = pcall(cjson.decode, current)
   if ok and type(rec) == 'table' and rec.holder == ARGV[1] then
+    local asked = cjson.decode(ARGV[3] .. '}')
     rec.seq = (tonumber(rec.seq) or 0) + 1
-    rec.renew_time = ARGV[5]
-    rec.lease_duration = tonumber(ARGV[4])
+    rec.renew_time = asked.renew_time
+    rec.lease_duration = asked.lease_duration
     local value = cjson.encode(rec)
-    redis.call('SET', KEYS[1], value, 'PX', ARGV[3])
-    return {value, tonumber(ARGV[3]), 1}
+    redis.call('SET', KEYS[1], value, 'PX', ARGV[2])
+    return {value, tonumber(ARGV[2])}
   end
-  return {current, redis.call('PTTL', KEYS[1]), 0}
+  return {current, redis.call('PTTL', KEYS[1])}
 end
 local fencing = redis.call('INCR', KEYS[2])
-local value = cjson.encode({
-  holder = ARGV[1], token = ARGV[2], fencing_token = fencing,
-  transitions = fencing - 1, lease_duration = tonumber(ARGV[4]),
-  acquire_time = ARGV[5], renew_time = ARGV[5], seq = 1})
-redis.call('PUBLISH', ARGV[6], 'acquired')
-redis.call('SET', KEYS[1], value, 'PX', ARGV[3])
-return {value, tonumber(ARGV[3]), 1}
+local value = ARGV[3] .. ',"fencing_token":' .. fencing .. ',"transitions":' .. (fencing - 1) .. '}'
+redis.call('PUBLISH', KEYS[1] .. ':events', 'acquired')
+redis.call('SET', KEYS[1], value, 'PX', ARGV[2])
+return {value, tonumber(ARGV[2])}
 """
 
 # Extend the lease if it is still the one acquired with ARGV[1].
@@ -164,15 +165,16 @@ return value
 # Delete the lease if it is still the one acquired with ARGV[1], and tell
 # the followers at once.
 #   KEYS[1]  the lease key
-#   ARGV[1]  the acquisition's random token   ARGV[2]  the election's event channel
+#   ARGV[1]  the acquisition's random token
 #   returns  1 if released, 0 if the lease was no longer ours
+#   publishes 'released' on KEYS[1]..':events'
 # PUBLISH before DEL: if the ACL refuses the channel, the lease stays ours.
 _RELEASE = """
 local current = redis.call('GET', KEYS[1])
 if not current then return 0 end
 local ok, rec = pcall(cjson.decode, current)
 if not ok or type(rec) ~= 'table' or rec.token ~= ARGV[1] then return 0 end
-redis.call('PUBLISH', ARGV[2], 'released')
+redis.call('PUBLISH', KEYS[1] .. ':events', 'released')
 redis.call('DEL', KEYS[1])
 return 1
 """
@@ -471,6 +473,18 @@ class RedisBackend:
     def _now(self) -> str:
         return self._clock.wall().isoformat(timespec="microseconds")
 
+    def _head(self, identity: str, lease_duration: float) -> str:
+        """A new record as JSON without its closing brace; the acquire script appends the fencing token.
+
+        Formatted by hand (the identity JSON-escaped) because this runs on
+        every acquisition attempt and json.dumps with options is slower.
+        """
+        now = self._now()
+        return (
+            f'{{"holder":{json.dumps(identity)},"token":"{secrets.token_hex(8)}",'
+            f'"lease_duration":{float(lease_duration)!r},"acquire_time":"{now}","renew_time":"{now}","seq":1'
+        )
+
     @staticmethod
     def _token(record: LeaseRecord) -> str:
         return record.version.partition(".")[0]
@@ -493,18 +507,11 @@ class RedisBackend:
         """One EVALSHA: take the lease with a new fencing token, or learn who holds it."""
         if not identity:
             raise ConfigError("identity must not be empty", field="identity")
-        value, pttl, _acquired = await self._run(
+        value, pttl = await self._run(
             election,
             _ACQUIRE_SCRIPT,
             [self.key(election), self.fencing_key(election)],
-            [
-                identity,
-                secrets.token_hex(8),
-                math.ceil(lease_duration * 1000),
-                repr(lease_duration),
-                self._now(),
-                self.channel(election),
-            ],
+            [identity, math.ceil(lease_duration * 1000), self._head(identity, lease_duration)],
         )
         record = self._record(election, value, int(pttl))
         if record.holder == identity:
@@ -535,7 +542,7 @@ class RedisBackend:
             record.election,
             _RELEASE_SCRIPT,
             [self.key(record.election)],
-            [self._token(record), self.channel(record.election)],
+            [self._token(record)],
         )
         logger.debug("released lease", extra={"election": record.election, "released": bool(released)})
 
