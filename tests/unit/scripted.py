@@ -234,8 +234,14 @@ class ScriptedBackend:
             )
         )
 
-    def seize(self, election: str, holder: str = "other", lease_duration: float = 10.0) -> LeaseRecord:
-        """Another replica takes the lease, whatever the store held: a new term for ``holder``."""
+    def seize(self, election: str, holder: str = "other", lease_duration: float | None = None) -> LeaseRecord:
+        """Another replica takes the lease, whatever the store held: a new term for ``holder``.
+
+        ``lease_duration`` defaults to the current record's (10 s if there is none).
+        """
+        if lease_duration is None:
+            current = self.current(election)
+            lease_duration = current.lease_duration if current is not None else 10.0
         return self._new_term(election, holder, lease_duration)
 
     def touch(self, election: str) -> LeaseRecord:
