@@ -15,6 +15,7 @@ import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -98,7 +99,7 @@ async def until(predicate: Callable[[], bool], timeout: float) -> float:
 
 
 async def test_entry_point_and_record_as_client_go_writes_it(
-    server: KubeAPIServer, make: Callable[..., KubernetesBackend]
+    server: KubeAPIServer, caplog: pytest.LogCaptureFixture
 ) -> None:
     backend = backend_from_url(f"{server.backend_url}?kubeconfig={server.kubeconfig}")
     try:
@@ -114,6 +115,12 @@ async def test_entry_point_and_record_as_client_go_writes_it(
         assert spec["acquireTime"] == spec["renewTime"]
         assert spec["acquireTime"].endswith("Z") and len(spec["acquireTime"].split(".")[1]) == 7
         assert record.version == admin_get(server, election)["metadata"]["resourceVersion"]
+        # Re-acquiring what we hold extends it: same token and acquireTime.
+        again = await backend.try_acquire(election, "replica-a", 1.5, None)
+        assert again is not None and again.fencing_token == record.fencing_token
+        assert again.acquire_time == record.acquire_time and again.version != record.version
+        rounded = [r for r in caplog.records if "whole seconds" in r.getMessage()]
+        assert len(rounded) == 1, "the rounding is said once, not on every call"
     finally:
         await backend.aclose()
 
@@ -356,26 +363,43 @@ async def test_without_update_the_error_names_the_missing_verb(
         await asyncio.wait_for(elector.run(), timeout=10)
 
 
+def documented_rbac() -> list[dict[str, Any]]:
+    """The Role and RoleBinding from docs/backends/kubernetes.md, as a reader would apply them."""
+    text = (Path(__file__).parents[2] / "docs" / "backends" / "kubernetes.md").read_text()
+    block = text.split("```yaml\n", 1)[1].split("```", 1)[0]
+    return [doc for doc in yaml.safe_load_all(block) if doc]
+
+
 async def test_with_the_documented_role_it_works(
     server: KubeAPIServer, make: Callable[..., KubernetesBackend]
 ) -> None:
-    namespace = await asyncio.to_thread(
-        restricted_namespace, server, yaml.safe_load(ROLE_YAML.format(namespace="x"))["rules"][0]["verbs"]
+    namespace = f"docs-{uuid.uuid4().hex[:8]}"
+    server.admin_request(
+        "POST",
+        "/api/v1/namespaces",
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}},
     )
+    role, binding = documented_rbac()
+    assert role["kind"] == "Role" and binding["kind"] == "RoleBinding"
+    assert role["rules"] == yaml.safe_load(ROLE_YAML.format(namespace=namespace))["rules"]
+    role["metadata"]["namespace"] = binding["metadata"]["namespace"] = namespace
+    # The test server's elector is a token user, not a service account.
+    binding["subjects"] = [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "elector"}]
+    rbac = f"/apis/rbac.authorization.k8s.io/v1/namespaces/{namespace}"
+    server.admin_request("POST", f"{rbac}/roles", role)
+    server.admin_request("POST", f"{rbac}/rolebindings", binding)
     a, b = make(namespace), make(namespace)
     await wait_for_rbac(a)
     election = name()
     record = await a.try_acquire(election, "replica-a", 2, None)
     assert record is not None and record.holder == "replica-a"
     record = await a.renew(record)
-    seen: list[str | None] = []
     watch = b.watch(election)
     first = await anext(watch)
     assert first is not None and first.holder == "replica-a"
     await a.release(record)
     released = await asyncio.wait_for(anext(watch), 5)
     assert released is not None and not released.is_held
-    seen.append(None)
     await watch.aclose()
     taken = await b.try_acquire(election, "replica-b", 2, released)
     assert taken is not None and taken.holder == "replica-b"
