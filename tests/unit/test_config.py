@@ -63,7 +63,7 @@ def test_config_is_frozen_and_keyword_only() -> None:
                 strict=True,
                 raises=TypeError,
                 reason="BUG: ElectionConfig(jitter='0.5') raises TypeError from `0 <= '0.5'` "
-                "instead of a ConfigError naming jitter (leaderlib/_config.py:96)",
+                "instead of a ConfigError naming jitter (leaderlib/_config.py:93)",
             ),
         ),
         pytest.param(
@@ -75,7 +75,7 @@ def test_config_is_frozen_and_keyword_only() -> None:
                 strict=True,
                 raises=TypeError,
                 reason="BUG: ElectionConfig(shutdown_grace='5') raises TypeError from `'5' < 0` "
-                "instead of a ConfigError naming shutdown_grace (leaderlib/_config.py:98)",
+                "instead of a ConfigError naming shutdown_grace (leaderlib/_config.py:95)",
             ),
         ),
     ],

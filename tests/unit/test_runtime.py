@@ -173,7 +173,7 @@ async def test_overlap_queue_runs_once_more_right_after(
 @pytest.mark.xfail(
     strict=True,
     reason="BUG: a queued run reports the PREVIOUS run's tick as scheduled_at: _run_once re-invokes "
-    "with the tick it was launched for (leaderlib/_runtime.py:366), so two runs claim the same tick",
+    "with the tick it was launched for (leaderlib/_runtime.py:352), so two runs claim the same tick",
 )
 async def test_queued_run_is_for_the_tick_that_was_queued(clock: PausingClock) -> None:
     service = make_service(clock, memory(clock)())
@@ -312,7 +312,7 @@ async def test_stop_lets_a_running_run_finish_then_releases(clock: PausingClock)
 @pytest.mark.xfail(
     strict=True,
     reason="BUG: Service._shutdown_when_asked bounds the grace with asyncio.wait(timeout=...) in REAL "
-    "time, not on the service's clock (leaderlib/_runtime.py:276), so shutdown_grace ignores clock=",
+    "time, not on the service's clock (leaderlib/_runtime.py:273), so shutdown_grace ignores clock=",
 )
 async def test_stop_cancels_a_run_still_going_after_shutdown_grace(clock: PausingClock) -> None:
     backend = ScriptedBackend(clock)
