@@ -182,9 +182,10 @@ class _Client(aetcd.Client):  # type: ignore[misc]  # aetcd is untyped
             self.watchstub = rpc.WatchStub(channel)
             self._connected.set()
 
-    async def close(self) -> None:
+    async def close(self, grace: float | None = None) -> None:
+        """Close the channel; calls still running on it get ``grace`` seconds to finish."""
         if self.channel is not None:
-            await self.channel.close()
+            await self.channel.close(grace)
         self._init_channel_attrs()
         self._connected.clear()
 
@@ -279,6 +280,9 @@ class EtcdBackend:
         self._sessions: dict[tuple[str, int], _Session] = {}
         self._session_locks: dict[tuple[str, int], asyncio.Lock] = {}
         self._closed = False
+        # Channels given up on while other calls may still run on them; closed
+        # with a grace period so those calls end by themselves (see _drop_client).
+        self._retiring: set[asyncio.Task[None]] = set()
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> EtcdBackend:
@@ -376,11 +380,23 @@ class EtcdBackend:
                 if multi and (code in _FAILOVER_CODES or code == grpc.StatusCode.DEADLINE_EXCEEDED):
                     # A dead or hung member: the next call (this one, if the member
                     # refused at once rather than timing out) goes to the next one.
-                    await self._drop_client(client, rotate=True)
+                    await self._drop_client(client, rotate=True, error=f"{code.name}: {details}")
                     attempts_left -= 1
                     if code in _FAILOVER_CODES and attempts_left > 0:
                         continue
                 raise self._translate(exc, election, client.endpoint) from exc
+            except asyncio.CancelledError:
+                current = asyncio.current_task()
+                if current is not None and current.cancelling():
+                    raise  # our caller cancelled us
+                # grpc.aio cancels the calls of a channel closed under them (a
+                # retired channel whose grace ran out): not our cancellation.
+                attempts_left -= 1
+                if attempts_left > 0 and client is not self._client:
+                    continue
+                raise BackendUnavailable(
+                    f"etcd channel to {client.endpoint} closed", election=election, backend=self.scheme
+                ) from None
             except grpc.aio.UsageError as exc:
                 # Another call closed this channel while moving to the next member.
                 attempts_left -= 1
@@ -401,7 +417,7 @@ class EtcdBackend:
             )
         return self._client
 
-    async def _drop_client(self, client: _Client, *, rotate: bool) -> None:
+    async def _drop_client(self, client: _Client, *, rotate: bool, error: str = "") -> None:
         """Forget a failed connection (once, however many calls saw it fail)."""
         if self._client is not client:
             return
@@ -411,9 +427,14 @@ class EtcdBackend:
             self._index = (self._index + 1) % len(self._endpoints)
             logger.warning(
                 "etcd member failed; moving to the next endpoint",
-                extra={"endpoint": failed, "next_endpoint": self._endpoints[self._index]},
+                extra={"endpoint": failed, "next_endpoint": self._endpoints[self._index], "error": error},
             )
-        await client.close()
+        # Not closed at once: grpc.aio would cancel the other calls running on
+        # it (a renewal's keepalive, a watch), and a cancelled call looks to
+        # the elector like being stopped. They fail or finish by themselves.
+        task = asyncio.create_task(client.close(grace=self.timeout))
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
 
     def _translate(self, exc: grpc.aio.AioRpcError, election: str | None, endpoint: str) -> BackendError:
         code, details = exc.code(), exc.details() or ""
@@ -447,10 +468,20 @@ class EtcdBackend:
             return BackendUnavailable(f"etcd at {endpoint}: {code.name}: {details}", **where)
         return BackendError(f"etcd at {endpoint}: {code.name}: {details}", **where)
 
-    async def _txn(self, election: str | None, request: Any) -> Any:
+    async def _txn(self, election: str | None, request: Any, timeout: float | None = None) -> Any:
         return await self._call(
-            election, lambda c: c.kvstub.Txn(request, timeout=c._timeout, metadata=c.metadata)
+            election, lambda c: c.kvstub.Txn(request, timeout=timeout or c._timeout, metadata=c.metadata)
         )
+
+    def _renew_timeout(self, lease_duration: float) -> float:
+        """Per-RPC deadline inside ``renew``: a quarter of the lease (0.5 s at least).
+
+        A write proposed while the cluster elects a new raft leader is dropped
+        and only fails at the RPC deadline, even once the new leader is up; a
+        short deadline leaves the elector time to retry (on the next member)
+        before its renew deadline.
+        """
+        return min(self.timeout, max(0.5, lease_duration / 4))
 
     async def _revoke(self, election: str | None, lease_id: int) -> None:
         await self._call(
@@ -508,11 +539,13 @@ class EtcdBackend:
         if self._sessions.get(slot) is session:
             del self._sessions[slot]
 
-    async def _keepalive(self, session: _Session, election: str) -> bool:
+    async def _keepalive(self, session: _Session, election: str, timeout: float | None = None) -> bool:
         """Refresh the session lease once; False if etcd no longer has it."""
 
         async def op(client: _Client) -> Any:
-            call = client.leasestub.LeaseKeepAlive(timeout=client._timeout, metadata=client.metadata)
+            call = client.leasestub.LeaseKeepAlive(
+                timeout=timeout or client._timeout, metadata=client.metadata
+            )
             try:
                 await call.write(rpc.LeaseKeepAliveRequest(ID=session.lease_id))
                 await call.done_writing()
@@ -711,7 +744,13 @@ class EtcdBackend:
         )
 
     async def _proclaim(
-        self, election: str, identity: str, session: _Session, key: bytes, create_revision: int
+        self,
+        election: str,
+        identity: str,
+        session: _Session,
+        key: bytes,
+        create_revision: int,
+        timeout: float | None = None,
     ) -> int:
         """Go's ``Election.Proclaim``: rewrite our key's value if it is still our key; returns
         the new mod revision. Raises :class:`LeaseLost` if the key is gone or was recreated."""
@@ -730,7 +769,7 @@ class EtcdBackend:
                 )
             ],
         )
-        response = await self._txn(election, request)
+        response = await self._txn(election, request, timeout)
         if not response.succeeded:
             raise LeaseLost(
                 "our etcd candidate key was deleted or replaced", election=election, backend=self.scheme
@@ -755,10 +794,13 @@ class EtcdBackend:
                 "this backend holds no such etcd candidacy", election=election, backend=self.scheme
             )
         session, candidacy = held
+        timeout = self._renew_timeout(record.lease_duration)
         try:
             alive, mod_revision = await asyncio.gather(
-                self._keepalive(session, election),
-                self._proclaim(election, record.holder, session, candidacy.key, candidacy.create_revision),
+                self._keepalive(session, election, timeout),
+                self._proclaim(
+                    election, record.holder, session, candidacy.key, candidacy.create_revision, timeout
+                ),
             )
         except LeaseLost:
             session.candidacies.pop(election, None)
@@ -903,3 +945,6 @@ class EtcdBackend:
         client, self._client = self._client, None
         if client is not None:
             await client.close()
+        for task in list(self._retiring):
+            task.cancel()
+        await asyncio.gather(*self._retiring, return_exceptions=True)

@@ -1,0 +1,539 @@
+"""The etcd backend against real etcd: what the conformance suite does not cover.
+
+Interoperability with ``etcdctl elect`` (both ways), the key layout of Go's
+``concurrency`` package, a 3-member cluster losing the member in use, auth
+and TLS, sessions shared across elections, lease loss. Raw reads and writes
+go through a plain ``aetcd.Client``, not leaderlib.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import signal
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import aetcd
+import pytest
+
+from leaderlib import ElectionConfig, LeaderElector
+from leaderlib._errors import AccessDenied, BackendUnavailable, ConfigError, CorruptLeaseRecord, LeaseLost
+from leaderlib.backends import backend_from_url
+from leaderlib.backends.etcd import DEFAULT_PREFIX, EtcdBackend, candidate_key, lease_ttl
+from leaderlib.testing.pytest_plugin import started
+from leaderlib.testing.servers import EtcdCluster, EtcdServer, free_port
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def name() -> str:
+    return f"etcd-{uuid.uuid4().hex[:10]}"
+
+
+def config(identity: str, **overrides: float) -> ElectionConfig:
+    values: dict[str, float] = {
+        "lease_duration": 2.0,
+        "renew_deadline": 1.5,
+        "renew_interval": 0.3,
+        "retry_period": 0.3,
+    }
+    values.update(overrides)
+    return ElectionConfig(identity=identity, **values)  # type: ignore[arg-type]
+
+
+@contextlib.asynccontextmanager
+async def running(elector: LeaderElector) -> AsyncIterator[asyncio.Task[None]]:
+    task = asyncio.create_task(elector.run())
+    try:
+        yield task
+    finally:
+        elector.stop()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait_for(task, timeout=10)
+
+
+async def until(predicate: Callable[[], bool], timeout: float, what: str = "condition") -> float:
+    start = time.monotonic()
+    while not predicate():
+        if time.monotonic() - start > timeout:
+            pytest.fail(f"{what} not met within {timeout}s")
+        await asyncio.sleep(0.005)
+    return time.monotonic() - start
+
+
+def raw_client(server: EtcdServer) -> aetcd.Client:
+    return aetcd.Client(host=server.host, port=server.client_port)
+
+
+@pytest.fixture
+async def make(etcd_server: EtcdServer) -> AsyncIterator[Callable[..., EtcdBackend]]:
+    made: list[EtcdBackend] = []
+
+    def factory(url: str | None = None, **options: Any) -> EtcdBackend:
+        backend = EtcdBackend.from_url(url or etcd_server.url, **options)
+        made.append(backend)
+        return backend
+
+    yield factory
+    for backend in made:
+        await backend.aclose()
+
+
+# ---------------------------------------------------------------------------- URL
+
+
+def test_url_forms() -> None:
+    backend = EtcdBackend.from_url("etcd://10.0.0.1:2379,10.0.0.2,[::1]:2380?prefix=/app/&timeout=3")
+    assert backend._endpoints == ["10.0.0.1:2379", "10.0.0.2:2379", "[::1]:2380"]
+    assert backend.prefix == "/app/"
+    assert backend.timeout == 3.0
+    assert backend.scheme == "etcd"
+    assert isinstance(backend_from_url("etcds://h:1"), EtcdBackend)
+    with_user = EtcdBackend.from_url("etcd://el%40ector:p%3Ass@h:1")
+    assert (with_user._user, with_user._password) == ("el@ector", "p:ss")
+    keyword = EtcdBackend.from_url("etcd://u:p@h:1?prefix=/a/", prefix="/b/", user="v", password="q")
+    assert (keyword.prefix, keyword._user, keyword._password) == ("/b/", "v", "q")
+
+
+@pytest.mark.parametrize(
+    ("url", "field"),
+    [
+        ("etcd://h:1?cacert=/x", "cacert"),
+        ("etcd://h:1/some/path", "backend"),
+        ("etcd://h:1?colour=red", "colour"),
+        ("etcd://h:1?timeout=soon", "timeout"),
+        ("etcd://h:1?timeout=0", "timeout"),
+        ("etcd://h:1,,h:2", "backend"),
+        ("etcd://h:1?user=alone", "user"),
+        ("etcds://h:1?cert=/x", "cert"),
+        ("etcds://h:1?cacert=/does/not/exist", "cacert"),
+    ],
+)
+def test_bad_urls_name_the_field(url: str, field: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        EtcdBackend.from_url(url)
+    assert caught.value.field == field
+
+
+def test_ttl_rounds_up_to_whole_seconds() -> None:
+    assert [lease_ttl(d) for d in (0.2, 1.0, 1.5, 2.0, 10.01)] == [1, 1, 2, 2, 11]
+    assert candidate_key("/leaderlib/", "jobs", 0x694D8A2F1C3B0A07) == b"/leaderlib/jobs/694d8a2f1c3b0a07"
+
+
+# ---------------------------------------------------------------------------- key layout
+
+
+async def test_key_layout_is_go_concurrency(
+    make: Callable[..., EtcdBackend], etcd_server: EtcdServer
+) -> None:
+    election = name()
+    record = await make().try_acquire(election, "replica-1", 2.0, None)
+    assert record is not None and record.holder == "replica-1"
+    async with raw_client(etcd_server) as client:
+        found = await client.get_prefix(f"{DEFAULT_PREFIX}{election}/".encode())
+        assert len(found) == 1
+        kv = found[0]
+        prefix, _, lease_hex = kv.key.decode().rpartition("/")
+        assert prefix == f"{DEFAULT_PREFIX}{election}"
+        assert lease_hex == f"{kv.lease:x}", "the last segment is the lease id in lowercase hex"
+        assert kv.value == b"replica-1"
+        assert record.fencing_token == kv.create_revision
+        info = await client.get_lease_info(kv.lease)
+        assert info.grantedTTL == 2
+
+
+async def test_renewal_proclaims_so_version_changes(make: Callable[..., EtcdBackend]) -> None:
+    backend = make()
+    record = await backend.try_acquire(name(), "a", 2.0, None)
+    assert record is not None
+    renewed = await backend.renew(record)
+    assert renewed.version != record.version
+    assert renewed.fencing_token == record.fencing_token
+    seen = await make().get(record.election)
+    assert seen is not None and seen.version == renewed.version
+    assert seen.expires_in is not None and 0 < seen.expires_in <= 3.0
+
+
+async def test_one_session_serves_many_elections(
+    make: Callable[..., EtcdBackend], etcd_server: EtcdServer
+) -> None:
+    backend = make()
+    first, second = name(), name()
+    one = await backend.try_acquire(first, "svc", 2.0, None)
+    two = await backend.try_acquire(second, "svc", 2.0, None)
+    assert one is not None and two is not None
+    async with raw_client(etcd_server) as client:
+        leases = {
+            (await client.get_prefix(f"{DEFAULT_PREFIX}{e}/".encode()))[0].lease for e in (first, second)
+        }
+    assert len(leases) == 1, "Go's model: one session lease, one key per election"
+    await backend.release(one)
+    assert await make().get(first) is None
+    renewed = await backend.renew(two)  # the shared lease was not revoked
+    assert renewed.holder == "svc"
+
+
+# ---------------------------------------------------------------------------- lease loss
+
+
+async def test_revoked_session_is_lost_and_replaced(
+    make: Callable[..., EtcdBackend], etcd_server: EtcdServer
+) -> None:
+    backend = make()
+    election = name()
+    record = await backend.try_acquire(election, "a", 2.0, None)
+    assert record is not None
+    async with raw_client(etcd_server) as client:
+        kv = (await client.get_prefix(f"{DEFAULT_PREFIX}{election}/".encode()))[0]
+        await client.revoke_lease(kv.lease)
+    with pytest.raises(LeaseLost):
+        await backend.renew(record)
+    again = await backend.try_acquire(election, "a", 2.0, None)
+    assert again is not None and again.holder == "a"
+    assert again.fencing_token > record.fencing_token, "a new session is a new leadership"
+
+
+async def test_key_deleted_by_someone_else_is_lost(
+    make: Callable[..., EtcdBackend], etcd_server: EtcdServer
+) -> None:
+    backend = make()
+    election = name()
+    record = await backend.try_acquire(election, "a", 2.0, None)
+    assert record is not None
+    async with raw_client(etcd_server) as client:
+        await client.delete_prefix(f"{DEFAULT_PREFIX}{election}/".encode())
+    with pytest.raises(LeaseLost):
+        await backend.renew(record)
+    await backend.release(record)  # a no-op now
+    again = await backend.try_acquire(election, "a", 2.0, None)
+    assert again is not None and again.holder == "a" and again.fencing_token > record.fencing_token
+
+
+async def test_corrupt_key_behind_the_leader_is_ignored(
+    make: Callable[..., EtcdBackend], etcd_server: EtcdServer
+) -> None:
+    backend = make()
+    election = name()
+    record = await backend.try_acquire(election, "a", 2.0, None)
+    assert record is not None
+    async with raw_client(etcd_server) as client:
+        await client.put(f"{DEFAULT_PREFIX}{election}/zz-junk".encode(), b"\xff")
+    assert (await backend.renew(record)).holder == "a"
+    await backend.release(record)
+    with pytest.raises(CorruptLeaseRecord, match="etcdctl del"):
+        await make().get(election)
+
+
+async def test_closing_a_follower_withdraws_its_candidacy(
+    make: Callable[..., EtcdBackend], etcd_server: EtcdServer
+) -> None:
+    election = name()
+    leader = await make().try_acquire(election, "leader", 2.0, None)
+    follower = EtcdBackend.from_url(etcd_server.url)
+    seen = await follower.try_acquire(election, "follower", 2.0, None)
+    assert leader is not None and seen is not None and seen.holder == "leader"
+    await follower.aclose()
+    async with raw_client(etcd_server) as client:
+        values = [kv.value for kv in await client.get_prefix(f"{DEFAULT_PREFIX}{election}/".encode())]
+    assert values == [b"leader"], "a closed follower must not stay queued as a leader nobody runs"
+
+
+async def test_only_the_next_candidate_is_woken(make: Callable[..., EtcdBackend]) -> None:
+    """No thundering herd: the third candidate's watch ignores the leader's renewals."""
+    election = name()
+    leader_backend = make()
+    leader = await leader_backend.try_acquire(election, "leader", 2.0, None)
+    second, third = make(), make()
+    await second.try_acquire(election, "second", 2.0, None)
+    await third.try_acquire(election, "third", 2.0, None)
+    counts = {"second": 0, "third": 0}
+
+    async def follow(label: str, backend: EtcdBackend) -> None:
+        async for _ in backend.watch(election):
+            counts[label] += 1
+
+    tasks = [asyncio.create_task(follow("second", second)), asyncio.create_task(follow("third", third))]
+    try:
+        await asyncio.sleep(0.3)
+        assert leader is not None
+        for _ in range(3):
+            leader = await leader_backend.renew(leader)
+            await asyncio.sleep(0.1)
+        assert counts["second"] >= 3, "the next in line follows its predecessor, the leader"
+        assert counts["third"] == 1, "the third candidate waits on the second only"
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+# ---------------------------------------------------------------------------- etcdctl interop
+
+
+class Etcdctl:
+    """An ``etcdctl elect`` process whose stdout is read line by line."""
+
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self.proc = proc
+        self.lines: list[str] = []
+        self.signalled = False
+        self._reader = asyncio.create_task(self._read())
+
+    @classmethod
+    async def start(cls, server: EtcdServer, *args: str) -> Etcdctl:
+        proc = await asyncio.create_subprocess_exec(
+            *server.etcdctl_argv(),
+            "elect",
+            *args,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
+        return cls(proc)
+
+    async def _read(self) -> None:
+        assert self.proc.stdout is not None
+        async for line in self.proc.stdout:
+            self.lines.append(line.decode().rstrip("\n"))
+
+    @property
+    def elected(self) -> bool:
+        """A campaigning etcdctl prints the leader key once elected; it leads until signalled."""
+        return bool(self.lines) and not self.signalled
+
+    async def stop(self) -> None:
+        if self.proc.returncode is None:
+            self.signalled = True
+            self.proc.send_signal(signal.SIGINT)  # etcdctl resigns on SIGINT
+            try:
+                await asyncio.wait_for(self.proc.wait(), timeout=10)
+            except TimeoutError:
+                self.proc.kill()
+                await self.proc.wait()
+        await self._reader
+
+
+async def test_etcdctl_listen_shows_our_leader(
+    etcd_server: EtcdServer, make: Callable[..., EtcdBackend]
+) -> None:
+    election = name()
+    prefix = "/custom-prefix/"
+    elector = LeaderElector(election, make(f"{etcd_server.url}?prefix={prefix}"), config("leaderlib-replica"))
+    async with running(elector):
+        await until(lambda: elector.is_leader, 10, "leaderlib leads")
+        listener = await Etcdctl.start(etcd_server, f"{prefix}{election}", "--listen")
+        try:
+            await until(
+                lambda: "leaderlib-replica" in listener.lines, 10, "etcdctl --listen shows the leader"
+            )
+            key = listener.lines[listener.lines.index("leaderlib-replica") - 1]
+            assert key.startswith(f"{prefix}{election}/")
+        finally:
+            await listener.stop()
+
+
+async def test_etcdctl_candidates_and_leaderlib_take_turns_in_order(
+    etcd_server: EtcdServer, make: Callable[..., EtcdBackend]
+) -> None:
+    """etcdctl first, then two leaderlib electors, then another etcdctl queue up; each
+    hands over to the next in queue order, and no two ever lead at once."""
+    election = name()
+    slow = {"lease_duration": 5.0, "renew_deadline": 4.0, "renew_interval": 0.5, "retry_period": 0.5}
+    first_ctl = await Etcdctl.start(etcd_server, f"{DEFAULT_PREFIX}{election}", "etcdctl-1")
+    ctls = [first_ctl]
+    one = LeaderElector(election, make(), config("leaderlib-1", **slow))
+    two = LeaderElector(election, make(), config("leaderlib-2", **slow))
+    overlaps: list[list[str]] = []
+    stop_sampling = asyncio.Event()
+
+    async def sample() -> None:
+        while not stop_sampling.is_set():
+            leading = [f"etcdctl-{i + 1}" for i, c in enumerate(ctls) if c.elected]
+            leading += [e.identity for e in (one, two) if e.is_leader]
+            if len(leading) > 1:
+                overlaps.append(leading)
+            await asyncio.sleep(0.002)
+
+    sampler = asyncio.create_task(sample())
+    try:
+        await until(lambda: first_ctl.elected, 10, "etcdctl-1 elected")
+        async with contextlib.AsyncExitStack() as stack:
+            one_task = await stack.enter_async_context(running(one))
+            await until(lambda: one.leader == "etcdctl-1", 10, "leaderlib-1 sees etcdctl-1")
+            two_task = await stack.enter_async_context(running(two))  # queued behind leaderlib-1
+            await until(lambda: two.leader == "etcdctl-1", 10, "leaderlib-2 sees etcdctl-1")
+            assert not one.is_leader and not two.is_leader
+
+            await first_ctl.stop()
+            await until(lambda: one.is_leader or two.is_leader, 5, "a leaderlib elector leads")
+            assert one.is_leader, "leaderlib-1 queued first, so it leads first"
+
+            second_ctl = await Etcdctl.start(etcd_server, f"{DEFAULT_PREFIX}{election}", "etcdctl-2")
+            ctls.append(second_ctl)
+            await asyncio.sleep(1.0)  # etcdctl-2 queued behind leaderlib-2
+            one.stop()
+            await asyncio.wait_for(one_task, timeout=10)
+            await until(lambda: two.is_leader or second_ctl.elected, 5, "the next in line leads")
+            assert two.is_leader and not second_ctl.elected, "leaderlib-2 was ahead of etcdctl-2"
+
+            two.stop()
+            await asyncio.wait_for(two_task, timeout=10)
+            await until(lambda: second_ctl.elected, 5, "etcdctl-2 elected after leaderlib-2 resigned")
+            assert second_ctl.lines[-1] == "etcdctl-2"
+    finally:
+        stop_sampling.set()
+        await sampler
+        for ctl in ctls:
+            await ctl.stop()
+    assert overlaps == [], f"co-leaders seen: {overlaps[:5]}"
+
+
+# ---------------------------------------------------------------------------- cluster
+
+
+async def test_cluster_member_in_use_dies(etcd_cluster: EtcdCluster) -> None:
+    """Kill the member the leader's backend talks to -- the raft leader too, the hard
+    case: leadership stays or moves within the lease duration, never two leaders."""
+    election = name()
+    lease = 4.0
+    settings = {"lease_duration": lease, "renew_deadline": 3.0, "renew_interval": 0.5, "retry_period": 0.5}
+    status = json.loads(etcd_cluster.members[0].etcdctl("endpoint", "status", "--cluster", "-w", "json"))
+    raft_leader = next(
+        m["Endpoint"].split("://")[1]
+        for m in status
+        if m["Status"]["header"]["member_id"] == m["Status"]["leader"]
+    )
+    endpoints = [raft_leader] + [e for e in etcd_cluster.endpoints if e != raft_leader]
+    backends = [EtcdBackend.from_url("etcd://" + ",".join(endpoints)) for _ in range(3)]
+    electors = [
+        LeaderElector(election, b, config(f"replica-{i}", **settings)) for i, b in enumerate(backends)
+    ]
+    overlaps: list[list[str]] = []
+    try:
+        async with contextlib.AsyncExitStack() as stack:
+            for elector in electors:
+                await stack.enter_async_context(running(elector))
+            await until(lambda: any(e.is_leader for e in electors), 10, "a leader")
+            leader = next(i for i, e in enumerate(electors) if e.is_leader)
+            endpoint = backends[leader].endpoint
+            assert endpoint == raft_leader
+            victim = etcd_cluster.endpoints.index(endpoint)
+            etcd_cluster.kill(victim)
+            killed = time.monotonic()
+            leaderless_since: float | None = None
+            longest_gap = 0.0
+            while time.monotonic() - killed < 2.5 * lease:
+                leading = [e.identity for e in electors if e.is_leader]
+                if len(leading) > 1:
+                    overlaps.append(leading)
+                if not leading:
+                    leaderless_since = leaderless_since or time.monotonic()
+                    longest_gap = max(longest_gap, time.monotonic() - leaderless_since)
+                else:
+                    leaderless_since = None
+                await asyncio.sleep(0.005)
+            assert overlaps == [], f"two leaders at once: {overlaps[:5]}"
+            assert any(e.is_leader for e in electors), "no leader after the member died"
+            assert longest_gap < lease, f"no leader for {longest_gap:.2f}s (lease {lease}s)"
+            survivor = next(i for i, e in enumerate(electors) if e.is_leader)
+            print(f"killed member {victim}; leader {leader} -> {survivor}, longest gap {longest_gap:.3f}s")
+            assert backends[survivor].endpoint != endpoint
+    finally:
+        for backend in backends:
+            await backend.aclose()
+
+
+async def test_dead_first_endpoint_is_skipped(
+    etcd_server: EtcdServer, make: Callable[..., EtcdBackend]
+) -> None:
+    dead = f"127.0.0.1:{free_port()}"
+    backend = make(f"etcd://{dead},{etcd_server.endpoint}")
+    record = await backend.try_acquire(name(), "a", 2.0, None)
+    assert record is not None and record.holder == "a"
+    assert backend.endpoint == etcd_server.endpoint
+
+
+async def test_no_member_reachable_is_unavailable(make: Callable[..., EtcdBackend]) -> None:
+    backend = make(f"etcd://127.0.0.1:{free_port()},127.0.0.1:{free_port()}?timeout=2")
+    started_at = time.monotonic()
+    with pytest.raises(BackendUnavailable, match="UNAVAILABLE"):
+        await backend.get(name())
+    assert time.monotonic() - started_at < 3
+
+
+# ---------------------------------------------------------------------------- auth and TLS
+
+
+@pytest.fixture(scope="module")
+def auth_server() -> Any:
+    with started(EtcdServer()) as server:
+        server.enable_auth(
+            users=[("elector", "right-password", DEFAULT_PREFIX), ("outsider", "pw", "/elsewhere/")]
+        )
+        yield server
+
+
+async def test_user_limited_to_the_prefix_can_elect(auth_server: EtcdServer) -> None:
+    url = f"etcd://elector:right-password@{auth_server.endpoint}"
+    backends = [EtcdBackend.from_url(url) for _ in range(2)]
+    try:
+        election = name()
+        electors = [LeaderElector(election, b, config(f"r{i}")) for i, b in enumerate(backends)]
+        async with running(electors[0]), running(electors[1]):
+            await until(lambda: any(e.is_leader for e in electors), 10, "a leader under auth")
+            await asyncio.sleep(1.0)  # renewals and watches work too
+            assert sum(e.is_leader for e in electors) == 1
+            assert electors[0].leader == electors[1].leader
+    finally:
+        for backend in backends:
+            await backend.aclose()
+
+
+async def test_wrong_password_fails_fast(auth_server: EtcdServer) -> None:
+    backend = EtcdBackend.from_url(f"etcd://elector:wrong@{auth_server.endpoint}")
+    try:
+        started_at = time.monotonic()
+        with pytest.raises(AccessDenied, match="wrong user name or password"):
+            await backend.try_acquire(name(), "a", 2.0, None)
+        assert time.monotonic() - started_at < 1.0
+    finally:
+        await backend.aclose()
+
+
+async def test_missing_permission_says_what_to_grant(auth_server: EtcdServer) -> None:
+    backend = EtcdBackend.from_url(f"etcd://outsider:pw@{auth_server.endpoint}")
+    try:
+        with pytest.raises(AccessDenied, match=f"readwrite {DEFAULT_PREFIX}"):
+            await backend.try_acquire(name(), "a", 2.0, None)
+    finally:
+        await backend.aclose()
+
+
+async def test_etcds_with_generated_certificates() -> None:
+    with started(EtcdServer(tls=True, client_cert_auth=True)) as server:
+        assert server.ca_file is not None and server.client_cert is not None
+        url = (
+            f"etcds://{server.endpoint}?cacert={server.ca_file}"
+            f"&cert={server.client_cert.cert}&key={server.client_cert.key}"
+        )
+        a, b = EtcdBackend.from_url(url), EtcdBackend.from_url(url)
+        untrusted = EtcdBackend.from_url(f"etcds://{server.endpoint}?timeout=2")
+        plaintext = EtcdBackend.from_url(f"etcd://{server.endpoint}?timeout=2")
+        try:
+            election = name()
+            record = await a.try_acquire(election, "tls-a", 2.0, None)
+            assert record is not None and record.holder == "tls-a"
+            seen = await b.try_acquire(election, "tls-b", 2.0, None)
+            assert seen is not None and seen.holder == "tls-a"
+            await a.release(await a.renew(record))
+            taken = await b.try_acquire(election, "tls-b", 2.0, None)
+            assert taken is not None and taken.holder == "tls-b"
+            for wrong in (untrusted, plaintext):  # no CA to trust the server / no TLS at all
+                with pytest.raises(BackendUnavailable):
+                    await wrong.get(election)
+        finally:
+            for backend in (a, b, untrusted, plaintext):
+                await backend.aclose()
