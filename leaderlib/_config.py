@@ -33,6 +33,10 @@ def default_identity() -> str:
     return f"{socket.gethostname()}/{os.getpid()}/{suffix}"
 
 
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class ElectionConfig:
     """How one replica campaigns for and holds a lease. Durations are float seconds.
@@ -75,8 +79,11 @@ class ElectionConfig:
     def __post_init__(self) -> None:
         for name in ("lease_duration", "renew_deadline", "renew_interval", "retry_period"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+            if not _is_number(value) or value <= 0:
                 raise ConfigError(f"must be a positive number of seconds, got {value!r}", field=name)
+        for name in ("jitter", "shutdown_grace"):
+            if not _is_number(getattr(self, name)):
+                raise ConfigError(f"must be a number, got {getattr(self, name)!r}", field=name)
         if not self.lease_duration > self.renew_deadline:
             raise ConfigError(
                 f"lease_duration ({self.lease_duration}) must be greater than renew_deadline "

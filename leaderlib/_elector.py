@@ -371,8 +371,12 @@ class LeaderElector:
             leadership._end()
             if work is not None:
                 work.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
+                try:
                     await work
+                except asyncio.CancelledError:
+                    pass
+                except Exception:
+                    logger.exception("the leader's work failed", extra={"election": self.election})
             # The term is over before the lease is released: logged first, so that
             # logs show terms that never overlap even when the next leader is fast.
             self.leadership = None

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import dataclasses
 import datetime as dt
 import enum
@@ -23,7 +24,7 @@ from typing import Any, Literal, TypeVar
 
 import schedule
 
-from ._clock import Clock, SystemClock
+from ._clock import Clock, SystemClock, wait_for
 from ._config import ElectionConfig, load_settings
 from ._elector import LeaderElector, Leadership
 from ._errors import ConfigError, NotLeader
@@ -86,7 +87,8 @@ class _Job:
     overlap: Overlap
     takes_context: bool
     running: asyncio.Task[None] | None = None
-    queued: bool = False
+    queued: dt.datetime | None = None
+    """The tick waiting for the running run to end (``overlap="queue"``)."""
 
 
 class Service:
@@ -270,7 +272,8 @@ class Service:
                 "waiting for running jobs to finish",
                 extra={"service": self.name, "count": len(running), "grace": self.config.shutdown_grace},
             )
-            await asyncio.wait(running, timeout=self.config.shutdown_grace)
+            with contextlib.suppress(TimeoutError):
+                await wait_for(self.clock, asyncio.wait(running), self.config.shutdown_grace)
         for elector in self._electors:
             elector.stop()
 
@@ -325,17 +328,19 @@ class Service:
         finally:
             if job.running is not None and not job.running.done():
                 job.running.cancel()
-            job.queued = False
+            job.queued = None
 
     async def _sleep_until(self, tick: dt.datetime) -> None:
         # Re-check after waking: the wall clock may have been set back meanwhile.
+        # Always yield once, so a tick that is already due cannot starve the loop.
+        await asyncio.sleep(0)
         while (delay := (tick - self.clock.wall()).total_seconds()) > 0:
             await self.clock.sleep(delay)
 
     def _launch(self, job: _Job, tick: dt.datetime, leadership: Leadership) -> None:
         if job.running is not None and not job.running.done():
-            if job.overlap == "queue" and not job.queued:
-                job.queued = True
+            if job.overlap == "queue" and job.queued is None:
+                job.queued = tick
                 return
             instruments.job_skipped.add(1, {"job": job.name, "election": leadership.election})
             logger.warning(
@@ -350,9 +355,9 @@ class Service:
     async def _run_once(self, job: _Job, tick: dt.datetime, leadership: Leadership) -> None:
         while True:
             await self._invoke(job, tick, leadership)
-            if not job.queued or not self._launching or not leadership.is_valid():
+            if job.queued is None or not self._launching or not leadership.is_valid():
                 return
-            job.queued = False
+            tick, job.queued = job.queued, None
 
     async def _invoke(self, job: _Job, tick: dt.datetime, leadership: Leadership) -> None:
         context = JobContext(

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import math
 from typing import Protocol
 
 from cronsim import CronSim, CronSimError
@@ -18,6 +17,8 @@ from cronsim import CronSim, CronSimError
 from ._errors import ConfigError
 
 __all__ = ["CronTrigger", "IntervalTrigger", "Trigger", "make_trigger"]
+
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 
 class Trigger(Protocol):
@@ -41,6 +42,8 @@ class CronTrigger:
     timezone: dt.tzinfo = dt.UTC
 
     def __post_init__(self) -> None:
+        if not isinstance(self.expression, str):
+            raise ConfigError(f"cron expression must be a string, got {self.expression!r}", field="cron")
         fields = self.expression.split()
         if len(fields) not in (5, 6):
             raise ConfigError(
@@ -71,15 +74,23 @@ class IntervalTrigger:
     offset: float = 0.0
 
     def __post_init__(self) -> None:
-        if isinstance(self.seconds, bool) or not isinstance(self.seconds, int | float) or self.seconds <= 0:
+        if (
+            isinstance(self.seconds, bool)
+            or not isinstance(self.seconds, int | float)
+            or self.seconds < 0.001
+        ):
             raise ConfigError(
-                f"interval must be a positive number of seconds, got {self.seconds!r}", field="every"
+                f"interval must be a positive number of seconds (at least 0.001), got {self.seconds!r}",
+                field="every",
             )
 
     def next_after(self, moment: dt.datetime) -> dt.datetime:
-        since_epoch = moment.timestamp() - self.offset
-        index = math.floor(since_epoch / self.seconds) + 1
-        return dt.datetime.fromtimestamp(index * self.seconds + self.offset, dt.UTC)
+        # Whole microseconds, as datetimes count them: float seconds would let
+        # rounding put the "next" tick on `moment` itself.
+        period, offset = round(self.seconds * 1_000_000), round(self.offset * 1_000_000)
+        after = (moment - _EPOCH) // dt.timedelta(microseconds=1)
+        index = (after - offset) // period + 1
+        return _EPOCH + dt.timedelta(microseconds=index * period + offset)
 
     def describe(self) -> str:
         return f"every {self.seconds:g}s"
@@ -90,8 +101,6 @@ def make_trigger(*, cron: str | None = None, every: float | dt.timedelta | None 
     if (cron is None) == (every is None):
         raise ConfigError("give exactly one of cron='...' or every=SECONDS", field="trigger")
     if cron is not None:
-        if not isinstance(cron, str):
-            raise ConfigError(f"cron expression must be a string, got {cron!r}", field="cron")
         return CronTrigger(cron)
     assert every is not None
     seconds = every.total_seconds() if isinstance(every, dt.timedelta) else every

@@ -170,11 +170,6 @@ async def test_overlap_queue_runs_once_more_right_after(
     assert [r.__dict__["tick"] for r in skipped] == [wall(30).isoformat()]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a queued run reports the PREVIOUS run's tick as scheduled_at: _run_once re-invokes "
-    "with the tick it was launched for (leaderlib/_runtime.py:352), so two runs claim the same tick",
-)
 async def test_queued_run_is_for_the_tick_that_was_queued(clock: PausingClock) -> None:
     service = make_service(clock, memory(clock)())
     ticks: list[dt.datetime] = []
@@ -309,11 +304,6 @@ async def test_stop_lets_a_running_run_finish_then_releases(clock: PausingClock)
         assert backend.current("svc") is None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: Service._shutdown_when_asked bounds the grace with asyncio.wait(timeout=...) in REAL "
-    "time, not on the service's clock (leaderlib/_runtime.py:273), so shutdown_grace ignores clock=",
-)
 async def test_stop_cancels_a_run_still_going_after_shutdown_grace(clock: PausingClock) -> None:
     backend = ScriptedBackend(clock)
     service = make_service(clock, backend, shutdown_grace=5.0)

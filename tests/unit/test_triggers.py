@@ -119,11 +119,6 @@ def test_non_string_cron_expression_through_make_trigger(expression: Any) -> Non
     assert raised.value.field == "cron"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: CronTrigger(5) raises AttributeError ('int' object has no attribute 'split') "
-    "instead of ConfigError; only make_trigger checks the type (leaderlib/_triggers.py:44)",
-)
 def test_non_string_cron_expression_to_the_public_class() -> None:
     with pytest.raises(ConfigError):
         CronTrigger(5)  # type: ignore[arg-type]
@@ -172,12 +167,6 @@ def test_interval_ticks_always_advance(seconds: float) -> None:
         moment = tick
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: IntervalTrigger.next_after is not strictly after a grid tick for fractional intervals "
-    "(float rounding in leaderlib/_triggers.py:81-82): IntervalTrigger(0.1).next_after(00:00:00.1) "
-    "returns 00:00:00.1 again, so the runtime launches the same tick twice",
-)
 @pytest.mark.parametrize("seconds", [0.1, 1.1])
 def test_fractional_interval_ticks_always_advance(seconds: float) -> None:
     trigger = IntervalTrigger(seconds)
