@@ -361,6 +361,7 @@ class LeaderElector:
             work = asyncio.create_task(
                 self._on_started_leading(leadership), name=f"leaderlib-lead-{self.election}"
             )
+            work.add_done_callback(self._work_done)
         reason = "lost"
         try:
             reason = await self._hold(leadership)
@@ -371,12 +372,8 @@ class LeaderElector:
             leadership._end()
             if work is not None:
                 work.cancel()
-                try:
-                    await work
-                except asyncio.CancelledError:
-                    pass
-                except Exception:
-                    logger.exception("the leader's work failed", extra={"election": self.election})
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await work  # a failure was logged when it happened (_work_done)
             # The term is over before the lease is released: logged first, so that
             # logs show terms that never overlap even when the next leader is fast.
             self.leadership = None
@@ -492,6 +489,15 @@ class LeaderElector:
             logger.info(
                 "released lease",
                 extra={"election": self.election, "fencing_token": leadership.fencing_token},
+            )
+
+    def _work_done(self, work: asyncio.Task[None]) -> None:
+        """Log at once if the leader's work raised, rather than when the term ends."""
+        if not work.cancelled() and work.exception() is not None:
+            logger.error(
+                "the leader's work failed; still leading, but running nothing",
+                exc_info=work.exception(),
+                extra={"election": self.election},
             )
 
     def _call_soon(self, callback: Callable[..., Any], *args: Any) -> None:
