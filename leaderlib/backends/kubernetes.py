@@ -317,6 +317,13 @@ class KubernetesBackend:
                 field="namespace",
             )
         self.namespace = namespace
+        if configuration.retries is None:
+            # Reconnect inside one call (a pooled keep-alive connection the
+            # server closed, a refused connect), but never wait or re-send more
+            # than once: the elector owns retries and deadlines.
+            configuration.retries = urllib3.Retry(
+                total=3, connect=3, read=1, redirect=0, status=0, other=0, backoff_factor=0
+            )
         self._api = k8s_client.ApiClient(configuration)
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="leaderlib-k8s")
         # The last Lease object this instance read or wrote per election: the
@@ -348,6 +355,44 @@ class KubernetesBackend:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._pool, function)
 
+    def _send(
+        self,
+        method: str,
+        path: str,
+        *,
+        election: str,
+        query: list[tuple[str, str]],
+        body: dict[str, Any] | None = None,
+        timeout: float | tuple[float, float] | None = None,
+    ) -> Any:
+        """Send one request with the client (worker thread); returns its RESTResponse.
+
+        Transport failures (refused, dropped, timed out, TLS) and credentials
+        that cannot be obtained (an exec plugin failing) become BackendUnavailable.
+        """
+        try:
+            # param_serialize adds the bearer token, refreshing it through the
+            # kubeconfig's hook (exec plugins, rotated service account tokens).
+            params = self._api.param_serialize(
+                method=method,
+                resource_path=path,
+                query_params=query,
+                header_params=dict(_JSON_HEADERS),
+                body=body,
+                auth_settings=["BearerToken"],
+            )
+            return self._api.call_api(*params, _request_timeout=timeout or self._request_timeout)
+        except k8s_config.ConfigException as exc:
+            raise BackendUnavailable(
+                f"cannot get credentials from the kubeconfig: {exc}", election=election, backend=self.scheme
+            ) from exc
+        except (urllib3.exceptions.HTTPError, OSError, k8s_client.ApiException) as exc:
+            raise BackendUnavailable(
+                f"cannot reach the Kubernetes API server at {self._api.configuration.host}: {exc}",
+                election=election,
+                backend=self.scheme,
+            ) from exc
+
     def _request(
         self,
         method: str,
@@ -357,29 +402,15 @@ class KubernetesBackend:
         body: dict[str, Any] | None = None,
         query: list[tuple[str, str]] | None = None,
     ) -> _Response:
-        """One API request (in a worker thread); transport failures become BackendUnavailable."""
-        params = self._api.param_serialize(
-            method=method,
-            resource_path=path,
-            query_params=query or [],
-            header_params=dict(_JSON_HEADERS),
-            body=body,
-            auth_settings=["BearerToken"],
-        )
+        """One API request and its decoded JSON answer (worker thread)."""
+        response = self._send(method, path, election=election, query=query or [], body=body)
         try:
-            response = self._api.call_api(*params, _request_timeout=self._request_timeout)
-            data = response.read()  # type: ignore[no-untyped-call]
-        except (urllib3.exceptions.HTTPError, OSError, k8s_client.ApiException) as exc:
+            data = response.read()
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
             raise BackendUnavailable(
-                f"cannot reach the Kubernetes API server at {self._api.configuration.host}: {exc}",
-                election=election,
-                backend=self.scheme,
+                f"the API server's answer was cut off: {exc}", election=election, backend=self.scheme
             ) from exc
-        try:
-            decoded = json.loads(data) if data else None
-        except ValueError:
-            decoded = None
-        return _Response(response.status, decoded)
+        return _Response(response.status, _loads(data))
 
     def _path(self, election: str) -> str:
         return _LEASE_PATH.format(namespace=self.namespace, name=election)
@@ -741,21 +772,13 @@ class KubernetesBackend:
             ("allowWatchBookmarks", "true"),
             ("timeoutSeconds", str(_WATCH_SECONDS)),
         ]
-        params = self._api.param_serialize(
-            method="GET",
-            resource_path=_GROUP_PATH.format(namespace=self.namespace),
-            query_params=query,
-            header_params={"Accept": "application/json"},
-            auth_settings=["BearerToken"],
+        response = self._send(
+            "GET",
+            _GROUP_PATH.format(namespace=self.namespace),
+            election=election,
+            query=query,
+            timeout=(self._request_timeout, _WATCH_READ_TIMEOUT),
         )
-        try:
-            response = self._api.call_api(
-                *params, _request_timeout=(self._request_timeout, _WATCH_READ_TIMEOUT)
-            )
-        except (urllib3.exceptions.HTTPError, OSError, k8s_client.ApiException) as exc:
-            raise BackendUnavailable(
-                f"the Lease watch could not start: {exc}", election=election, backend=self.scheme
-            ) from exc
         stream = response.response
         if response.status == 410:
             stream.close()

@@ -11,6 +11,8 @@ import asyncio
 import contextlib
 import datetime as dt
 import json
+import os
+import signal
 import threading
 import time
 import uuid
@@ -597,3 +599,35 @@ async def test_no_threads_left_after_cancel_and_aclose(make: Callable[..., Kuber
     leftover = [t for t in watch_threads() if t.ident not in before and t.is_alive()]
     assert leftover == [], leftover
     assert elapsed < 2.0, f"stopping watches took {elapsed:.2f}s"
+
+
+async def test_hung_api_server_is_unavailable_within_the_timeout(uncached_server: KubeAPIServer) -> None:
+    """A server that accepts but never answers (SIGSTOP) gives BackendUnavailable, promptly."""
+    server = uncached_server
+    assert server._proc is not None
+    backend = KubernetesBackend.from_url(
+        f"{server.backend_url}?kubeconfig={server.kubeconfig}&request_timeout=0.5"
+    )
+    try:
+        assert await backend.get(name()) is None  # connected and working
+        os.kill(server._proc.pid, signal.SIGSTOP)
+        try:
+            started = time.monotonic()
+            with pytest.raises(BackendUnavailable, match="cannot reach"):
+                await backend.try_acquire(name(), "replica-a", 2, None)
+            elapsed = time.monotonic() - started
+        finally:
+            os.kill(server._proc.pid, signal.SIGCONT)
+        assert elapsed < 2.5, f"a hung server held the call for {elapsed:.2f}s"
+        deadline = time.monotonic() + 10
+        while True:  # and it works again once the server answers
+            try:
+                record = await backend.try_acquire(name(), "replica-a", 2, None)
+                break
+            except BackendUnavailable:
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.1)
+        assert record is not None and record.holder == "replica-a"
+    finally:
+        await backend.aclose()
