@@ -348,7 +348,11 @@ class _Server:
                 ):
                     log.warning("%s: a port was taken before it could bind; retrying", self.kind)
                     continue
-                log.error("%s failed to start; its files are kept in %s", self.kind, self.directory)
+                if isinstance(exc, BinaryNotFoundError) and self._own_directory:
+                    # Nothing ran, so there is no log worth keeping.
+                    shutil.rmtree(self.directory, ignore_errors=True)
+                else:
+                    log.error("%s failed to start; files kept in %s", self.kind, self.directory)
                 raise
         self.startup_seconds = time.monotonic() - t0
         self._started = True

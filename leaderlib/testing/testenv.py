@@ -30,6 +30,7 @@ from collections.abc import Sequence
 from types import FrameType
 
 from leaderlib.testing.servers import (
+    BinaryNotFoundError,
     EtcdCluster,
     EtcdServer,
     KubeAPIServer,
@@ -137,23 +138,27 @@ def main(argv: list[str]) -> int:
     # SIGTERM (e.g. from a CI runner or `timeout`) must tear down like Ctrl-C does.
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _raise_interrupted)
+        # A shell starts background jobs with SIGINT ignored, and Python keeps
+        # that; testenv must still stop on SIGINT, wherever it was started from.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         signal.signal(signal.SIGHUP, _raise_interrupted)
 
     env: dict[str, str] = {}
-    servers: list[RedisServer | EtcdServer | EtcdCluster | KubeAPIServer] = []
+    # Every server made, started or not: each owns a temp directory to remove.
+    servers = [s for s in (redis, etcd, cluster, kube) if s is not None]
     keep = args.keep
     try:
         if redis is not None:
-            servers.append(redis.start())
+            redis.start()
             env["LEADERLIB_TEST_REDIS_URL"] = redis.url
         if etcd is not None:
-            servers.append(etcd.start())
+            etcd.start()
             env["LEADERLIB_TEST_ETCD_URL"] = etcd.url
         if cluster is not None:
-            servers.append(cluster.start())
+            cluster.start()
             env["LEADERLIB_TEST_ETCD_CLUSTER_URL"] = cluster.url
         if kube is not None:
-            servers.append(kube.start())
+            kube.start()
             env["LEADERLIB_TEST_KUBECONFIG"] = str(kube.kubeconfig)
             env["LEADERLIB_TEST_KUBE_ADMIN_KUBECONFIG"] = str(kube.admin_kubeconfig)
             env["LEADERLIB_TEST_KUBE_NAMESPACE"] = kube.namespace
@@ -165,16 +170,16 @@ def main(argv: list[str]) -> int:
         threading.Event().wait()
         return 0
     except ServerError as exc:
-        # A failed start keeps its own directory (see ServerStartError.log_path).
         _emit(f"leaderlib testenv: {exc}", err=True)
-        keep = True
+        # Keep the logs of a server that ran and failed; a missing binary left none.
+        keep = keep or not isinstance(exc, BinaryNotFoundError)
         return 1
     except (KeyboardInterrupt, _Interrupted):
         return 130
     finally:
         for server in reversed(servers):
             server.stop(keep=keep)
-            if keep:
+            if keep and server.directory.exists():
                 _emit(f"# kept {server.directory}", err=True)
 
 
