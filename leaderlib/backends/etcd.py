@@ -151,6 +151,11 @@ class _Client(aetcd.Client):  # type: ignore[misc]  # aetcd is untyped
         self._credentials = credentials
         self._connect_lock = asyncio.Lock()
         self.watchstub: Any = None
+        # One LeaseKeepAlive stream for every keepalive on this channel: opening
+        # a stream per keepalive costs about as much as the keepalive itself.
+        # etcd answers a stream's requests one at a time, in order.
+        self._keepalive_call: Any = None
+        self._keepalive_lock = asyncio.Lock()
 
     async def connect(self) -> None:
         """Open the channel and authenticate; raw ``grpc.aio.AioRpcError`` on failure."""
@@ -181,6 +186,26 @@ class _Client(aetcd.Client):  # type: ignore[misc]  # aetcd is untyped
             self.leasestub = rpc.LeaseStub(channel)
             self.watchstub = rpc.WatchStub(channel)
             self._connected.set()
+
+    async def keepalive(self, lease_id: int, timeout: float) -> Any:
+        """One LeaseKeepAlive request and its answer on the channel's shared stream.
+
+        Any failure or cancellation discards the stream, so an unread answer
+        can never be taken for the next request's. Raises ``TimeoutError``
+        after ``timeout`` (the stream itself has no deadline).
+        """
+        async with self._keepalive_lock:
+            if self._keepalive_call is None or self._keepalive_call.done():
+                self._keepalive_call = self.leasestub.LeaseKeepAlive(metadata=self.metadata)
+            call = self._keepalive_call
+            try:
+                async with asyncio.timeout(timeout):
+                    await call.write(rpc.LeaseKeepAliveRequest(ID=lease_id))
+                    return await call.read()
+            except BaseException:
+                call.cancel()
+                self._keepalive_call = None
+                raise
 
     async def close(self, grace: float | None = None) -> None:
         """Close the channel; calls still running on it get ``grace`` seconds to finish."""
@@ -283,6 +308,10 @@ class EtcdBackend:
         # Channels given up on while other calls may still run on them; closed
         # with a grace period so those calls end by themselves (see _drop_client).
         self._retiring: set[asyncio.Task[None]] = set()
+        # Set when try_acquire queues a new candidacy, so a watch that started
+        # before it (as the elector's does) moves from the leader's key to our
+        # predecessor's: no thundering herd, and the heir shortcut works.
+        self._queued: dict[str, asyncio.Event] = {}
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> EtcdBackend:
@@ -385,6 +414,15 @@ class EtcdBackend:
                     if code in _FAILOVER_CODES and attempts_left > 0:
                         continue
                 raise self._translate(exc, election, client.endpoint) from exc
+            except TimeoutError as exc:
+                # Only the keepalive stream times out this way (it has no gRPC deadline).
+                if len(self._endpoints) > 1:
+                    await self._drop_client(client, rotate=True, error="keepalive timed out")
+                raise BackendUnavailable(
+                    f"etcd at {client.endpoint}: no keepalive answer within the deadline",
+                    election=election,
+                    backend=self.scheme,
+                ) from exc
             except asyncio.CancelledError:
                 current = asyncio.current_task()
                 if current is not None and current.cancelling():
@@ -542,19 +580,10 @@ class EtcdBackend:
     async def _keepalive(self, session: _Session, election: str, timeout: float | None = None) -> bool:
         """Refresh the session lease once; False if etcd no longer has it."""
 
-        async def op(client: _Client) -> Any:
-            call = client.leasestub.LeaseKeepAlive(
-                timeout=timeout or client._timeout, metadata=client.metadata
-            )
-            try:
-                await call.write(rpc.LeaseKeepAliveRequest(ID=session.lease_id))
-                await call.done_writing()
-                return await call.read()
-            finally:
-                call.cancel()
-
         sent = time.monotonic()
-        response = await self._call(election, op)
+        response = await self._call(
+            election, lambda c: c.keepalive(session.lease_id, timeout or self.timeout)
+        )
         if response is grpc.aio.EOF:
             raise BackendUnavailable(
                 "etcd closed the keepalive stream without an answer", election=election, backend=self.scheme
@@ -715,6 +744,8 @@ class EtcdBackend:
         if candidacy is None or candidacy.create_revision != create_revision:
             candidacy = _Candidacy(key=key, create_revision=create_revision)
             session.candidacies[election] = candidacy
+            if election in self._queued:
+                self._queued[election].set()
 
         leaders = _kvs(response, 1)
         if not leaders:
@@ -844,12 +875,14 @@ class EtcdBackend:
         )
         await self._txn(election, request)
 
-    def _watch_candidacy(self, election: str) -> _Candidacy | None:
-        """Our queued candidacy in ``election`` closest to the front, if any."""
+    def _watch_candidacy(self, election: str) -> tuple[_Session, _Candidacy] | None:
+        """Our queued candidacy in ``election`` closest to the front, and its session, if any."""
         found = [
-            s.candidacies[election] for s in self._sessions.values() if s.alive and election in s.candidacies
+            (s, s.candidacies[election])
+            for s in self._sessions.values()
+            if s.alive and election in s.candidacies
         ]
-        return min(found, key=lambda c: c.create_revision) if found else None
+        return min(found, key=lambda pair: pair[1].create_revision) if found else None
 
     async def watch(self, election: str) -> AsyncIterator[LeaseRecord | None]:
         """Yield the leader's record, then again whenever the key we wait on changes.
@@ -861,8 +894,11 @@ class EtcdBackend:
         whole prefix while the election is empty (Go's ``Observe``).
         """
         prefix = self._election_prefix(election)
+        queued = self._queued.setdefault(election, asyncio.Event())
         while True:
-            candidacy = self._watch_candidacy(election)
+            queued.clear()
+            ours = self._watch_candidacy(election)
+            candidacy = ours[1] if ours is not None else None
             ops = [rpc.RequestOp(request_range=_range_first_created(prefix))]
             if candidacy is not None:
                 ops.append(rpc.RequestOp(request_range=rpc.RangeRequest(key=candidacy.key)))
@@ -870,24 +906,44 @@ class EtcdBackend:
             response = await self._txn(election, rpc.TxnRequest(success=ops))
             leaders = _kvs(response, 0)
             targets: list[tuple[bytes, bytes | None]]
+            heir = False  # we are next after the leader
             if candidacy is not None and _kvs(response, 1):
                 predecessor = _kvs(response, 2)
                 targets = [(candidacy.key, None)]
                 if predecessor:
                     targets.append((bytes(predecessor[0].key), None))
+                    heir = bytes(predecessor[0].key) == bytes(leaders[0].key)
             elif leaders:
                 targets = [(bytes(leaders[0].key), None)]
             else:
                 targets = [(prefix, prefix_range_end(prefix))]
             yield await self._record(election, leaders[0]) if leaders else None
-            await self._wait_for_change(election, targets, response.header.revision + 1)
+            deleted = await self._wait_for_change(election, targets, response.header.revision + 1, queued)
+            if heir and ours is not None and targets[1][0] in deleted and ours[1].key not in deleted:
+                # The leader, our predecessor, is gone and no key can be created
+                # before ours: we are next. Say so without another read; the
+                # elector's try_acquire confirms it with a linearizable one.
+                session, candidacy = ours
+                yield LeaseRecord(
+                    election=election,
+                    holder=session.identity,
+                    lease_duration=session.lease_duration,
+                    fencing_token=candidacy.create_revision,
+                    version=f"heir-{candidacy.create_revision}",
+                    expires_in=session.expires_in(),
+                )
 
     async def _wait_for_change(
-        self, election: str, targets: list[tuple[bytes, bytes | None]], start_revision: int
-    ) -> None:
-        """Return at the first event on any target from ``start_revision`` on."""
+        self,
+        election: str,
+        targets: list[tuple[bytes, bytes | None]],
+        start_revision: int,
+        queued: asyncio.Event,
+    ) -> set[bytes]:
+        """Wait for the first events on any target from ``start_revision`` on, or for
+        ``queued``; return the keys the events deleted."""
 
-        async def op(client: _Client) -> None:
+        async def op(client: _Client) -> set[bytes]:
             call = client.watchstub.Watch(metadata=client.metadata)
             try:
                 for key, range_end in targets:
@@ -896,13 +952,23 @@ class EtcdBackend:
                         create.range_end = range_end
                     await call.write(rpc.WatchRequest(create_request=create))
                 while True:
-                    response = await call.read()
+                    reading = asyncio.ensure_future(call.read())
+                    waiting = asyncio.ensure_future(queued.wait())
+                    try:
+                        await asyncio.wait((reading, waiting), return_when=asyncio.FIRST_COMPLETED)
+                    finally:
+                        waiting.cancel()
+                        if not reading.done():
+                            reading.cancel()
+                    if not reading.done() or reading.cancelled():
+                        return set()  # a new candidacy of ours: wait on its predecessor instead
+                    response = reading.result()
                     if response is grpc.aio.EOF:
                         raise BackendUnavailable(
                             "etcd ended the watch stream", election=election, backend=self.scheme
                         )
                     if response.compact_revision:
-                        return  # history compacted: read the state afresh
+                        return set()  # history compacted: read the state afresh
                     if response.canceled:
                         reason = response.cancel_reason or "no reason given"
                         if "permission denied" in reason:
@@ -916,11 +982,11 @@ class EtcdBackend:
                             f"etcd canceled the watch: {reason}", election=election, backend=self.scheme
                         )
                     if response.events:
-                        return
+                        return {bytes(e.kv.key) for e in response.events if e.type == rpc.Event.DELETE}
             finally:
                 call.cancel()
 
-        await self._call(election, op)
+        return await self._call(election, op)
 
     async def aclose(self) -> None:
         """Revoke the sessions of candidacies that do not lead, then close the connection.
