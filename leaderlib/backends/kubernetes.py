@@ -58,9 +58,11 @@ import math
 import os
 import re
 import threading
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlencode
 
 import urllib3
 from kubernetes import client as k8s_client
@@ -330,6 +332,9 @@ class KubernetesBackend:
         # leader renews by updating it (no GET), a follower takes over from it.
         self._objects: dict[str, dict[str, Any]] = {}
         self._objects_lock = threading.Lock()
+        self._auth: dict[str, str] | None = None
+        self._auth_read_at = 0.0
+        self._auth_lock = threading.Lock()
         self._watches: set[_WatchHandle] = set()
         self._rounded: set[float] = set()
         self._closed = False
@@ -365,23 +370,22 @@ class KubernetesBackend:
         body: dict[str, Any] | None = None,
         timeout: float | tuple[float, float] | None = None,
     ) -> Any:
-        """Send one request with the client (worker thread); returns its RESTResponse.
+        """Send one request through the client's REST layer (worker thread); returns its RESTResponse.
 
         Transport failures (refused, dropped, timed out, TLS) and credentials
         that cannot be obtained (an exec plugin failing) become BackendUnavailable.
         """
         try:
-            # param_serialize adds the bearer token, refreshing it through the
-            # kubeconfig's hook (exec plugins, rotated service account tokens).
-            params = self._api.param_serialize(
-                method=method,
-                resource_path=path,
-                query_params=query,
-                header_params=dict(_JSON_HEADERS),
-                body=body,
-                auth_settings=["BearerToken"],
+            url = self._api.configuration.host + path
+            if query:
+                url += "?" + urlencode(query)
+            headers = {**self._api.default_headers, **_JSON_HEADERS, **self._auth_headers()}
+            # The client's REST layer (its urllib3 pool, TLS settings, proxy)
+            # without the generated models: the body goes out as json.dumps of
+            # the dict built here, MicroTime strings untouched.
+            return self._api.rest_client.request(  # type: ignore[no-untyped-call]
+                method, url, headers=headers, body=body, _request_timeout=timeout or self._request_timeout
             )
-            return self._api.call_api(*params, _request_timeout=timeout or self._request_timeout)
         except k8s_config.ConfigException as exc:
             raise BackendUnavailable(
                 f"cannot get credentials from the kubeconfig: {exc}", election=election, backend=self.scheme
@@ -392,6 +396,21 @@ class KubernetesBackend:
                 election=election,
                 backend=self.scheme,
             ) from exc
+
+    def _auth_headers(self) -> dict[str, str]:
+        """The Authorization header, re-read from the configuration at most once a second.
+
+        Reading it runs the kubeconfig's refresh hook (exec plugins, rotated
+        service account tokens), which costs about as much as the rest of a
+        request; tokens live for minutes, so a second's staleness is harmless.
+        """
+        now = time.monotonic()
+        with self._auth_lock:
+            if self._auth is None or now - self._auth_read_at >= 1.0:
+                settings = self._api.configuration.auth_settings().get("BearerToken")
+                self._auth = {settings["key"]: settings["value"]} if settings and settings["value"] else {}
+                self._auth_read_at = now
+            return self._auth
 
     def _request(
         self,
