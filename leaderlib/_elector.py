@@ -48,6 +48,9 @@ __all__ = ["ElectorState", "LeaderElector", "Leadership"]
 
 logger = logging.getLogger("leaderlib.elector")
 
+#: The fastest a follower retries, even when the lease it saw is past expiry.
+_MIN_RETRY = 0.02
+
 #: Give-up errors: retrying cannot fix them, so the elector stops and raises.
 _FATAL = (AccessDenied, ConfigError)
 
@@ -280,7 +283,10 @@ class LeaderElector:
     def _observe(self, record: LeaseRecord | None) -> None:
         """Note what the store holds; restart the follower's expiry count when it changed."""
         previous = self._observed
-        if record is None or previous is None or record.version != previous.version:
+        # A store-counted TTL (expires_in) is fresh in every reply, so take each
+        # one; a follower-counted lease restarts its count only on a new version.
+        fresh = record is None or previous is None or record.version != previous.version
+        if fresh or (record is not None and record.expires_in is not None):
             self._observed = record
             self._observed_at = self.clock.monotonic()
         holder = record.holder if record is not None and record.is_held else None
@@ -313,8 +319,10 @@ class LeaderElector:
         timeout = self.config.retry_period * (1 + self.config.jitter * random.random())
         expires_at = self._expires_at()
         if expires_at is not None:
-            # A hair past expiry, so the store agrees the lease is gone.
-            timeout = min(timeout, max(0.0, expires_at - self.clock.monotonic()) + 0.002)
+            # A hair past expiry, so the store agrees the lease is gone; but never
+            # faster than _MIN_RETRY, should the store be slow to drop it.
+            until_expiry = max(0.0, expires_at - self.clock.monotonic()) + 0.002
+            timeout = min(timeout, max(until_expiry, _MIN_RETRY))
         with contextlib.suppress(TimeoutError):
             await wait_for(self.clock, self._changed.wait(), timeout)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -23,7 +24,7 @@ from leaderlib import (
     NotLeader,
 )
 
-from .scripted import Behaviour, Conflict, Delay, Hang, PausingClock, Raise, ScriptedBackend
+from .scripted import Behaviour, Conflict, Delay, Hang, PausingClock, Raise, Return, ScriptedBackend
 
 ELECTION = "nightly-report"
 T0 = 1000.0  # FakeClock's start
@@ -135,6 +136,20 @@ async def test_counts_the_stores_remaining_ttl_where_the_store_expires_leases(cl
         await clock.advance(2 * SLACK)
         assert elector.is_leader
         assert backend.times("try_acquire")[-1] == pytest.approx(T0 + LEASE, abs=SLACK)
+
+
+async def test_a_lease_the_store_is_slow_to_drop_is_not_retried_in_a_hot_loop(clock: PausingClock) -> None:
+    """The store keeps answering with a record past its TTL (etcd revokes expired leases
+    up to ~0.5 s late): the follower retries at most every 20 ms, not every 2 ms."""
+    backend = ScriptedBackend(clock, server_expiry=True)
+    stuck = backend.seize(ELECTION, "other", lease_duration=LEASE)
+    backend.script("try_acquire", Return(dataclasses.replace(stuck, expires_in=0.0)), times=None)
+    elector = make_elector(clock, backend)
+    async with running(elector, clock):
+        await clock.advance(1.0)
+        attempts = len(backend.calls_to("try_acquire"))
+        assert 10 <= attempts <= 1.0 / 0.02 + 2, attempts
+        assert not elector.is_leader
 
 
 @pytest.mark.parametrize(
