@@ -329,8 +329,12 @@ class KubernetesBackend:
         self._api = k8s_client.ApiClient(configuration)
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="leaderlib-k8s")
         # The last Lease object this instance read or wrote per election: the
-        # leader renews by updating it (no GET), a follower takes over from it.
+        # leader renews by updating it (no GET).
         self._objects: dict[str, dict[str, Any]] = {}
+        # The last object each watch delivered, kept apart because a watch
+        # lags behind this instance's own writes: a follower takes over from it
+        # when it is exactly the version the elector asks to replace.
+        self._watched: dict[str, dict[str, Any]] = {}
         self._objects_lock = threading.Lock()
         self._auth: dict[str, str] | None = None
         self._auth_read_at = 0.0
@@ -491,6 +495,14 @@ class KubernetesBackend:
         with self._objects_lock:
             return self._objects.get(election)
 
+    def _copy_of(self, election: str, version: str) -> dict[str, Any] | None:
+        """The Lease object at exactly ``version``, if this instance has seen it."""
+        with self._objects_lock:
+            for known in (self._watched.get(election), self._objects.get(election)):
+                if known is not None and _version(known) == version:
+                    return known
+        return None
+
     def _read(self, election: str) -> dict[str, Any] | None:
         """GET the Lease (worker thread); None if there is none."""
         response = self._request("GET", self._path(election), election=election)
@@ -579,10 +591,10 @@ class KubernetesBackend:
         Returns the Lease as it stands after one attempt (worker thread).
         """
         now = format_microtime(self._clock.wall())
-        lease = self._cached(election)
-        # A takeover of the version we saw last (usually from the watch) needs
-        # no GET: the update itself checks that nothing changed since.
-        if takeover is None or lease is None or _version(lease) != takeover.version:
+        # A takeover of a version we hold a copy of (usually from the watch)
+        # needs no GET: the update itself checks that nothing changed since.
+        lease = None if takeover is None else self._copy_of(election, takeover.version)
+        if lease is None:
             lease = self._read(election)
         if lease is None:
             created = self._create(election, lease_spec(identity, seconds, now, now, 0))
@@ -632,39 +644,37 @@ class KubernetesBackend:
         election = record.election
         now = format_microtime(self._clock.wall())
         base = self._cached(election)
-        version = record.version
-        if base is None:
-            base = self._read(election)
-            if base is None:
-                raise self._lost(record, None)
-            version = _version(base)
-            if record_from_lease(election, base, backend=self.scheme).holder != record.holder:
-                raise self._lost(record, base)
-        for attempt in range(2):
-            # The fast path: update the object we hold with the version we
-            # last wrote, no GET (client-go's optimistic renewal).
+        if base is not None:
+            # The fast path (client-go's optimistic renewal): one update with
+            # the version we hold, no GET. Every spec field comes from
+            # ``record``; the cached object only lends its metadata (labels,
+            # annotations, owners), since it may be older than ``record``.
             spec = lease_spec(
-                record.holder,
-                seconds,
-                _spec_time(base, "acquireTime", now),
-                now,
-                _spec_int(base, "leaseTransitions", record.transitions),
+                record.holder, seconds, _format_or(record.acquire_time, now), now, record.transitions
             )
-            if attempt == 0 and version == record.version:
-                spec["acquireTime"] = _format_or(record.acquire_time, spec["acquireTime"])
-                spec["leaseTransitions"] = record.transitions
-            updated = self._update(election, base, version, spec)
+            updated = self._update(election, base, record.version, spec)
             if updated is not None:
                 return updated
-            # Conflict: read it, and update again only if it is still ours.
-            fresh = self._read(election)
-            if (
-                fresh is None
-                or record_from_lease(election, fresh, backend=self.scheme).holder != record.holder
-            ):
-                raise self._lost(record, fresh)
-            base, version = fresh, _version(fresh)
-        raise self._lost(record, base)
+        # Conflict (or nothing cached): read it, and update again only if it
+        # is still ours, from what was read.
+        fresh = self._read(election)
+        if fresh is None or _holder(fresh) != record.holder:
+            raise self._lost(record, fresh)
+        spec = lease_spec(
+            record.holder,
+            seconds,
+            _spec_time(fresh, "acquireTime", now),
+            now,
+            _spec_int(fresh, "leaseTransitions", record.transitions),
+        )
+        updated = self._update(election, fresh, _version(fresh), spec)
+        if updated is None:
+            raise LeaseLost(
+                "the Lease changed again while it was being renewed",
+                election=election,
+                backend=self.scheme,
+            )
+        return updated
 
     def _lost(self, record: LeaseRecord, lease: dict[str, Any] | None) -> LeaseLost:
         holder = ((lease or {}).get("spec") or {}).get("holderIdentity") if lease else None
@@ -684,29 +694,22 @@ class KubernetesBackend:
         election = record.election
         now = format_microtime(self._clock.wall())
         base = self._cached(election)
-        version = record.version
-        if base is None:
-            base = self._read(election)
-            if base is None:
-                return
-            version = _version(base)
-        for _ in range(2):
-            current_holder = (base.get("spec") or {}).get("holderIdentity") or ""
-            if version != record.version and current_holder != record.holder:
-                return
-            spec = lease_spec("", 1, now, now, _spec_int(base, "leaseTransitions", record.transitions))
-            if self._update(election, base, version, spec) is not None:
+        if base is not None:
+            # As in _renew: the version and the transitions from ``record``,
+            # only the metadata from the cache.
+            spec = lease_spec("", 1, now, now, record.transitions)
+            if self._update(election, base, record.version, spec) is not None:
                 logger.debug("released lease", extra={"election": election})
                 return
-            fresh = self._read(election)
-            if fresh is None:
-                return
-            if (fresh.get("spec") or {}).get("holderIdentity") != record.holder:
-                return  # someone else holds it now: nothing of ours to release
-            base, version = fresh, _version(fresh)
-        raise BackendUnavailable(
-            "the Lease changed under every release attempt", election=election, backend=self.scheme
-        )
+        fresh = self._read(election)
+        if fresh is None or _holder(fresh) != record.holder:
+            return  # deleted, released, or someone else's now: nothing of ours to release
+        spec = lease_spec("", 1, now, now, _spec_int(fresh, "leaseTransitions", record.transitions))
+        if self._update(election, fresh, _version(fresh), spec) is None:
+            raise BackendUnavailable(
+                "the Lease changed while it was being released", election=election, backend=self.scheme
+            )
+        logger.debug("released lease", extra={"election": election})
 
     async def watch(self, election: str) -> AsyncIterator[LeaseRecord | None]:
         validate_lease_name(election)
@@ -735,14 +738,18 @@ class KubernetesBackend:
                 if kind == "error":
                     raise value
                 if kind == "lease":
-                    self._remember(election, value)
+                    with self._objects_lock:
+                        self._watched[election] = value
                     yield self._record(election, value)
                 else:  # "deleted"
-                    self._remember(election, None)
+                    with self._objects_lock:
+                        self._watched.pop(election, None)
                     yield None
         finally:
             handle.cancel()
             self._watches.discard(handle)
+            with self._objects_lock:
+                self._watched.pop(election, None)
 
     def _watch_thread(self, election: str, handle: _WatchHandle, emit: Callable[[str, Any], None]) -> None:
         """List the Lease, then watch it from that version; re-list on 410 Gone (own thread)."""
@@ -858,6 +865,10 @@ class KubernetesBackend:
 
 def _version(lease: dict[str, Any]) -> str:
     return str((lease.get("metadata") or {}).get("resourceVersion") or "")
+
+
+def _holder(lease: dict[str, Any]) -> str:
+    return str((lease.get("spec") or {}).get("holderIdentity") or "")
 
 
 def _spec_time(lease: dict[str, Any], key: str, default: str) -> str:

@@ -225,6 +225,35 @@ async def test_renew_of_a_taken_lease_is_lost(
     assert admin_get(server, election)["spec"]["holderIdentity"] == "go-controller"
 
 
+async def test_a_stale_cached_object_never_lowers_the_token(
+    server: KubeAPIServer, make: Callable[..., KubernetesBackend]
+) -> None:
+    """Regression: a watch event older than this instance's own write must not make a
+    renewal or release write an older leaseTransitions (the token would repeat)."""
+    election = name()
+    a, b = make(), make()
+    first = await a.try_acquire(election, "replica-a", 2, None)
+    assert first is not None
+    await a.release(first)
+    watch = b.watch(election)
+    released = await anext(watch)  # b's watch now holds the released object (transitions 0)
+    assert released is not None and not released.is_held
+    taken = await b.try_acquire(election, "replica-b", 2, released)
+    assert taken is not None and taken.fencing_token == 1
+    stale = await anext(watch)  # b's own write, seen late; then force an older copy in
+    assert stale is not None
+    b._objects[election] = b._watched[election] = admin_get(server, election) | {
+        "spec": {**admin_get(server, election)["spec"], "leaseTransitions": 0}
+    }
+    renewed = await b.renew(taken)
+    assert renewed.fencing_token == 1
+    await b.release(renewed)
+    assert admin_get(server, election)["spec"]["leaseTransitions"] == 1
+    again = await a.try_acquire(election, "replica-a", 2, None)
+    assert again is not None and again.fencing_token == 2
+    await watch.aclose()
+
+
 # --- interoperability with client-go -----------------------------------------------
 
 
