@@ -71,18 +71,21 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--json", metavar="FILE", help="write the summary here as JSON")
     demo.add_argument("--quiet", action="store_true", help="print only the summary")
 
-    testenv = commands.add_parser(
-        "testenv",
-        help="start real Redis, etcd, kube-apiserver for tests",
-        add_help=False,
-        description="Start real servers on loopback ports (see `leaderlib testenv --help`).",
+    # Listed for --help only: main() hands `testenv ...` to leaderlib.testing.testenv.
+    commands.add_parser(
+        "testenv", help="start real Redis, etcd, kube-apiserver for tests (see testenv --help)"
     )
-    testenv.add_argument("rest", nargs=argparse.REMAINDER)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``leaderlib`` command; returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["testenv"]:
+        # testenv parses its own options (and passes `-- COMMAND...` through).
+        from .testing.testenv import main as testenv_main
+
+        return testenv_main(argv[1:])
     args = _parser().parse_args(argv)
     try:
         if args.command == "run":
@@ -99,10 +102,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                 json_path=args.json,
                 quiet=args.quiet,
             )
-        if args.command == "testenv":
-            from .testing.testenv import main as testenv_main
-
-            return testenv_main(list(args.rest))
     except LeaderlibError as exc:
         print(f"leaderlib {args.command}: error: {exc}", file=sys.stderr)
         return 2
