@@ -20,49 +20,19 @@ from typing import Any
 import aetcd
 import pytest
 
-from leaderlib import ElectionConfig, LeaderElector
+from leaderlib import LeaderElector
 from leaderlib._errors import AccessDenied, BackendUnavailable, ConfigError, CorruptLeaseRecord, LeaseLost
 from leaderlib.backends import backend_from_url
 from leaderlib.backends.etcd import DEFAULT_PREFIX, EtcdBackend, candidate_key, lease_ttl
 from leaderlib.testing.pytest_plugin import started
 from leaderlib.testing.servers import EtcdCluster, EtcdServer, free_port
+from tests.electing import config, running, until
 
 pytestmark = pytest.mark.timeout(120)
 
 
 def name() -> str:
     return f"etcd-{uuid.uuid4().hex[:10]}"
-
-
-def config(identity: str, **overrides: float) -> ElectionConfig:
-    values: dict[str, float] = {
-        "lease_duration": 2.0,
-        "renew_deadline": 1.5,
-        "renew_interval": 0.3,
-        "retry_period": 0.3,
-    }
-    values.update(overrides)
-    return ElectionConfig(identity=identity, **values)  # type: ignore[arg-type]
-
-
-@contextlib.asynccontextmanager
-async def running(elector: LeaderElector) -> AsyncIterator[asyncio.Task[None]]:
-    task = asyncio.create_task(elector.run())
-    try:
-        yield task
-    finally:
-        elector.stop()
-        with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.wait_for(task, timeout=10)
-
-
-async def until(predicate: Callable[[], bool], timeout: float, what: str = "condition") -> float:
-    start = time.monotonic()
-    while not predicate():
-        if time.monotonic() - start > timeout:
-            pytest.fail(f"{what} not met within {timeout}s")
-        await asyncio.sleep(0.005)
-    return time.monotonic() - start
 
 
 def raw_client(server: EtcdServer) -> aetcd.Client:

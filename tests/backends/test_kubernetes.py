@@ -23,13 +23,14 @@ from typing import Any
 import pytest
 import yaml
 
-from leaderlib import ElectionConfig, LeaderElector
+from leaderlib import LeaderElector
 from leaderlib._clock import FakeClock
 from leaderlib._errors import AccessDenied, BackendError, BackendUnavailable, ConfigError, LeaseLost
 from leaderlib.backends import backend_from_url
 from leaderlib.backends.kubernetes import ROLE_YAML, KubernetesBackend
 from leaderlib.testing.servers import KubeAPIServer
 from tests.conformance.stores.kubernetes import admin_put_lease, client_go_lease, kube_server
+from tests.electing import config, running, until
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -64,37 +65,6 @@ def name() -> str:
 
 def admin_get(server: KubeAPIServer, election: str) -> dict[str, Any]:
     return server.admin_request("GET", f"{LEASES.format(namespace=server.namespace)}/{election}")
-
-
-def config(identity: str, **overrides: float) -> ElectionConfig:
-    values: dict[str, float] = {
-        "lease_duration": 2.0,
-        "renew_deadline": 1.5,
-        "renew_interval": 0.3,
-        "retry_period": 0.3,
-    }
-    values.update(overrides)
-    return ElectionConfig(identity=identity, **values)  # type: ignore[arg-type]
-
-
-@contextlib.asynccontextmanager
-async def running(elector: LeaderElector) -> AsyncIterator[asyncio.Task[None]]:
-    task = asyncio.create_task(elector.run())
-    try:
-        yield task
-    finally:
-        elector.stop()
-        with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.wait_for(task, timeout=10)
-
-
-async def until(predicate: Callable[[], bool], timeout: float) -> float:
-    start = time.monotonic()
-    while not predicate():
-        if time.monotonic() - start > timeout:
-            pytest.fail(f"condition not met within {timeout}s")
-        await asyncio.sleep(0.002)
-    return time.monotonic() - start
 
 
 # --- the record and the wire ------------------------------------------------------

@@ -11,57 +11,22 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 
 import pytest
 
-from leaderlib import ElectionConfig, LeaderElector, LeaseLost
+from leaderlib import LeaderElector, LeaseLost
 from leaderlib._errors import CorruptLeaseRecord
 from leaderlib.backends import Backend
+from tests.electing import LEASE, config, running, until
 
 from .stores import Harness
 
 Backends = Callable[[], Backend]
 
-#: Short leases; whole seconds, since Kubernetes and etcd count lease time in seconds.
-LEASE = 2.0
-
-
-def config(identity: str, **overrides: float) -> ElectionConfig:
-    values: dict[str, float] = {
-        "lease_duration": LEASE,
-        "renew_deadline": 1.5,
-        "renew_interval": 0.3,
-        "retry_period": 0.3,
-    }
-    values.update(overrides)
-    return ElectionConfig(identity=identity, **values)  # type: ignore[arg-type]
-
 
 def election_name() -> str:
     return f"conf-{uuid.uuid4().hex[:10]}"
-
-
-@contextlib.asynccontextmanager
-async def running(elector: LeaderElector) -> AsyncIterator[asyncio.Task[None]]:
-    """Run the elector in a task; stop it (releasing) when the block ends."""
-    task = asyncio.create_task(elector.run())
-    try:
-        yield task
-    finally:
-        elector.stop()
-        with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.wait_for(task, timeout=10)
-
-
-async def until(predicate: Callable[[], bool], timeout: float) -> float:
-    """Wait until ``predicate()`` holds; return how long it took. Fails the test on timeout."""
-    start = time.monotonic()
-    while not predicate():
-        if time.monotonic() - start > timeout:
-            pytest.fail(f"condition not met within {timeout}s")
-        await asyncio.sleep(0.005)
-    return time.monotonic() - start
 
 
 async def test_one_leader_among_contenders(backends: Backends) -> None:
