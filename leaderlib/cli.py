@@ -151,10 +151,11 @@ def _run(args: argparse.Namespace) -> int:
     if args.backend:
         os.environ["LEADERLIB_BACKEND"] = args.backend
     service = load_target(args.target)
-    if args.backend or args.config:
-        settings = load_settings(backend=args.backend)
-        service.backend_url = settings.backend
-        service.config = settings.config
+    # Command-line flags win over what the module's code chose.
+    if args.backend:
+        service.backend_url = args.backend
+    if args.config:
+        service.config = load_settings().config
     if args.metrics_port:
         _serve_metrics(args.metrics_port)
     health = (args.health_host, args.health_port) if args.health_port is not None else None

@@ -38,7 +38,7 @@ _SERVER_TYPES = (RedisServer, EtcdServer, EtcdCluster, KubeAPIServer)
 
 def in_ci() -> bool:
     """True when ``CI=true``: servers that cannot start fail tests instead of skipping them."""
-    return os.environ.get("CI", "").strip().lower() == "true"
+    return os.environ.get("CI", "").strip().lower() in {"1", "true", "yes"}
 
 
 def start_or_skip(server: _S) -> _S:
