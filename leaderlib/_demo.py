@@ -80,6 +80,7 @@ class _Demo:
         self.replicas: list[_Replica] = []
         self.terms: list[_Term] = []
         self.runs: list[tuple[str, str, str, int]] = []  # replica, job, tick, token
+        self.run_times: list[tuple[float, str, str, str]] = []  # logged at, replica, job, tick
         self.acquisitions: list[tuple[float, str]] = []
         self.readers: list[threading.Thread] = []
 
@@ -134,9 +135,14 @@ class _Demo:
         elif message == "job run started":
             job, tick, token = entry["job"], entry["tick"], int(entry["fencing_token"])
             self.runs.append((name, job, tick, token))
+            self.run_times.append((at, name, job, tick))
             self.say(at, f"{name} runs {job} for tick {tick[11:19]} with fencing token {token}")
         elif entry.get("level") in ("ERROR", "CRITICAL", "RAW"):
             self.say(at, f"{name}: {message} {entry.get('error', '')}".rstrip())
+
+    def runs_by(self, replica: str) -> list[tuple[float, str, str]]:
+        """(logged at, job, tick) of every run ``replica`` started."""
+        return [(at, job, tick) for at, name, job, tick in self.run_times if name == replica]
 
     def leader(self) -> _Replica | None:
         open_terms = [term for term in self.terms if term.end is None]
