@@ -20,7 +20,7 @@ from .test_replicas import LEASE, SHORT_LEASES, backend_url
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("store", ["sqlite", "redis"])
+@pytest.mark.parametrize("store", ["sqlite", "redis", "etcd", "kubernetes"])
 def test_paused_leader_steps_down_on_waking_without_acting(
     store: str, request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
