@@ -116,6 +116,9 @@ class Service:
             raise ConfigError(f"must be 'leader' or 'per-job', got {mode!r}", field="mode") from None
         self.name = name
         settings = load_settings(backend=backend if isinstance(backend, str) else None)
+        self.election = settings.election or name
+        """The election this service campaigns in: ``LEADERLIB_ELECTION`` if set, else its name
+        (so two deployments sharing a store can be kept apart without a code change)."""
         self.backend_url = settings.backend if not isinstance(backend, Backend) else backend.scheme + "://"
         self.config = config or settings.config
         self.clock = clock or SystemClock()
@@ -205,7 +208,7 @@ class Service:
 
     def election_for(self, job: str) -> str:
         """The election a job runs under."""
-        return self.name if self.mode is Mode.LEADER else f"{self.name}.{job}"
+        return self.election if self.mode is Mode.LEADER else f"{self.election}.{job}"
 
     # -- running -------------------------------------------------------------------
 
@@ -222,7 +225,7 @@ class Service:
             max_workers=max(4, len(self._jobs)), thread_name_prefix=f"leaderlib-{self.name}"
         )
         groups = (
-            {self.name: list(self._jobs.values())}
+            {self.election: list(self._jobs.values())}
             if self.mode is Mode.LEADER
             else {self.election_for(job.name): [job] for job in self._jobs.values()}
         )

@@ -421,3 +421,11 @@ def test_add_schedule_needs_a_scheduler(clock: PausingClock) -> None:
     service = make_service(clock, ScriptedBackend(clock))
     with pytest.raises(ConfigError, match=r"schedule\.Scheduler"):
         service.add_schedule(object())  # type: ignore[arg-type]
+
+
+def test_election_name_comes_from_the_environment_when_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert Service("billing", backend="memory://").election_for("send") == "billing"
+    monkeypatch.setenv("LEADERLIB_ELECTION", "billing-staging")
+    assert Service("billing", backend="memory://").election_for("send") == "billing-staging"
+    per_job = Service("billing", backend="memory://", mode="per-job")
+    assert per_job.election_for("send") == "billing-staging.send"
