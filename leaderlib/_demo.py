@@ -279,15 +279,15 @@ def run_demo(
                 if replica.process.poll() is None:
                     replica.process.kill()
     print()
-    print(f"replicas:         {summary['replicas']} on {summary['backend']}")
+    print(f"replicas:          {summary['replicas']} on {summary['backend']}")
     print(
-        f"leaderships:      {len(summary['leaderships'])} (fencing tokens {[t['fencing_token'] for t in summary['leaderships']]})"
+        f"leaderships:       {len(summary['leaderships'])} (fencing tokens {[t['fencing_token'] for t in summary['leaderships']]})"
     )
-    print(f"overlaps:         {summary['overlaps']}")
-    print(f"failover:         {summary['failover_seconds']} s after SIGKILL")
-    print(f"graceful handover:{summary['handover_seconds']} s after SIGTERM")
-    print(f"job runs:         {summary['job_runs']}")
-    print(f"duplicate ticks:  {summary['duplicate_ticks']}")
+    print(f"overlaps:          {summary['overlaps']}")
+    print(f"failover:          {summary['failover_seconds']} s after SIGKILL")
+    print(f"graceful handover: {summary['handover_seconds']} s after SIGTERM")
+    print(f"job runs:          {summary['job_runs']}")
+    print(f"duplicate ticks:   {summary['duplicate_ticks']}")
     if json_path:
         Path(json_path).write_text(json.dumps(summary, indent=2) + "\n")
     return 0 if summary["overlaps"] == 0 and summary["duplicate_ticks"] == 0 else 1
