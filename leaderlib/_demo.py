@@ -79,8 +79,7 @@ class _Demo:
         self.events: queue.Queue[tuple[str, dict[str, Any]]] = queue.Queue()
         self.replicas: list[_Replica] = []
         self.terms: list[_Term] = []
-        self.runs: list[tuple[str, str, str, int]] = []  # replica, job, tick, token
-        self.run_times: list[tuple[float, str, str, str]] = []  # logged at, replica, job, tick
+        self.runs: list[tuple[float, str, str, str, int]] = []  # logged at, replica, job, tick, token
         self.acquisitions: list[tuple[float, str]] = []
         self.readers: list[threading.Thread] = []
 
@@ -134,15 +133,24 @@ class _Demo:
             self.say(at, f"{name} stopped leading ({entry.get('reason')})")
         elif message == "job run started":
             job, tick, token = entry["job"], entry["tick"], int(entry["fencing_token"])
-            self.runs.append((name, job, tick, token))
-            self.run_times.append((at, name, job, tick))
+            self.runs.append((at, name, job, tick, token))
             self.say(at, f"{name} runs {job} for tick {tick[11:19]} with fencing token {token}")
         elif entry.get("level") in ("ERROR", "CRITICAL", "RAW"):
             self.say(at, f"{name}: {message} {entry.get('error', '')}".rstrip())
 
+    def kill_all(self) -> None:
+        """SIGKILL every replica still running (after SIGCONT, should one be frozen)."""
+        for replica in self.replicas:
+            if replica.process.poll() is None:
+                replica.process.send_signal(signal.SIGCONT)
+                replica.process.kill()
+                replica.process.wait()
+        for reader in self.readers:
+            reader.join(timeout=5)
+
     def runs_by(self, replica: str) -> list[tuple[float, str, str]]:
         """(logged at, job, tick) of every run ``replica`` started."""
-        return [(at, job, tick) for at, name, job, tick in self.run_times if name == replica]
+        return [(at, job, tick) for at, name, job, tick, _ in self.runs if name == replica]
 
     def leader(self) -> _Replica | None:
         open_terms = [term for term in self.terms if term.end is None]
@@ -239,7 +247,7 @@ class _Demo:
             for b in terms[i + 1 :]
             if max(a.start, b.start) < min(a.end or a.start, b.end or b.start)
         )
-        ticks = Counter((job, tick) for _, job, tick, _ in self.runs)
+        ticks = Counter((job, tick) for _, _, job, tick, _ in self.runs)
         return {
             "backend": self.backend,
             "replicas": self.count,
@@ -275,9 +283,7 @@ def run_demo(
         try:
             summary = demo.run()
         finally:
-            for replica in demo.replicas:
-                if replica.process.poll() is None:
-                    replica.process.kill()
+            demo.kill_all()
     print()
     print(f"replicas:          {summary['replicas']} on {summary['backend']}")
     print(

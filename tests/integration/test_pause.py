@@ -10,23 +10,17 @@ from __future__ import annotations
 
 import signal
 import time
-from pathlib import Path
 
 import pytest
 
 from leaderlib._demo import _Demo
 
-from .test_replicas import LEASE, SHORT_LEASES, backend_url
+from .conftest import LEASE
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("store", ["sqlite", "redis", "etcd", "kubernetes"])
-def test_paused_leader_steps_down_on_waking_without_acting(
-    store: str, request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    for key, value in SHORT_LEASES.items():
-        monkeypatch.setenv(key, value)
-    demo = _Demo(replicas=2, duration=0, backend=backend_url(store, request, tmp_path), quiet=True)
+def test_paused_leader_steps_down_on_waking_without_acting(store_url: str) -> None:
+    demo = _Demo(replicas=2, duration=0, backend=store_url, quiet=True)
     try:
         for index in range(2):
             demo.spawn(index)
@@ -46,13 +40,7 @@ def test_paused_leader_steps_down_on_waking_without_acting(
         frozen.process.send_signal(signal.SIGCONT)
         demo.pump(woke + 3.0)
     finally:
-        for replica in demo.replicas:
-            if replica.process.poll() is None:
-                replica.process.send_signal(signal.SIGCONT)
-                replica.process.kill()
-                replica.process.wait()
-        for reader in demo.readers:
-            reader.join(timeout=5)
+        demo.kill_all()
 
     assert old_term.end is not None and old_term.end >= woke, "the woken leader did not log stepping down"
     late_runs = [run for run in demo.runs_by(frozen.name) if run[0] >= taken]

@@ -8,48 +8,20 @@ stopped one within 1 s.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from leaderlib._demo import _Demo
 
-LEASE = 2.0
-SHORT_LEASES = {
-    "LEADERLIB_LEASE_DURATION": str(LEASE),
-    "LEADERLIB_RENEW_DEADLINE": "1.5",
-    "LEADERLIB_RENEW_INTERVAL": "0.5",
-    "LEADERLIB_RETRY_PERIOD": "0.5",
-}
-
-
-def backend_url(store: str, request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if store == "sqlite":
-        return f"sqlite:///{(tmp_path / 'leases.sqlite3').as_posix().lstrip('/')}"
-    if store == "redis":
-        return str(request.getfixturevalue("redis_server").url)
-    if store == "etcd":
-        return str(request.getfixturevalue("etcd_server").url)
-    if store == "kubernetes":
-        server = request.getfixturevalue("kube_apiserver")
-        return f"kubernetes://{server.namespace}?kubeconfig={server.kubeconfig}"
-    raise AssertionError(store)
+from .conftest import LEASE
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("store", ["sqlite", "redis", "etcd", "kubernetes"])
-def test_failover_and_handover(
-    store: str, request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    for key, value in SHORT_LEASES.items():
-        monkeypatch.setenv(key, value)
-    demo = _Demo(replicas=3, duration=12, backend=backend_url(store, request, tmp_path), quiet=True)
+def test_failover_and_handover(store_url: str) -> None:
+    demo = _Demo(replicas=3, duration=12, backend=store_url, quiet=True)
     try:
         summary = demo.run()
     finally:
-        for replica in demo.replicas:
-            if replica.process.poll() is None:
-                replica.process.kill()
+        demo.kill_all()
 
     assert summary["overlaps"] == 0, summary["leaderships"]
     assert summary["duplicate_ticks"] == 0
