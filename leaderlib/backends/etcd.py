@@ -423,26 +423,21 @@ class EtcdBackend:
                     election=election,
                     backend=self.scheme,
                 ) from exc
-            except asyncio.CancelledError:
+            except (asyncio.CancelledError, grpc.aio.UsageError) as exc:
                 current = asyncio.current_task()
-                if current is not None and current.cancelling():
+                if isinstance(exc, asyncio.CancelledError) and current is not None and current.cancelling():
                     raise  # our caller cancelled us
-                # grpc.aio cancels the calls of a channel closed under them (a
-                # retired channel whose grace ran out): not our cancellation.
+                # The channel was closed under this call: by another call moving to
+                # the next member (UsageError), or by grpc.aio cancelling the calls
+                # of a retired channel whose grace ran out. Not our cancellation.
                 attempts_left -= 1
                 if attempts_left > 0 and client is not self._client:
                     continue
                 raise BackendUnavailable(
-                    f"etcd channel to {client.endpoint} closed", election=election, backend=self.scheme
+                    f"etcd channel to {client.endpoint} closed: {exc!r}",
+                    election=election,
+                    backend=self.scheme,
                 ) from None
-            except grpc.aio.UsageError as exc:
-                # Another call closed this channel while moving to the next member.
-                attempts_left -= 1
-                if attempts_left > 0 and client is not self._client:
-                    continue
-                raise BackendUnavailable(
-                    f"etcd channel to {client.endpoint} closed: {exc}", election=election, backend=self.scheme
-                ) from exc
 
     def _current_client(self) -> _Client:
         if self._client is None:
