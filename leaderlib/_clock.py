@@ -68,6 +68,13 @@ class FakeClock:
     def wall(self) -> dt.datetime:
         return self._wall_start + dt.timedelta(seconds=self._now - self._start)
 
+    def step_wall(self, seconds: float) -> None:
+        """Step the wall clock by ``seconds`` (negative: back), as NTP or ``date -s`` does.
+
+        Monotonic time and its sleepers are untouched: only ``wall()`` jumps.
+        """
+        self._wall_start += dt.timedelta(seconds=seconds)
+
     async def sleep(self, seconds: float) -> None:
         if seconds <= 0:
             await asyncio.sleep(0)
