@@ -1,5 +1,6 @@
 """pytest fixtures that run real servers: ``redis_server``, ``etcd_server``,
-``etcd_cluster``, ``kube_apiserver``.
+``etcd_cluster``, ``kube_apiserver``, ``toxiproxy_server`` (and ``toxiproxy``,
+a client for it whose proxies are deleted after each test).
 
 Enable with ``pytest_plugins = ["leaderlib.testing.pytest_plugin"]`` in a
 conftest.py. The single servers are session-scoped (started once, on first
@@ -30,10 +31,11 @@ from leaderlib.testing.servers import (
     RedisServer,
     ServerError,
 )
+from leaderlib.testing.toxiproxy import Toxiproxy, ToxiproxyServer
 
-_S = TypeVar("_S", RedisServer, EtcdServer, EtcdCluster, KubeAPIServer)
+_S = TypeVar("_S", RedisServer, EtcdServer, EtcdCluster, KubeAPIServer, ToxiproxyServer)
 
-_SERVER_TYPES = (RedisServer, EtcdServer, EtcdCluster, KubeAPIServer)
+_SERVER_TYPES = (RedisServer, EtcdServer, EtcdCluster, KubeAPIServer, ToxiproxyServer)
 
 
 def in_ci() -> bool:
@@ -116,6 +118,26 @@ def kube_apiserver(request: pytest.FixtureRequest) -> Iterator[KubeAPIServer]:
     test that uses it a generous ``@pytest.mark.timeout``.
     """
     yield from _serve(request, KubeAPIServer)
+
+
+@pytest.fixture(scope="session")
+def toxiproxy_server(request: pytest.FixtureRequest) -> Iterator[ToxiproxyServer]:
+    """A ``toxiproxy-server`` (API at ``toxiproxy_server.url``); for proxies that
+    outlive one test (module fixtures), made with ``toxiproxy_server.create_proxy``."""
+    yield from _serve(request, ToxiproxyServer)
+
+
+@pytest.fixture
+def toxiproxy(toxiproxy_server: ToxiproxyServer) -> Iterator[Toxiproxy]:
+    """A Toxiproxy API client; the proxies it creates (and their toxics) are deleted after the test.
+
+    ``proxy = toxiproxy.create_proxy((host, port))``, then connect to ``proxy.listen``.
+    """
+    client = Toxiproxy(toxiproxy_server.url)
+    try:
+        yield client
+    finally:
+        client.delete_proxies()
 
 
 @pytest.hookimpl(wrapper=True)

@@ -12,7 +12,10 @@ test leaves no orphans behind.
 The binaries come from ``backends/install``, which caches them under
 ``~/.cache/leaderlib/bin/<name>-<version>``; :func:`find_binary` locates them
 and honours ``LEADERLIB_<NAME>`` environment overrides (``LEADERLIB_ETCD``,
-``LEADERLIB_ETCDCTL``, ``LEADERLIB_KUBE_APISERVER``, ``LEADERLIB_REDIS_SERVER``).
+``LEADERLIB_ETCDCTL``, ``LEADERLIB_KUBE_APISERVER``, ``LEADERLIB_REDIS_SERVER``,
+``LEADERLIB_TOXIPROXY_SERVER``, ``LEADERLIB_CLIENTGO_ELECTOR``). Toxiproxy
+(:mod:`leaderlib.testing.toxiproxy`) and the client-go elector
+(:mod:`leaderlib.testing.clientgo`) live in modules of their own.
 
 Stopping a server removes its directory (data, certificates, log) unless
 ``stop(keep=True)`` is asked for or the server failed to start; a failed start
@@ -50,8 +53,10 @@ from typing import Any, Self
 from leaderlib.testing._pki import CertificateAuthority, CertPair, rsa_key_pair
 
 __all__ = [
+    "CLIENTGO_VERSION",
     "ETCD_VERSION",
     "KUBE_VERSION",
+    "TOXIPROXY_VERSION",
     "BinaryNotFoundError",
     "EtcdCluster",
     "EtcdServer",
@@ -73,10 +78,18 @@ ETCD_VERSION = "v3.6.16"
 KUBE_VERSION = "v1.36.3"
 """The kube-apiserver release ``backends/install`` builds (``backends/kube-apiserver/go.mod``)."""
 
+TOXIPROXY_VERSION = "v2.5.0"
+"""The Toxiproxy release ``backends/install`` builds (``backends/toxiproxy/go.mod``)."""
+
+CLIENTGO_VERSION = "v0.36.3"
+"""The client-go release of ``clientgo-elector`` (``backends/clientgo-elector/go.mod``)."""
+
 _VERSIONS = {
     "etcd": ETCD_VERSION,
     "etcdctl": ETCD_VERSION,
     "kube-apiserver": KUBE_VERSION,
+    "toxiproxy-server": TOXIPROXY_VERSION,
+    "clientgo-elector": CLIENTGO_VERSION,
 }
 
 LOOPBACK = "127.0.0.1"
@@ -119,7 +132,8 @@ def find_binary(name: str) -> Path:
 
     Looks, in order, at ``$LEADERLIB_<NAME>`` (``kube-apiserver`` ->
     ``LEADERLIB_KUBE_APISERVER``), then the versioned binary in the cache
-    (``etcd``, ``etcdctl``, ``kube-apiserver``), then ``PATH`` (for Debian's
+    (``etcd``, ``etcdctl``, ``kube-apiserver``, ``toxiproxy-server``,
+    ``clientgo-elector``), then ``PATH`` (for Debian's
     ``redis-server`` and ``redis-cli``).
     """
     env = "LEADERLIB_" + name.upper().replace("-", "_")

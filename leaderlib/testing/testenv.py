@@ -13,6 +13,7 @@ LEADERLIB_TEST_ETCD_CLUSTER_URL        ``etcd://127.0.0.1:P1,127.0.0.1:P2,127.0.
 LEADERLIB_TEST_KUBECONFIG              kubeconfig of the least-privileged ``elector`` user
 LEADERLIB_TEST_KUBE_ADMIN_KUBECONFIG   kubeconfig of ``admin`` (system:masters)
 LEADERLIB_TEST_KUBE_NAMESPACE          namespace where ``elector`` may manage leases
+LEADERLIB_TEST_TOXIPROXY_URL           ``http://127.0.0.1:PORT``: a Toxiproxy API (no proxies yet)
 =====================================  =============================================
 """
 
@@ -37,6 +38,7 @@ from leaderlib.testing.servers import (
     RedisServer,
     ServerError,
 )
+from leaderlib.testing.toxiproxy import ToxiproxyServer
 
 log = logging.getLogger("leaderlib.testing")
 
@@ -48,6 +50,7 @@ environment printed / passed to COMMAND:
   LEADERLIB_TEST_KUBECONFIG             kubeconfig of the unprivileged 'elector' user
   LEADERLIB_TEST_KUBE_ADMIN_KUBECONFIG  kubeconfig of 'admin' (system:masters)
   LEADERLIB_TEST_KUBE_NAMESPACE         namespace where 'elector' may manage leases
+  LEADERLIB_TEST_TOXIPROXY_URL          http://127.0.0.1:PORT (Toxiproxy API; create proxies there)
 
 The server binaries come from backends/install (cached in ~/.cache/leaderlib/bin).
 
@@ -63,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="leaderlib testenv",
         description=(
-            "Start real Redis, etcd and Kubernetes API servers on free loopback ports, "
+            "Start real Redis, etcd and Kubernetes API servers (and Toxiproxy) on free loopback ports, "
             "print their connection settings as KEY=value lines, then run COMMAND with "
             "those settings in its environment (exiting with its status), or without "
             "COMMAND serve until interrupted (Ctrl-C). Everything is torn down on exit."
@@ -78,6 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--kubernetes",
         action="store_true",
         help="a kube-apiserver (with its own etcd), RBAC, test namespace and kubeconfigs",
+    )
+    parser.add_argument(
+        "--toxiproxy", action="store_true", help="a toxiproxy-server (network faults), no proxies yet"
     )
     parser.add_argument("--all", action="store_true", help="all of the above")
     parser.add_argument(
@@ -123,9 +129,11 @@ def main(argv: list[str]) -> int:
     if command and command[0] == "--":
         command = command[1:]
     if args.all:
-        args.redis = args.etcd = args.etcd_cluster = args.kubernetes = True
-    if not (args.redis or args.etcd or args.etcd_cluster or args.kubernetes):
-        parser.error("choose at least one server: --redis --etcd --etcd-cluster --kubernetes --all")
+        args.redis = args.etcd = args.etcd_cluster = args.kubernetes = args.toxiproxy = True
+    if not (args.redis or args.etcd or args.etcd_cluster or args.kubernetes or args.toxiproxy):
+        parser.error(
+            "choose at least one server: --redis --etcd --etcd-cluster --kubernetes --toxiproxy --all"
+        )
     if args.verbose and not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="testenv: %(message)s", stream=sys.stderr)
 
@@ -134,6 +142,7 @@ def main(argv: list[str]) -> int:
     etcd = EtcdServer(unsafe_no_fsync=no_fsync) if args.etcd else None
     cluster = EtcdCluster(unsafe_no_fsync=no_fsync) if args.etcd_cluster else None
     kube = KubeAPIServer() if args.kubernetes else None
+    toxi = ToxiproxyServer() if args.toxiproxy else None
 
     # SIGTERM (e.g. from a CI runner or `timeout`) must tear down like Ctrl-C does.
     if threading.current_thread() is threading.main_thread():
@@ -145,7 +154,7 @@ def main(argv: list[str]) -> int:
 
     env: dict[str, str] = {}
     # Every server made, started or not: each owns a temp directory to remove.
-    servers = [s for s in (redis, etcd, cluster, kube) if s is not None]
+    servers = [s for s in (redis, etcd, cluster, kube, toxi) if s is not None]
     keep = args.keep
     try:
         if redis is not None:
@@ -162,6 +171,9 @@ def main(argv: list[str]) -> int:
             env["LEADERLIB_TEST_KUBECONFIG"] = str(kube.kubeconfig)
             env["LEADERLIB_TEST_KUBE_ADMIN_KUBECONFIG"] = str(kube.admin_kubeconfig)
             env["LEADERLIB_TEST_KUBE_NAMESPACE"] = kube.namespace
+        if toxi is not None:
+            toxi.start()
+            env["LEADERLIB_TEST_TOXIPROXY_URL"] = toxi.url
         for key, value in env.items():
             _emit(f"{key}={value}")
         if command:
