@@ -5,21 +5,33 @@ job) or one elector per job (per-job mode: election ``SERVICE.JOB``, so jobs
 spread across replicas). Losing leadership stops new runs and cancels
 running ones; the replica keeps campaigning. A graceful stop lets running
 runs finish within ``shutdown_grace``, then releases the lease.
+
+A run belongs to the term it started in: the leader's work returns, and so
+lets the elector release the lease, only once no run of the term can still
+act (async runs ended, sync runs' threads returned) or once the term's own
+deadline has passed, after which the elector never releases. A sync run's
+thread cannot be stopped; one that outlives a stop is reported, and the lease
+under it left to expire.
+
+Ticks are named by the wall clock, but no sleep toward one lasts longer than
+``_WALL_RECHECK``: a wall clock stepped either way is followed within that.
 """
 
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
+import contextvars
 import dataclasses
 import datetime as dt
 import enum
 import inspect
 import logging
 import signal
-import time
-from collections.abc import Callable, Coroutine
+import sys
+import threading
+import traceback
+from collections.abc import Callable, Collection, Coroutine
 from typing import Any, Literal, TypeVar
 
 import schedule
@@ -39,6 +51,12 @@ logger = logging.getLogger("leaderlib.runtime")
 
 F = TypeVar("F", bound=Callable[..., Any])
 Overlap = Literal["skip", "queue"]
+
+#: The longest sleep toward a tick (seconds). The wall clock that names ticks
+#: is read again after each such sleep, so a clock stepped back and corrected,
+#: or stepped forward, is followed within this long rather than a whole tick
+#: interval (or the size of the step) later.
+_WALL_RECHECK = 1.0
 
 
 class Mode(enum.Enum):
@@ -87,8 +105,63 @@ class _Job:
     overlap: Overlap
     takes_context: bool
     running: asyncio.Task[None] | None = None
+    thread: _Thread | None = None
+    """The sync run's thread while it has not returned, even once ``running`` is cancelled."""
     queued: dt.datetime | None = None
     """The tick waiting for the running run to end (``overlap="queue"``)."""
+    last_tick: dt.datetime | None = None
+    """The latest tick this process reached for the job, in any term: later ticks are
+    named only after it, so a wall clock stepped back never makes it run a tick twice."""
+
+    def busy(self) -> bool:
+        """True while a run of this job may still act (its task or its thread goes on)."""
+        return (self.running is not None and not self.running.done()) or self.thread is not None
+
+    def pending(self) -> set[asyncio.Future[Any]]:
+        """What to wait for until no run of this job is going."""
+        waits: set[asyncio.Future[Any]] = set()
+        if self.running is not None and not self.running.done():
+            waits.add(self.running)
+        if self.thread is not None:
+            waits.add(self.thread.done)
+        return waits
+
+
+class _Thread:
+    """A sync run in a thread of its own.
+
+    A daemon thread: nothing can stop a thread, so one that never returns must
+    not keep the process alive once the service has stopped (a worker pool's
+    threads are joined at interpreter exit). ``done`` resolves on the loop
+    with what the function raised, or None, when it returns.
+    """
+
+    def __init__(self, call: Callable[[], Any], name: str) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._call = call
+        self.done: asyncio.Future[BaseException | None] = self._loop.create_future()
+        self.thread = threading.Thread(target=self._main, name=name, daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def _main(self) -> None:
+        error: BaseException | None = None
+        try:
+            self._call()
+        except BaseException as exc:  # handed to the loop, which logs it
+            error = exc
+        with contextlib.suppress(RuntimeError):  # the loop has closed: nobody waits any more
+            self._loop.call_soon_threadsafe(self._resolve, error)
+
+    def _resolve(self, error: BaseException | None) -> None:
+        if not self.done.done():
+            self.done.set_result(error)
+
+    def stack(self) -> str:
+        """Where the thread is now, for the report on a run that will not return."""
+        frame = sys._current_frames().get(self.thread.ident or -1)
+        return "".join(traceback.format_stack(frame)) if frame is not None else ""
 
 
 class Service:
@@ -127,7 +200,9 @@ class Service:
         self._electors: list[LeaderElector] = []
         self._launching = True
         self._stop_requested: asyncio.Event | None = None
-        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self.abandoned_runs: list[str] = []
+        """Jobs whose sync run was still going when the last :meth:`run` ended (its
+        thread was left behind, and the lease under it left to expire)."""
 
     # -- registering jobs ---------------------------------------------------------
 
@@ -221,9 +296,7 @@ class Service:
         self._stop_requested = asyncio.Event()
         owns_backend = self._backend is None
         backend = self._backend or backend_from_url(self.backend_url)
-        self._executor = concurrent.futures.ThreadPoolExecutor(
-            max_workers=max(4, len(self._jobs)), thread_name_prefix=f"leaderlib-{self.name}"
-        )
+        self.abandoned_runs = []
         groups = (
             {self.election: list(self._jobs.values())}
             if self.mode is Mode.LEADER
@@ -254,36 +327,63 @@ class Service:
                     group.create_task(elector.run())
                 group.create_task(self._shutdown_when_asked())
         finally:
-            self._executor.shutdown(wait=False, cancel_futures=True)
             if owns_backend:
                 await backend.aclose()
-            logger.info("service stopped", extra={"service": self.name})
+            logger.info(
+                "service stopped", extra={"service": self.name, "abandoned_runs": self.abandoned_runs}
+            )
 
     def stop(self) -> None:
         """Ask for a graceful stop: no new runs, running ones get ``shutdown_grace``,
-        then the lease is released and :meth:`run` returns. Call from the loop's thread."""
+        then the lease is released and :meth:`run` returns. Call from the loop's thread.
+
+        A sync run still going after the grace cannot be stopped: it is logged at
+        ERROR, the lease is not released under it (it expires at the end of the
+        term) and its daemon thread is left behind (see :attr:`abandoned_runs`)."""
         self._launching = False
         if self._stop_requested is not None:
             self._stop_requested.set()
 
     async def _shutdown_when_asked(self) -> None:
+        """Once stop() is called: give the runs the grace while still leading, then end the terms."""
         assert self._stop_requested is not None
         await self._stop_requested.wait()
-        running = [job.running for job in self._jobs.values() if job.running is not None]
-        if running:
+        jobs = list(self._jobs.values())
+        if pending := _pending(jobs):
             logger.info(
                 "waiting for running jobs to finish",
-                extra={"service": self.name, "count": len(running), "grace": self.config.shutdown_grace},
+                extra={"service": self.name, "count": len(pending), "grace": self.config.shutdown_grace},
             )
+            # The electors keep renewing meanwhile: the runs still lead.
             with contextlib.suppress(TimeoutError):
-                await wait_for(self.clock, asyncio.wait(running), self.config.shutdown_grace)
+                await wait_for(self.clock, asyncio.wait(pending), self.config.shutdown_grace)
+        for job in jobs:
+            if job.thread is not None:
+                self.abandoned_runs.append(job.name)
+                logger.error(
+                    "sync job run still going after the shutdown grace",
+                    extra={
+                        "service": self.name,
+                        "job": job.name,
+                        "election": self.election_for(job.name),
+                        "grace": self.config.shutdown_grace,
+                        "thread_name": job.thread.thread.name,
+                        "stack": job.thread.stack(),
+                        "consequence": "the lease is left to expire; the thread is abandoned at exit",
+                    },
+                )
+        # Ending a term cancels its async runs, and its work returns only when
+        # no run can act or the term has run out (see _end_runs).
         for elector in self._electors:
             elector.stop()
 
     def run_forever(self, *, health_address: tuple[str, int] | None = None) -> int:
-        """Run until SIGTERM or SIGINT, then stop gracefully; return the exit status (0).
+        """Run until SIGTERM or SIGINT, then stop gracefully; return the exit status.
 
-        With ``health_address`` (host, port), serve ``/healthz`` and ``/leader`` there.
+        0 after a clean stop; 1 if a sync run was still going after the grace: its
+        lease was left to expire and its (daemon) thread is abandoned when the
+        interpreter exits, so the process still exits. With ``health_address``
+        (host, port), serve ``/healthz`` and ``/leader`` there.
         """
 
         async def main() -> None:
@@ -300,7 +400,7 @@ class Service:
                     server.close()
 
         asyncio.run(main())
-        return 0
+        return 1 if self.abandoned_runs else 0
 
     def _on_signal(self, signum: int) -> None:
         logger.info("signal received; stopping gracefully", extra={"service": self.name, "signal": signum})
@@ -310,38 +410,66 @@ class Service:
 
     def _leader_work(self, jobs: list[_Job]) -> Callable[[Leadership], Coroutine[Any, Any, None]]:
         async def lead(leadership: Leadership) -> None:
-            async with asyncio.TaskGroup() as group:
-                for job in jobs:
-                    group.create_task(self._schedule(job, leadership), name=f"leaderlib-job-{job.name}")
+            # The elector cancels this when the term ends, and releases the lease only
+            # after it returns: so it returns only once the term's runs are over.
+            try:
+                async with asyncio.TaskGroup() as group:
+                    for job in jobs:
+                        group.create_task(self._schedule(job, leadership), name=f"leaderlib-job-{job.name}")
+                await leadership.lost.wait()  # stopped launching; the runs still belong to the term
+            finally:
+                await self._end_runs(jobs, leadership)
 
         return lead
 
-    async def _schedule(self, job: _Job, leadership: Leadership) -> None:
-        """Launch the job at each tick while the leadership lasts (cancelled when it ends)."""
-        try:
-            tick = job.trigger.next_after(self.clock.wall())
-            while self._launching:
-                await self._sleep_until(tick)
-                if not self._launching:
-                    return
-                if not leadership.is_valid():
-                    return  # a paused process: the term ended while it slept
-                self._launch(job, tick, leadership)
-                tick = job.trigger.next_after(max(tick, self.clock.wall()))
-        finally:
+    async def _end_runs(self, jobs: list[_Job], leadership: Leadership) -> None:
+        """Return once no run of this term can act: async runs cancelled and ended, sync
+        runs' threads returned; or, failing that, once the term's deadline has passed,
+        after which the elector never releases the lease (it expires under the run)."""
+        for job in jobs:
+            job.queued = None
             if job.running is not None and not job.running.done():
                 job.running.cancel()
-            job.queued = None
+        pending = _pending(jobs)
+        while pending and (remaining := leadership.valid_until - self.clock.monotonic()) > 0:
+            with contextlib.suppress(TimeoutError):
+                await wait_for(self.clock, asyncio.wait(pending), remaining)
+            pending = _pending(jobs)
+        if pending:
+            logger.warning(
+                "job runs outlived the term; the lease is left to expire",
+                extra={
+                    "election": leadership.election,
+                    "fencing_token": leadership.fencing_token,
+                    "jobs": [job.name for job in jobs if job.busy()],
+                },
+            )
+
+    async def _schedule(self, job: _Job, leadership: Leadership) -> None:
+        """Launch the job at each tick while launching and the leadership lasts."""
+        while self._launching:
+            # After the last tick reached: a wall clock set back must not name it again.
+            now = self.clock.wall()
+            tick = job.trigger.next_after(now if job.last_tick is None else max(now, job.last_tick))
+            await self._sleep_until(tick)
+            if not self._launching:
+                return  # stopping: the runs get the grace; _end_runs ends them with the term
+            if not leadership.is_valid():
+                return  # a paused process: the term ended while it slept
+            job.last_tick = tick
+            self._launch(job, tick, leadership)
 
     async def _sleep_until(self, tick: dt.datetime) -> None:
-        # Re-check after waking: the wall clock may have been set back meanwhile.
+        """Return when the wall clock reads ``tick`` or later, or launching stops."""
         # Always yield once, so a tick that is already due cannot starve the loop.
         await asyncio.sleep(0)
-        while (delay := (tick - self.clock.wall()).total_seconds()) > 0:
-            await self.clock.sleep(delay)
+        while self._launching and (delay := (tick - self.clock.wall()).total_seconds()) > 0:
+            # Sleep in short steps, since the wall clock may be stepped meanwhile;
+            # each step is measured on the monotonic clock.
+            await self.clock.sleep(min(delay, _WALL_RECHECK))
 
     def _launch(self, job: _Job, tick: dt.datetime, leadership: Leadership) -> None:
-        if job.running is not None and not job.running.done():
+        if job.busy():
             if job.overlap == "queue" and job.queued is None:
                 job.queued = tick
                 return
@@ -379,16 +507,16 @@ class Service:
             "fencing_token": leadership.fencing_token,
         }
         args = (context,) if job.takes_context else ()
-        started = time.monotonic()
-        outcome = "error"
+        started = self.clock.monotonic()
         logger.info("job run started", extra=details)
+        if not inspect.iscoroutinefunction(job.func):
+            with tracer.start_as_current_span("leaderlib.job", attributes=details):
+                await self._in_thread(job, args, details, started)  # it reports the run's end
+            return
+        outcome = "error"
         try:
             with tracer.start_as_current_span("leaderlib.job", attributes=details):
-                if inspect.iscoroutinefunction(job.func):
-                    await job.func(*args)
-                else:
-                    loop = asyncio.get_running_loop()
-                    await loop.run_in_executor(self._executor, lambda: job.func(*args))
+                await job.func(*args)
             outcome = "ok"
         except asyncio.CancelledError:
             outcome = "cancelled"
@@ -398,14 +526,52 @@ class Service:
         except Exception:
             logger.exception("job run failed", extra=details)
         finally:
-            duration = time.monotonic() - started
-            instruments.job_runs.add(
-                1, {"job": job.name, "election": leadership.election, "outcome": outcome}
-            )
-            instruments.job_duration.record(duration, {"job": job.name, "election": leadership.election})
-            logger.info(
-                "job run finished", extra={**details, "outcome": outcome, "duration": round(duration, 6)}
-            )
+            self._finished(details, outcome, started)
+
+    async def _in_thread(
+        self, job: _Job, args: tuple[Any, ...], details: dict[str, str | int], started: float
+    ) -> None:
+        """Run a sync job in a thread of its own; return when it returns.
+
+        Cancelled (the term ended), this returns at once but the thread goes on:
+        it stays ``job.thread`` until it returns, so no other run of the job
+        starts and the term's end waits for it. Its end is reported when it
+        comes, whichever way.
+        """
+        context = contextvars.copy_context()  # the run's span, for spans the job makes
+        thread = _Thread(lambda: context.run(job.func, *args), name=f"leaderlib-{self.name}-{job.name}")
+
+        def returned(done: asyncio.Future[BaseException | None]) -> None:
+            if job.thread is thread:
+                job.thread = None
+            self._finished(details, _outcome(done.result(), details), started)
+
+        job.thread = thread
+        thread.done.add_done_callback(returned)
+        thread.start()
+        await asyncio.shield(thread.done)
+
+    def _finished(self, details: dict[str, str | int], outcome: str, started: float) -> None:
+        duration = self.clock.monotonic() - started
+        attributes = {"job": details["job"], "election": details["election"]}
+        instruments.job_runs.add(1, {**attributes, "outcome": outcome})
+        instruments.job_duration.record(duration, attributes)
+        logger.info("job run finished", extra={**details, "outcome": outcome, "duration": round(duration, 6)})
+
+
+def _pending(jobs: Collection[_Job]) -> set[asyncio.Future[Any]]:
+    """What to wait for until no run of ``jobs`` is going."""
+    return set().union(*(job.pending() for job in jobs))
+
+
+def _outcome(error: BaseException | None, details: dict[str, str | int]) -> str:
+    """A run's outcome from what it raised; a failure is logged with its traceback."""
+    if error is None:
+        return "ok"
+    if isinstance(error, NotLeader):
+        return "cancelled"
+    logger.error("job run failed", exc_info=error, extra=details)
+    return "error"
 
 
 def _takes_context(func: Callable[..., Any]) -> bool:

@@ -11,7 +11,9 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
+import threading
 import uuid
+from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -249,6 +251,59 @@ async def test_sync_job_without_arguments(clock: PausingClock) -> None:
     assert calls == [1]
 
 
+async def test_a_failing_sync_job_is_logged_and_the_next_tick_runs(
+    clock: PausingClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="leaderlib.runtime")
+    service = make_service(clock, memory(clock)())
+    calls: list[float] = []
+
+    def broken() -> None:
+        calls.append(clock.monotonic())
+        raise ValueError("boom")
+
+    service.add_job(broken, every=5)
+    async with serving(service, clock):
+        await clock.advance(5)
+        await real_wait(lambda: [r for r in caplog.records if r.getMessage() == "job run finished"])
+        await clock.advance(5)
+        await real_wait(lambda: len(calls) == 2)
+    [failed, *_] = [r for r in caplog.records if r.getMessage() == "job run failed"]
+    assert failed.exc_info is not None and isinstance(failed.exc_info[1], ValueError)
+    finished = [r for r in caplog.records if r.getMessage() == "job run finished"]
+    assert finished[0].__dict__["outcome"] == "error"
+
+
+async def test_a_sync_run_left_over_from_a_lost_term_is_not_run_again_beside_itself(
+    clock: PausingClock,
+) -> None:
+    backend = ScriptedBackend(clock)
+    service = make_service(clock, backend)
+    go = threading.Event()
+    starts: list[tuple[dt.datetime, int]] = []
+
+    def slow(context: JobContext) -> None:
+        starts.append((context.scheduled_at, context.fencing_token))
+        go.wait(10)
+
+    service.add_job(slow, every=1)
+    try:
+        async with serving(service, clock):
+            await clock.advance(1.1)
+            await real_wait(lambda: starts)
+            backend.script("renew", Conflict("other"))  # lost at 1.5; led again from 4.5
+            await clock.advance(5.0)
+            assert service.is_leader
+            assert starts == [(wall(1), 1)]  # the old run's thread goes on: its ticks are skipped
+            go.set()
+            await real_wait(lambda: not service._jobs["slow"].busy())
+            await clock.advance(1.0)
+            await real_wait(lambda: len(starts) == 2)
+            assert starts[1] == (wall(7), 3)
+    finally:
+        go.set()
+
+
 # -- per-job mode ---------------------------------------------------------------------
 
 
@@ -344,6 +399,95 @@ async def test_stop_launches_no_new_runs(clock: PausingClock) -> None:
     assert starts == [T0 + 1, T0 + 2, T0 + 3]
 
 
+async def test_stop_gives_a_run_the_whole_grace_even_past_its_jobs_next_ticks(clock: PausingClock) -> None:
+    backend = ScriptedBackend(clock)
+    service = make_service(clock, backend, shutdown_grace=5.0)
+    finished: list[float] = []
+    cancelled: list[float] = []
+
+    async def slow() -> None:
+        try:
+            await clock.sleep(2.5)
+        except asyncio.CancelledError:
+            cancelled.append(clock.monotonic())
+            raise
+        finished.append(clock.monotonic())
+
+    service.add_job(slow, every=1)
+    async with serving(service, clock) as task:
+        await clock.advance(1.2)  # the run for tick 1 goes on until 3.5
+        service.stop()
+        await clock.advance(2.0)  # the job's ticks at 2 and 3 pass: no reason to cut the run
+        assert cancelled == [] and backend.calls_to("release") == []
+        await clock.advance(0.5)
+        assert cancelled == [] and finished == [pytest.approx(T0 + 3.5)]
+        assert task.done()
+        [release] = backend.calls_to("release")
+        assert release.at == pytest.approx(T0 + 3.5)
+
+
+async def test_stop_releases_the_lease_only_after_a_sync_run_has_returned(clock: PausingClock) -> None:
+    backend = ScriptedBackend(clock)
+    service = make_service(clock, backend, shutdown_grace=5.0)
+    go = threading.Event()
+    returned: list[float] = []
+
+    def slow() -> None:  # a thread: cancelling its task cannot stop it
+        go.wait(10)
+        returned.append(clock.monotonic())
+
+    service.add_job(slow, every=1)
+    try:
+        async with serving(service, clock) as task:
+            await clock.advance(1.2)
+            service.stop()
+            await clock.advance(2.0)  # ticks 2 and 3 pass while the thread still runs
+            assert backend.calls_to("release") == [] and not task.done()
+            assert service.is_leader  # still renewing: the run may still act on the lease
+            go.set()
+            await real_wait(task.done)
+            assert returned == [pytest.approx(T0 + 3.2)]
+            [release] = backend.calls_to("release")
+            assert release.at == pytest.approx(T0 + 3.2)
+    finally:
+        go.set()
+
+
+async def test_a_sync_run_outliving_the_grace_is_reported_and_the_lease_left_to_expire(
+    clock: PausingClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    backend = ScriptedBackend(clock)
+    service = make_service(clock, backend, shutdown_grace=2.0)  # renew_deadline is 2 s
+    hang = threading.Event()
+    threads: list[threading.Thread] = []
+
+    def stuck() -> None:
+        threads.append(threading.current_thread())
+        hang.wait(10)
+
+    service.add_job(stuck, every=10)
+    try:
+        async with serving(service, clock) as task:
+            await clock.advance(10)
+            await real_wait(lambda: threads)
+            service.stop()
+            await clock.advance(2.1)
+            [report] = [r for r in caplog.records if r.levelno >= logging.ERROR]
+            assert report.getMessage() == "sync job run still going after the shutdown grace"
+            assert report.__dict__["job"] == "stuck"
+            assert "hang.wait" in report.__dict__["stack"]  # where it is stuck
+
+            # The term runs out (last renewal at 12 + renew_deadline) instead of being released.
+            await clock.advance(2.0)
+            await real_wait(task.done)
+            assert backend.calls_to("release") == []
+            record = backend.current("svc")
+            assert record is not None and record.holder == "a"
+            assert threads[0].is_alive() and threads[0].daemon  # it cannot hold up the exit
+    finally:
+        hang.set()
+
+
 # -- registering jobs -----------------------------------------------------------------
 
 
@@ -429,3 +573,67 @@ def test_election_name_comes_from_the_environment_when_set(monkeypatch: pytest.M
     assert Service("billing", backend="memory://").election_for("send") == "billing-staging"
     per_job = Service("billing", backend="memory://", mode="per-job")
     assert per_job.election_for("send") == "billing-staging.send"
+
+
+# -- wall-clock steps -----------------------------------------------------------------
+
+
+async def test_a_wall_clock_stepped_back_then_corrected_is_followed_within_a_second(
+    clock: PausingClock,
+) -> None:
+    service = make_service(clock, memory(clock)())
+    runs: list[tuple[float, dt.datetime]] = []
+
+    async def job(context: JobContext) -> None:
+        runs.append((round(clock.monotonic() - T0, 3), context.scheduled_at))
+
+    service.add_job(job, every=1)
+    async with serving(service, clock):
+        await clock.advance(5.5)
+        assert runs == [(s, wall(s)) for s in range(1, 6)]
+        clock.step_wall(-15)  # date -s: the wall clock reads 15 s earlier...
+        await clock.advance(4.0)
+        assert len(runs) == 5  # (the ticks it names again have run already)
+        clock.step_wall(15)  # ...and NTP corrects it at 9.5
+        await clock.advance(1.6)
+    # Within a second of the correction: the overdue tick, then the grid again.
+    assert runs[5:] == [(10, wall(6)), (11, wall(11))]
+
+
+async def test_a_wall_clock_stepped_forward_is_followed_within_a_second(clock: PausingClock) -> None:
+    service = make_service(clock, memory(clock)())
+    runs: list[tuple[float, dt.datetime]] = []
+
+    async def job(context: JobContext) -> None:
+        runs.append((round(clock.monotonic() - T0, 3), context.scheduled_at))
+
+    service.add_job(job, every=10)
+    async with serving(service, clock):
+        await clock.advance(10.5)
+        clock.step_wall(8)  # the 20 s tick is now 1.5 s away, not 9.5 s
+        await clock.advance(2.0)
+    assert runs == [(10, wall(10)), (12, wall(20))]
+
+
+async def test_after_a_step_forward_and_back_this_replica_runs_no_tick_twice(clock: PausingClock) -> None:
+    backend = ScriptedBackend(clock)
+    service = make_service(clock, backend)
+    runs: list[tuple[float, dt.datetime, int]] = []
+
+    async def job(context: JobContext) -> None:
+        runs.append((round(clock.monotonic() - T0, 3), context.scheduled_at, context.fencing_token))
+
+    service.add_job(job, every=1)
+    async with serving(service, clock):
+        await clock.advance(3.5)
+        clock.step_wall(5)  # ahead: ticks 10 and 11 run early, 5-9 fall in the jump
+        await clock.advance(3.0)
+        assert [tick for _, tick, _ in runs] == [wall(s) for s in (1, 2, 3, 4, 10, 11)]
+        clock.step_wall(-5)  # corrected at 6.5: ticks 7-11 come again
+        backend.script("renew", Conflict("other"))  # and leadership is lost and won back
+        await clock.advance(15.0)
+        assert service.is_leader
+    ticks = Counter(tick for _, tick, _ in runs)
+    assert max(ticks.values()) == 1, ticks
+    # The new term goes on after the last tick this replica ran, not at the clock's 10.
+    assert next(tick for _, tick, token in runs if token > 1) == wall(12)
