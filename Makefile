@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 help:
 	@echo "make demo         set up a virtualenv and run 'leaderlib demo' on the embedded default (SQLite)"
 	@echo "make test         set up everything (apt packages, Go builds, Python deps) and run every test"
-	@echo "make servers      install/build the real servers (Redis, etcd, kube-apiserver) into ~/.cache/leaderlib"
+	@echo "make servers      install/build the real servers (Redis, etcd, kube-apiserver, Toxiproxy, client-go elector) into ~/.cache/leaderlib"
 	@echo "make lint | typecheck | unit | conformance | integration"
 	@echo "make bench        latency of each backend next to its raw round trip (needs the servers)"
 
