@@ -80,7 +80,7 @@ async def measure(url: str, samples: int, handovers: int) -> dict[str, Any]:
     async def acquire() -> None:
         nonlocal counter
         counter += 1
-        record = await backend.try_acquire(f"{prefix}-{counter}", "bench", 10.0, None)
+        record = (await backend.try_acquire(f"{prefix}-{counter}", "bench", 10.0, None)).record
         assert record is not None and record.holder == "bench"
         acquired_records.append(record)
 

@@ -29,11 +29,12 @@ from ._errors import (
 from ._runtime import JobContext, Mode, Service
 from ._sync import BackgroundService
 from ._triggers import CronTrigger, IntervalTrigger, Trigger
-from .backends import Backend, LeaseRecord, backend_from_url
+from .backends import Acquisition, Backend, LeaseRecord, backend_from_url
 
 __all__ = [
     "DEFAULT_BACKEND",
     "AccessDenied",
+    "Acquisition",
     "Backend",
     "BackendError",
     "BackendNotInstalled",

@@ -42,7 +42,7 @@ from ._errors import (
     NotLeader,
 )
 from ._telemetry import instruments, tracer
-from .backends import Backend, LeaseRecord
+from .backends import Acquisition, Backend, LeaseRecord
 
 __all__ = ["ElectorState", "LeaderElector", "Leadership"]
 
@@ -51,8 +51,12 @@ logger = logging.getLogger("leaderlib.elector")
 #: The fastest a follower retries, even when the lease it saw is past expiry.
 _MIN_RETRY = 0.02
 
-#: Give-up errors: retrying cannot fix them, so the elector stops and raises.
-_FATAL = (AccessDenied, ConfigError)
+#: How long access denials of credentials that worked before are retried
+#: before run() gives up. A restarting kube-apiserver refuses for a few seconds.
+DENIAL_GRACE = 60.0
+
+#: How often a store failure that lasts is logged again at WARNING.
+REMINDER_INTERVAL = 30.0
 
 
 class ElectorState(enum.Enum):
@@ -122,7 +126,10 @@ class LeaderElector:
     ``on_started_leading(leadership)`` in a new task, which is cancelled the
     moment the term ends; ``on_stopped_leading`` runs after that, and
     ``on_new_leader`` whenever the observed holder changes. ``run`` raises only
-    for errors retrying cannot fix (:class:`AccessDenied`, :class:`ConfigError`).
+    for errors retrying cannot fix: :class:`ConfigError`, and
+    :class:`AccessDenied` when the credentials never worked or stay refused
+    for :data:`DENIAL_GRACE` seconds (a store that restarts may refuse
+    credentials that worked for a moment; that is retried and logged).
     """
 
     def __init__(
@@ -153,6 +160,12 @@ class LeaderElector:
         self._observed_holder: str | None = None
         self._changed = asyncio.Event()
         self._stopping = asyncio.Event()
+        self._ended: LeaseRecord | None = None
+        # Store failures, for logging and for judging access denials.
+        self._store_worked = False
+        self._denied_since: float | None = None
+        self._failing_since: float | None = None
+        self._reminded_at = 0.0
         self._last_error: str | None = None
         self._callbacks: set[asyncio.Task[None]] = set()
         self._attributes = {"election": election, "backend": backend.scheme}
@@ -225,9 +238,11 @@ class LeaderElector:
                 takeover = self._takeover_candidate()
                 self._changed.clear()
                 sent = self.clock.monotonic()
-                record = await self._attempt(takeover)
-                if record is not None and record.holder == self.identity:
-                    return record, sent
+                acquisition = await self._attempt(takeover)
+                if acquisition is not None:
+                    self._ended = None  # the store answered: its record is what counts now
+                    if acquisition.acquired and acquisition.record is not None:
+                        return acquisition.record, sent
                 await self._wait_before_retry()
             return None
         finally:
@@ -235,22 +250,29 @@ class LeaderElector:
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
 
-    async def _attempt(self, takeover: LeaseRecord | None) -> LeaseRecord | None:
+    async def _attempt(self, takeover: LeaseRecord | None) -> Acquisition | None:
         """One acquisition attempt, bounded by the renew deadline; errors become None."""
         started = self.clock.monotonic()
         outcome = "error"
         try:
             with tracer.start_as_current_span("leaderlib.acquire", attributes=self._attributes):
-                record = await wait_for(
+                acquisition = await wait_for(
                     self.clock,
                     self.backend.try_acquire(
                         self.election, self.identity, self.config.lease_duration, takeover
                     ),
                     self.config.renew_deadline,
                 )
-            outcome = "acquired" if record is not None and record.holder == self.identity else "held"
-        except _FATAL:
+            # Decided by the store's answer for this candidacy, never by the
+            # identity string: a record naming us may be a term we ended.
+            outcome = "acquired" if acquisition.acquired else "held"
+        except ConfigError:
             raise
+        except AccessDenied as exc:
+            if self._denial_is_fatal():
+                raise
+            self._log_campaign_error(exc)
+            return None
         except (BackendError, TimeoutError) as exc:
             self._log_campaign_error(exc)
             return None
@@ -258,26 +280,62 @@ class LeaderElector:
             instruments.acquire_duration.record(
                 (self.clock.monotonic() - started) * 1000, {**self._attributes, "outcome": outcome}
             )
-        self._last_error = None
+        self._store_answered()
         if outcome == "held":
-            self._observe(record)
-        return record
+            self._observe(acquisition.record)
+        return acquisition
+
+    def _denial_is_fatal(self) -> bool:
+        """True if an AccessDenied should end :meth:`run` rather than be retried.
+
+        Credentials that never worked are wrong: fail at once, with the
+        store's message. Credentials that worked before and are refused now
+        are most likely a store restarting (a kube-apiserver answers 403
+        while its RBAC authorizer warms up): keep campaigning, unless the
+        refusal outlasts :data:`DENIAL_GRACE`.
+        """
+        now = self.clock.monotonic()
+        if self._denied_since is None:
+            self._denied_since = now
+        return not self._store_worked or now - self._denied_since >= DENIAL_GRACE
+
+    def _store_answered(self) -> None:
+        """Note a successful store call: failures so far are over."""
+        if self._failing_since is not None:
+            logger.info(
+                "store answers again",
+                extra={
+                    "election": self.election,
+                    "failed_for": round(self.clock.monotonic() - self._failing_since, 3),
+                },
+            )
+        self._store_worked = True
+        self._denied_since = None
+        self._failing_since = None
+        self._last_error = None
 
     def _log_campaign_error(self, exc: BaseException) -> None:
-        """Warn once per distinct failure, so a store that stays down does not flood the log."""
+        """Warn once per distinct failure, then remind every REMINDER_INTERVAL while it lasts.
+
+        A store that stays down neither floods the log nor goes quiet.
+        """
         message = str(exc) or type(exc).__name__
         level = logging.ERROR if isinstance(exc, CorruptLeaseRecord) else logging.WARNING
+        now = self.clock.monotonic()
+        if self._failing_since is None:
+            self._failing_since = now
+        details = {"election": self.election, "error": message}
         if message != self._last_error:
+            self._reminded_at = now
+            logger.log(level, "acquisition attempt failed; will retry", extra=details)
+        elif now - self._reminded_at >= REMINDER_INTERVAL:
+            self._reminded_at = now
+            failing_for = round(now - self._failing_since, 1)
             logger.log(
-                level,
-                "acquisition attempt failed; will retry",
-                extra={"election": self.election, "error": message},
+                level, "acquisition attempts still failing", extra={**details, "failing_for": failing_for}
             )
         else:
-            logger.debug(
-                "acquisition attempt failed again",
-                extra={"election": self.election, "error": message},
-            )
+            logger.debug("acquisition attempt failed again", extra=details)
         self._last_error = message
 
     def _observe(self, record: LeaseRecord | None) -> None:
@@ -290,6 +348,10 @@ class LeaderElector:
             self._observed = record
             self._observed_at = self.clock.monotonic()
         holder = record.holder if record is not None and record.is_held else None
+        if holder == self.identity and self.state is not ElectorState.LEADING:
+            # A record naming us while we do not lead is not a leader to announce:
+            # a term of ours that ended, or one try_acquire has yet to confirm.
+            return
         if holder != self._observed_holder:
             self._observed_holder = holder
             logger.info("leader changed", extra={"election": self.election, "leader": holder})
@@ -305,7 +367,10 @@ class LeaderElector:
         return self._observed_at + lifetime
 
     def _takeover_candidate(self) -> LeaseRecord | None:
-        """The observed record if it is released or expired by this follower's count."""
+        """The record to replace: our own ended term's, or the observed one if it is
+        released or expired by this follower's count."""
+        if self._ended is not None:
+            return self._ended
         record = self._observed
         if record is None:
             return None
@@ -334,8 +399,15 @@ class LeaderElector:
                     self._observe(record)
                     if record is None or not record.is_held or record.holder == self.identity:
                         self._changed.set()
-            except _FATAL:
+            except ConfigError:
                 raise
+            except AccessDenied as exc:
+                # Polling goes on; the acquisition attempts decide whether a
+                # denial is fatal (_denial_is_fatal), the watch never does.
+                logger.warning(
+                    "watch refused; polling until it resumes",
+                    extra={"election": self.election, "error": str(exc)},
+                )
             except Exception as exc:  # a broken watch only costs speed: polling goes on
                 logger.debug(
                     "watch ended; polling until it resumes",
@@ -394,6 +466,11 @@ class LeaderElector:
             )
             if reason == "stopping" and self.config.release_on_shutdown:
                 await self._release(leadership)
+            else:
+                # The store may still hold this term's record. Our next campaign
+                # replaces exactly that version (a new term, a new fencing
+                # token) instead of waiting for it to expire or adopting it.
+                self._ended = leadership.record
             if self._on_stopped_leading is not None:
                 result = self._on_stopped_leading(leadership)
                 if result is not None:

@@ -29,10 +29,12 @@ from urllib.parse import SplitResult, parse_qsl, urlsplit
 from .._errors import BackendNotInstalled, ConfigError
 
 __all__ = [
+    "Acquisition",
     "Backend",
     "BackendFactory",
     "LeaseRecord",
     "backend_from_url",
+    "is_takeover",
     "known_schemes",
     "parse_options",
     "split_url",
@@ -85,6 +87,17 @@ class LeaseRecord:
         return bool(self.holder)
 
 
+@dataclasses.dataclass(frozen=True)
+class Acquisition:
+    """What one :meth:`Backend.try_acquire` did."""
+
+    acquired: bool
+    """True iff this call started a new term for the caller; ``record`` is then that term's."""
+    record: LeaseRecord | None
+    """The record as it stands after the attempt: the new term's if ``acquired``,
+    else the current holder's (None if there is none)."""
+
+
 @runtime_checkable
 class Backend(Protocol):
     """What the elector needs from a store. Every method is required.
@@ -107,22 +120,32 @@ class Backend(Protocol):
         identity: str,
         lease_duration: float,
         takeover: LeaseRecord | None,
-    ) -> LeaseRecord | None:
-        """Make one attempt to hold the lease; return the record as it stands after it.
+    ) -> Acquisition:
+        """Make one attempt to start a new term for ``identity``; say whether it did.
 
-        The attempt succeeded when the returned record's holder is
-        ``identity``; it then carries a new fencing token (or the same one, if
-        ``identity`` already held the lease). Otherwise the record returned is
-        the current holder's (None if there is none).
+        The decision, the same on every store (SQL, Lua and etcd transactions
+        follow it server-side)::
 
-        If ``identity`` already holds the lease, the attempt extends it (a new
-        ``version``, the same token). A lease the store itself has expired reads
-        as released (empty holder) or as no record.
+            the store holds                         the attempt
+            ------------------------------------    -----------------------------------
+            no record, a released one, or one       writes a record for ``identity``
+              the store itself has expired          with fencing token + 1: acquired
+            exactly ``takeover``'s version          the same: acquired
+            anything else, even a live record       writes nothing: not acquired; the
+              whose holder is ``identity``          record returned is the holder's
 
-        ``takeover`` is the record the elector last saw and now judges expired
-        (by its own clock) or released: a store without server-side expiry
-        replaces it only if it is still exactly that version. Stores that
-        expire leases themselves decide expiry alone and may ignore it.
+        Every acquisition is a new term, so it always gets a new, higher
+        fencing token; only :meth:`renew` keeps a term's token. A record
+        that names ``identity`` but is not ``takeover`` is someone else's
+        as far as this call knows (an answer lost in transit, or a second
+        process with the same identity): it is left to expire, never
+        adopted, because leadership is decided by the candidacy, not by the
+        identity string.
+
+        ``takeover`` is the record the elector last saw and now judges
+        ended: released, expired by the elector's own count, or the record of
+        a term this elector itself held and ended. The store replaces it only
+        if it is still exactly that version.
         """
         ...
 
@@ -153,6 +176,15 @@ class Backend(Protocol):
     async def aclose(self) -> None:
         """Close connections. The backend is unusable afterwards."""
         ...
+
+
+def is_takeover(current: LeaseRecord, takeover: LeaseRecord | None) -> bool:
+    """True if ``current`` is exactly the record the elector asked to take over.
+
+    The one Python-side form of the acquire decision's middle row, for the
+    stores that decide in Python (memory, Kubernetes).
+    """
+    return takeover is not None and takeover.version == current.version
 
 
 class BackendFactory(Protocol):

@@ -75,7 +75,7 @@ from .._errors import (
     CorruptLeaseRecord,
     LeaseLost,
 )
-from . import LeaseRecord, parse_options, split_url
+from . import Acquisition, LeaseRecord, parse_options, split_url
 
 __all__ = ["EtcdBackend"]
 
@@ -666,18 +666,25 @@ class EtcdBackend:
 
     async def try_acquire(
         self, election: str, identity: str, lease_duration: float, takeover: LeaseRecord | None
-    ) -> LeaseRecord | None:
-        # etcd expires leases itself: ``takeover`` is not needed to decide anything.
+    ) -> Acquisition:
+        # etcd expires leases itself; ``takeover`` matters only when it is a
+        # term of ours that the elector ended: that candidacy resigns first, so
+        # the new term is a new key with a new create revision (fencing token).
+        if takeover is not None and (ended := self._held(takeover)) is not None:
+            await self._resign(election, *ended)
         for attempt in range(2):
             session, granted = await self._session(identity, lease_duration, election)
             try:
-                return await self._campaign(election, identity, lease_duration, session, granted)
+                record = await self._campaign(election, identity, lease_duration, session, granted)
             except LeaseLost:
                 # The session lease expired or was revoked: start a new session,
                 # as Go's callers do after Session.Done(). Once per call.
                 self._end_session(session)
                 if attempt:
                     raise
+                continue
+            candidacy = session.candidacies.get(election)
+            return Acquisition(acquired=candidacy is not None and candidacy.leading, record=record)
         raise AssertionError("unreachable")
 
     async def _campaign(
@@ -856,7 +863,10 @@ class EtcdBackend:
             with contextlib.suppress(LeaseLost):  # already expired: the key went with it
                 await self._revoke(election, session.lease_id)
             return
-        # Go's Resign: delete the key if it is still the one we created.
+        await self._resign(election, session, candidacy)
+
+    async def _resign(self, election: str, session: _Session, candidacy: _Candidacy) -> None:
+        """Go's ``Resign``: delete our key if it is still the one we created; forget the candidacy."""
         request = rpc.TxnRequest(
             compare=[
                 rpc.Compare(
@@ -869,6 +879,8 @@ class EtcdBackend:
             success=[rpc.RequestOp(request_delete_range=rpc.DeleteRangeRequest(key=candidacy.key))],
         )
         await self._txn(election, request)
+        if session.candidacies.get(election) is candidacy:
+            del session.candidacies[election]
 
     def _watch_candidacy(self, election: str) -> tuple[_Session, _Candidacy] | None:
         """Our queued candidacy in ``election`` closest to the front, and its session, if any."""

@@ -77,7 +77,7 @@ from .._errors import (
     CorruptLeaseRecord,
     LeaseLost,
 )
-from . import LeaseRecord, parse_options, split_url
+from . import Acquisition, LeaseRecord, is_takeover, parse_options, split_url
 
 __all__ = [
     "ROLE_YAML",
@@ -576,19 +576,21 @@ class KubernetesBackend:
 
     async def try_acquire(
         self, election: str, identity: str, lease_duration: float, takeover: LeaseRecord | None
-    ) -> LeaseRecord | None:
+    ) -> Acquisition:
         validate_lease_name(election)
         seconds = self._duration(lease_duration)
-        return self._record(
-            election, await self._run(lambda: self._acquire(election, identity, seconds, takeover))
-        )
+        acquired, lease = await self._run(lambda: self._acquire(election, identity, seconds, takeover))
+        return Acquisition(acquired=acquired, record=self._record(election, lease))
 
     def _acquire(
         self, election: str, identity: str, seconds: int, takeover: LeaseRecord | None
-    ) -> dict[str, Any] | None:
-        """client-go's tryAcquireOrRenew, minus the expiry judgement (the elector's).
+    ) -> tuple[bool, dict[str, Any] | None]:
+        """client-go's tryAcquireOrRenew for a new term, minus the expiry judgement (the elector's).
 
-        Returns the Lease as it stands after one attempt (worker thread).
+        Returns whether this call wrote the Lease, and the Lease as it stands
+        after one attempt (worker thread). Unlike client-go, a Lease whose
+        holder is ``identity`` is not adopted: a new term is always a new
+        ``leaseTransitions``, the fencing token.
         """
         now = format_microtime(self._clock.wall())
         # A takeover of a version we hold a copy of (usually from the watch)
@@ -599,38 +601,18 @@ class KubernetesBackend:
         if lease is None:
             created = self._create(election, lease_spec(identity, seconds, now, now, 0))
             if created is None:  # someone created it first: we lost this round
-                return self._read(election)
+                return False, self._read(election)
             logger.debug("created lease", extra={"election": election, "holder": identity})
-            return created
-        for _ in range(2):
-            current = record_from_lease(election, lease, backend=self.scheme)
-            if current.holder == identity:
-                # Ours already (a restart with the same identity, or a retried
-                # acquisition): keep acquireTime and the token, as client-go does.
-                spec = lease_spec(
-                    identity, seconds, _spec_time(lease, "acquireTime", now), now, current.transitions
-                )
-            elif not current.holder or (takeover is not None and takeover.version == current.version):
-                spec = lease_spec(identity, seconds, now, now, current.transitions + 1)
-            else:
-                return lease  # held by someone whose lease has not expired for the elector
-            updated = self._update(election, lease, current.version, spec)
-            if updated is not None:
-                if current.holder != identity:
-                    logger.debug("took lease", extra={"election": election, "previous": current.holder})
-                return updated
-            lease = self._read(election)
-            if lease is None:
-                return None
-            if record_from_lease(election, lease, backend=self.scheme).holder != identity:
-                return lease  # lost the race: someone else wrote first
-            # Still ours under a new version (a write of ours that raced, or
-            # metadata changed by someone else): one more compare-and-swap.
-        raise BackendUnavailable(
-            "the Lease changed under every update; try again",
-            election=election,
-            backend=self.scheme,
-        )
+            return True, created
+        current = record_from_lease(election, lease, backend=self.scheme)
+        if current.is_held and not is_takeover(current, takeover):
+            return False, lease  # held by someone whose lease has not expired for the elector
+        spec = lease_spec(identity, seconds, now, now, current.transitions + 1)
+        updated = self._update(election, lease, current.version, spec)
+        if updated is None:  # lost the race: someone else wrote first
+            return False, self._read(election)
+        logger.debug("took lease", extra={"election": election, "previous": current.holder})
+        return True, updated
 
     async def renew(self, record: LeaseRecord) -> LeaseRecord:
         validate_lease_name(record.election)

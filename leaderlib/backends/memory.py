@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 
 from .._clock import Clock, SystemClock
 from .._errors import LeaseLost
-from . import LeaseRecord, parse_options, split_url
+from . import Acquisition, LeaseRecord, is_takeover, parse_options, split_url
 from ._shared import ChangeNotifier
 
 __all__ = ["MemoryBackend"]
@@ -82,31 +82,29 @@ class MemoryBackend:
 
     async def try_acquire(
         self, election: str, identity: str, lease_duration: float, takeover: LeaseRecord | None
-    ) -> LeaseRecord | None:
+    ) -> Acquisition:
         with self._store.lock:
             entry = self._live(election)
             current = entry[0] if entry else None
-            if current is not None and current.is_held and current.holder != identity:
-                return self._with_expiry(entry)
+            if current is not None and current.is_held and not is_takeover(current, takeover):
+                return Acquisition(acquired=False, record=self._with_expiry(entry))
             now = self._clock.wall()
-            if current is not None and current.holder == identity:
-                record = dataclasses.replace(current, lease_duration=lease_duration, renew_time=now)
-            else:
-                token = self._store.tokens.get(election, 0) + 1
-                self._store.tokens[election] = token
-                record = LeaseRecord(
+            token = self._store.tokens.get(election, 0) + 1
+            self._store.tokens[election] = token
+            record = self._write(
+                LeaseRecord(
                     election=election,
                     holder=identity,
                     lease_duration=lease_duration,
                     fencing_token=token,
                     version="",
-                    transitions=(current.transitions + 1) if current else token - 1,
+                    transitions=token - 1,
                     acquire_time=now,
                     renew_time=now,
                 )
-            record = self._write(record)
+            )
         self._store.changes.notify(election)
-        return record
+        return Acquisition(acquired=True, record=record)
 
     async def renew(self, record: LeaseRecord) -> LeaseRecord:
         with self._store.lock:

@@ -44,8 +44,9 @@ Layout, for election ``E`` and prefix ``P``:
     its next retry. Expiry publishes nothing: a crashed leader's lease is
     found by the elector's polling, at the ``expires_in`` Redis reports.
 
-Redis expires leases itself (PX), so ``takeover`` is ignored: a follower
-can only take a lease that Redis has dropped or that was released.
+Redis expires leases itself (PX): a follower takes a lease that Redis has
+dropped or that was released; ``takeover`` replaces a live lease only if it
+is exactly that version (a term the elector itself ended, say).
 Replication is asynchronous: after a master failover the new master may
 lack the last lease write (two leaders) or even the last INCR (a reused
 fencing token). See ``docs/backends/redis.md`` for what that means.
@@ -81,7 +82,7 @@ from .._errors import (
     LeaderlibError,
     LeaseLost,
 )
-from . import LeaseRecord, parse_options, split_url
+from . import Acquisition, LeaseRecord, parse_options, split_url
 
 __all__ = ["RedisBackend"]
 
@@ -105,17 +106,21 @@ _OPTIONS: dict[str, type] = {
 _DEFAULT_PORT = 6379
 _DEFAULT_SENTINEL_PORT = 26379
 
-# Take the lease if nobody holds it, with a fresh fencing token; otherwise
-# report who does. One round trip either way.
+# Start a new term if nobody holds the lease, or if it is exactly the version
+# the elector judged ended (ARGV[4]); otherwise report who holds it. One
+# round trip either way.
 #   KEYS[1]  the lease key            KEYS[2]  the fencing counter key
-#   ARGV[1]  identity                 ARGV[2]  lease in milliseconds
-#   ARGV[3]  the new record as a JSON object without its closing brace and
+#   ARGV[1]  lease in milliseconds
+#   ARGV[2]  the new record as a JSON object without its closing brace and
 #            without fencing_token/transitions, which the script appends
 #            (holder, random token, lease_duration, acquire/renew time, seq 1)
-#   returns  {value, pttl_ms}: the value now at KEYS[1]
-#   publishes 'acquired' on KEYS[1]..':events' for a new leadership
-# A lease already held by ARGV[1] is refreshed, not re-created: the same
-# replica asking again (after a lost reply, say) keeps its fencing token.
+#   ARGV[3]  the takeover version "<token>.<seq>", or "" for none
+#   returns  {value, pttl_ms, acquired}: the value now at KEYS[1], and 1 if
+#            this call wrote it
+#   publishes 'acquired' on KEYS[1]..':events' for a new term
+# A live lease is never adopted because its holder names us: every new term
+# gets a new fencing token, and only the exact version the elector ended
+# (its own lost term, say) may be replaced before Redis expires it.
 # Redis does not undo a script's writes when a later command in it fails,
 # so everything that can fail (INCR on a broken counter, PUBLISH without the
 # ACL channel permission) runs before the SET. Subscribers still hear the
@@ -126,23 +131,20 @@ _DEFAULT_SENTINEL_PORT = 26379
 _ACQUIRE = """
 local current = redis.call('GET', KEYS[1])
 if current then
-  local ok, rec = pcall(cjson.decode, current)
-  if ok and type(rec) == 'table' and rec.holder == ARGV[1] then
-    local asked = cjson.decode(ARGV[3] .. '}')
-    rec.seq = (tonumber(rec.seq) or 0) + 1
-    rec.renew_time = asked.renew_time
-    rec.lease_duration = asked.lease_duration
-    local value = cjson.encode(rec)
-    redis.call('SET', KEYS[1], value, 'PX', ARGV[2])
-    return {value, tonumber(ARGV[2])}
+  local ended = false
+  if ARGV[3] ~= '' then
+    local ok, rec = pcall(cjson.decode, current)
+    ended = ok and type(rec) == 'table' and (tostring(rec.token) .. '.' .. tostring(rec.seq)) == ARGV[3]
   end
-  return {current, redis.call('PTTL', KEYS[1])}
+  if not ended then
+    return {current, redis.call('PTTL', KEYS[1]), 0}
+  end
 end
 local fencing = redis.call('INCR', KEYS[2])
-local value = ARGV[3] .. ',"fencing_token":' .. fencing .. ',"transitions":' .. (fencing - 1) .. '}'
+local value = ARGV[2] .. ',"fencing_token":' .. fencing .. ',"transitions":' .. (fencing - 1) .. '}'
 redis.call('PUBLISH', KEYS[1] .. ':events', 'acquired')
-redis.call('SET', KEYS[1], value, 'PX', ARGV[2])
-return {value, tonumber(ARGV[2])}
+redis.call('SET', KEYS[1], value, 'PX', ARGV[1])
+return {value, tonumber(ARGV[1]), 1}
 """
 
 # Extend the lease if it is still the one acquired with ARGV[1].
@@ -503,22 +505,26 @@ class RedisBackend:
 
     async def try_acquire(
         self, election: str, identity: str, lease_duration: float, takeover: LeaseRecord | None
-    ) -> LeaseRecord | None:
-        """One EVALSHA: take the lease with a new fencing token, or learn who holds it."""
+    ) -> Acquisition:
+        """One EVALSHA: start a new term with a new fencing token, or learn who holds the lease."""
         if not identity:
             raise ConfigError("identity must not be empty", field="identity")
-        value, pttl = await self._run(
+        value, pttl, acquired = await self._run(
             election,
             _ACQUIRE_SCRIPT,
             [self.key(election), self.fencing_key(election)],
-            [identity, math.ceil(lease_duration * 1000), self._head(identity, lease_duration)],
+            [
+                math.ceil(lease_duration * 1000),
+                self._head(identity, lease_duration),
+                takeover.version if takeover is not None else "",
+            ],
         )
         record = self._record(election, value, int(pttl))
-        if record.holder == identity:
+        if acquired:
             logger.debug(
                 "acquired lease", extra={"election": election, "fencing_token": record.fencing_token}
             )
-        return record
+        return Acquisition(acquired=bool(acquired), record=record)
 
     async def renew(self, record: LeaseRecord) -> LeaseRecord:
         """Extend our lease by compare-and-set on its acquisition token; LeaseLost if it is gone."""

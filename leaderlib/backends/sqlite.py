@@ -65,7 +65,7 @@ from .._errors import (
     CorruptLeaseRecord,
     LeaseLost,
 )
-from . import LeaseRecord, parse_options, split_url
+from . import Acquisition, LeaseRecord, parse_options, split_url
 from ._shared import ChangeNotifier
 
 __all__ = ["SQLiteBackend"]
@@ -439,40 +439,46 @@ class SQLiteBackend:
         return row.record(_boottime()) if row else None
 
     def _acquire_sync(
-        self, election: str, identity: str, lease_duration: float
-    ) -> tuple[LeaseRecord | None, bool]:
-        """One acquisition attempt; returns the record and whether it was written."""
+        self, election: str, identity: str, lease_duration: float, takeover: LeaseRecord | None
+    ) -> Acquisition:
+        """One acquisition attempt, the Protocol's decision table in one transaction."""
 
-        def attempt(conn: sqlite3.Connection) -> tuple[LeaseRecord | None, bool]:
+        def attempt(conn: sqlite3.Connection) -> Acquisition:
             row = self._row(self._select(conn, election), election)
             now = _boottime()
-            if row is not None and row.is_live(now) and row.holder != identity:
-                return row.record(now), False
+            if (
+                row is not None
+                and row.is_live(now)
+                and not (takeover is not None and _version(takeover) == row.version)
+            ):
+                return Acquisition(acquired=False, record=row.record(now))
             wall = _wall()
             expires_at = now + lease_duration
-            if row is not None and row.is_live(now):
-                # Already ours: extend it, same leadership, same fencing token.
-                sql = (
-                    f"UPDATE {self.table} SET lease_duration = ?, renew_time = ?, expires_at = ?,"
-                    " version = version + 1 WHERE election = ? AND version = ?"
-                )
-                params: tuple[Any, ...] = (lease_duration, wall, expires_at, election, row.version)
-            elif row is not None:
-                # Released or expired: a new leadership, so a new fencing token.
+            if row is not None:
+                # Released, expired, or exactly the version the elector judged
+                # ended: a new term, so a new fencing token.
                 sql = (
                     f"UPDATE {self.table} SET holder = ?, lease_duration = ?,"
                     " fencing_token = fencing_token + 1, version = version + 1,"
                     " transitions = transitions + 1, acquire_time = ?, renew_time = ?, expires_at = ?"
                     " WHERE election = ? AND version = ?"
                 )
-                params = (identity, lease_duration, wall, wall, expires_at, election, row.version)
+                params: tuple[Any, ...] = (
+                    identity,
+                    lease_duration,
+                    wall,
+                    wall,
+                    expires_at,
+                    election,
+                    row.version,
+                )
             else:
                 sql = f"INSERT INTO {self.table} ({_SELECT_COLUMNS}) VALUES (?, ?, ?, 1, 1, 0, ?, ?, ?)"
                 params = (election, identity, lease_duration, wall, wall, expires_at)
             written = self._row(self._returning(conn, sql, params), election)
             if written is None:
                 raise self._cas_failed(election)
-            return written.record(now), True
+            return Acquisition(acquired=True, record=written.record(now))
 
         return self._write(attempt)
 
@@ -544,17 +550,19 @@ class SQLiteBackend:
 
     async def try_acquire(
         self, election: str, identity: str, lease_duration: float, takeover: LeaseRecord | None
-    ) -> LeaseRecord | None:
-        # The store decides expiry itself (expires_at on CLOCK_BOOTTIME), so
-        # ``takeover`` is not needed.
+    ) -> Acquisition:
+        # The store expires leases itself (expires_at on CLOCK_BOOTTIME);
+        # ``takeover`` only matters for a term the elector itself ended.
         if not (math.isfinite(lease_duration) and lease_duration > 0):
             raise ConfigError(
                 f"lease_duration must be > 0 seconds, got {lease_duration!r}", field="lease_duration"
             )
-        record, written = await self._run(election, self._acquire_sync, election, identity, lease_duration)
-        if written:
+        acquisition = await self._run(
+            election, self._acquire_sync, election, identity, lease_duration, takeover
+        )
+        if acquisition.acquired:
             self._changes.notify(election)
-        return record
+        return acquisition
 
     async def renew(self, record: LeaseRecord) -> LeaseRecord:
         renewed = await self._run(record.election, self._renew_sync, record)

@@ -101,7 +101,7 @@ async def test_key_layout_is_go_concurrency(
     make: Callable[..., EtcdBackend], etcd_server: EtcdServer
 ) -> None:
     election = name()
-    record = await make().try_acquire(election, "replica-1", 2.0, None)
+    record = (await make().try_acquire(election, "replica-1", 2.0, None)).record
     assert record is not None and record.holder == "replica-1"
     async with raw_client(etcd_server) as client:
         found = await client.get_prefix(f"{DEFAULT_PREFIX}{election}/".encode())
@@ -118,7 +118,7 @@ async def test_key_layout_is_go_concurrency(
 
 async def test_renewal_proclaims_so_version_changes(make: Callable[..., EtcdBackend]) -> None:
     backend = make()
-    record = await backend.try_acquire(name(), "a", 2.0, None)
+    record = (await backend.try_acquire(name(), "a", 2.0, None)).record
     assert record is not None
     renewed = await backend.renew(record)
     assert renewed.version != record.version
@@ -133,8 +133,8 @@ async def test_one_session_serves_many_elections(
 ) -> None:
     backend = make()
     first, second = name(), name()
-    one = await backend.try_acquire(first, "svc", 2.0, None)
-    two = await backend.try_acquire(second, "svc", 2.0, None)
+    one = (await backend.try_acquire(first, "svc", 2.0, None)).record
+    two = (await backend.try_acquire(second, "svc", 2.0, None)).record
     assert one is not None and two is not None
     async with raw_client(etcd_server) as client:
         leases = {
@@ -155,14 +155,14 @@ async def test_revoked_session_is_lost_and_replaced(
 ) -> None:
     backend = make()
     election = name()
-    record = await backend.try_acquire(election, "a", 2.0, None)
+    record = (await backend.try_acquire(election, "a", 2.0, None)).record
     assert record is not None
     async with raw_client(etcd_server) as client:
         kv = (await client.get_prefix(f"{DEFAULT_PREFIX}{election}/".encode()))[0]
         await client.revoke_lease(kv.lease)
     with pytest.raises(LeaseLost):
         await backend.renew(record)
-    again = await backend.try_acquire(election, "a", 2.0, None)
+    again = (await backend.try_acquire(election, "a", 2.0, None)).record
     assert again is not None and again.holder == "a"
     assert again.fencing_token > record.fencing_token, "a new session is a new leadership"
 
@@ -172,14 +172,14 @@ async def test_key_deleted_by_someone_else_is_lost(
 ) -> None:
     backend = make()
     election = name()
-    record = await backend.try_acquire(election, "a", 2.0, None)
+    record = (await backend.try_acquire(election, "a", 2.0, None)).record
     assert record is not None
     async with raw_client(etcd_server) as client:
         await client.delete_prefix(f"{DEFAULT_PREFIX}{election}/".encode())
     with pytest.raises(LeaseLost):
         await backend.renew(record)
     await backend.release(record)  # a no-op now
-    again = await backend.try_acquire(election, "a", 2.0, None)
+    again = (await backend.try_acquire(election, "a", 2.0, None)).record
     assert again is not None and again.holder == "a" and again.fencing_token > record.fencing_token
 
 
@@ -188,7 +188,7 @@ async def test_corrupt_key_behind_the_leader_is_ignored(
 ) -> None:
     backend = make()
     election = name()
-    record = await backend.try_acquire(election, "a", 2.0, None)
+    record = (await backend.try_acquire(election, "a", 2.0, None)).record
     assert record is not None
     async with raw_client(etcd_server) as client:
         await client.put(f"{DEFAULT_PREFIX}{election}/zz-junk".encode(), b"\xff")
@@ -202,9 +202,9 @@ async def test_closing_a_follower_withdraws_its_candidacy(
     make: Callable[..., EtcdBackend], etcd_server: EtcdServer
 ) -> None:
     election = name()
-    leader = await make().try_acquire(election, "leader", 2.0, None)
+    leader = (await make().try_acquire(election, "leader", 2.0, None)).record
     follower = EtcdBackend.from_url(etcd_server.url)
-    seen = await follower.try_acquire(election, "follower", 2.0, None)
+    seen = (await follower.try_acquire(election, "follower", 2.0, None)).record
     assert leader is not None and seen is not None and seen.holder == "leader"
     await follower.aclose()
     async with raw_client(etcd_server) as client:
@@ -217,7 +217,7 @@ async def test_only_the_next_candidate_is_woken(make: Callable[..., EtcdBackend]
     even when it started watching before it queued (as the elector does)."""
     election = name()
     leader_backend = make()
-    leader = await leader_backend.try_acquire(election, "leader", 2.0, None)
+    leader = (await leader_backend.try_acquire(election, "leader", 2.0, None)).record
     second, third = make(), make()
     await second.try_acquire(election, "second", 2.0, None)
     counts = {"second": 0, "third": 0}
@@ -424,7 +424,7 @@ async def test_dead_first_endpoint_is_skipped(
 ) -> None:
     dead = f"127.0.0.1:{free_port()}"
     backend = make(f"etcd://{dead},{etcd_server.endpoint}")
-    record = await backend.try_acquire(name(), "a", 2.0, None)
+    record = (await backend.try_acquire(name(), "a", 2.0, None)).record
     assert record is not None and record.holder == "a"
     assert backend.endpoint == etcd_server.endpoint
 
@@ -497,12 +497,12 @@ async def test_etcds_with_generated_certificates() -> None:
         plaintext = EtcdBackend.from_url(f"etcd://{server.endpoint}?timeout=2")
         try:
             election = name()
-            record = await a.try_acquire(election, "tls-a", 2.0, None)
+            record = (await a.try_acquire(election, "tls-a", 2.0, None)).record
             assert record is not None and record.holder == "tls-a"
-            seen = await b.try_acquire(election, "tls-b", 2.0, None)
+            seen = (await b.try_acquire(election, "tls-b", 2.0, None)).record
             assert seen is not None and seen.holder == "tls-a"
             await a.release(await a.renew(record))
-            taken = await b.try_acquire(election, "tls-b", 2.0, None)
+            taken = (await b.try_acquire(election, "tls-b", 2.0, None)).record
             assert taken is not None and taken.holder == "tls-b"
             for wrong in (untrusted, plaintext):  # no CA to trust the server / no TLS at all
                 with pytest.raises(BackendUnavailable):

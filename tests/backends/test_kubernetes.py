@@ -77,7 +77,7 @@ async def test_entry_point_and_record_as_client_go_writes_it(
     try:
         assert isinstance(backend, KubernetesBackend)
         election = name()
-        record = await backend.try_acquire(election, "replica-a", 1.5, None)
+        record = (await backend.try_acquire(election, "replica-a", 1.5, None)).record
         assert record is not None and record.holder == "replica-a"
         assert record.lease_duration == 2.0, "1.5 s is rounded up to whole seconds"
         spec = admin_get(server, election)["spec"]
@@ -87,10 +87,12 @@ async def test_entry_point_and_record_as_client_go_writes_it(
         assert spec["acquireTime"] == spec["renewTime"]
         assert spec["acquireTime"].endswith("Z") and len(spec["acquireTime"].split(".")[1]) == 7
         assert record.version == admin_get(server, election)["metadata"]["resourceVersion"]
-        # Re-acquiring what we hold extends it: same token and acquireTime.
-        again = await backend.try_acquire(election, "replica-a", 1.5, None)
-        assert again is not None and again.fencing_token == record.fencing_token
-        assert again.acquire_time == record.acquire_time and again.version != record.version
+        # A Lease naming us is not adopted; replacing our own ended term is a new term.
+        assert not (await backend.try_acquire(election, "replica-a", 1.5, None)).acquired
+        again = await backend.try_acquire(election, "replica-a", 1.5, record)
+        assert again.acquired and again.record is not None
+        assert again.record.fencing_token == record.fencing_token + 1
+        assert admin_get(server, election)["spec"]["leaseTransitions"] == 1
         rounded = [r for r in caplog.records if "whole seconds" in r.getMessage()]
         assert len(rounded) == 1, "the rounding is said once, not on every call"
     finally:
@@ -116,7 +118,7 @@ async def test_microtime_bytes_on_the_wire(
     # A wall clock that stands on a whole second: isoformat() would give "...:05+00:00".
     backend._clock = FakeClock(wall_start=dt.datetime(2026, 11, 28, 12, 0, 5, tzinfo=dt.UTC))
     election = name()
-    record = await backend.try_acquire(election, "replica-a", 2, None)
+    record = (await backend.try_acquire(election, "replica-a", 2, None)).record
     assert record is not None
     record = await backend.renew(record)
     await backend.release(record)
@@ -132,7 +134,11 @@ async def test_microtime_bytes_on_the_wire(
 
 async def test_first_create_race_has_one_winner(make: Callable[..., KubernetesBackend]) -> None:
     election = name()
-    results = await asyncio.gather(*(make().try_acquire(election, f"replica-{i}", 2, None) for i in range(5)))
+    attempts = await asyncio.gather(
+        *(make().try_acquire(election, f"replica-{i}", 2, None) for i in range(5))
+    )
+    assert sum(a.acquired for a in attempts) == 1, attempts
+    results = [a.record for a in attempts]
     holders = {r.holder for r in results if r is not None}
     assert len(holders) == 1, f"every attempt must report the one winner, got {holders}"
 
@@ -142,7 +148,7 @@ async def test_renew_fast_path_is_one_update(
 ) -> None:
     backend = make()
     election = name()
-    record = await backend.try_acquire(election, "replica-a", 2, None)
+    record = (await backend.try_acquire(election, "replica-a", 2, None)).record
     assert record is not None
     methods: list[str] = []
     pool = backend._api.rest_client.pool_manager
@@ -168,7 +174,7 @@ async def test_renew_after_foreign_metadata_change_keeps_the_lease(
     """A conflict from a write that left us holder (a label added) is a GET + update, not a loss."""
     backend = make()
     election = name()
-    record = await backend.try_acquire(election, "replica-a", 2, None)
+    record = (await backend.try_acquire(election, "replica-a", 2, None)).record
     assert record is not None
     lease = admin_get(server, election)
     lease["metadata"]["labels"] = {"team": "billing"}
@@ -184,7 +190,7 @@ async def test_renew_of_a_taken_lease_is_lost(
 ) -> None:
     backend = make()
     election = name()
-    record = await backend.try_acquire(election, "replica-a", 2, None)
+    record = (await backend.try_acquire(election, "replica-a", 2, None)).record
     assert record is not None
     await asyncio.to_thread(
         admin_put_lease, server, client_go_lease(server, election, "go-controller", 2, transitions=1)
@@ -202,13 +208,13 @@ async def test_a_stale_cached_object_never_lowers_the_token(
     renewal or release write an older leaseTransitions (the token would repeat)."""
     election = name()
     a, b = make(), make()
-    first = await a.try_acquire(election, "replica-a", 2, None)
+    first = (await a.try_acquire(election, "replica-a", 2, None)).record
     assert first is not None
     await a.release(first)
     watch = b.watch(election)
     released = await anext(watch)  # b's watch now holds the released object (transitions 0)
     assert released is not None and not released.is_held
-    taken = await b.try_acquire(election, "replica-b", 2, released)
+    taken = (await b.try_acquire(election, "replica-b", 2, released)).record
     assert taken is not None and taken.fencing_token == 1
     stale = await anext(watch)  # b's own write, seen late; then force an older copy in
     assert stale is not None
@@ -219,7 +225,7 @@ async def test_a_stale_cached_object_never_lowers_the_token(
     assert renewed.fencing_token == 1
     await b.release(renewed)
     assert admin_get(server, election)["spec"]["leaseTransitions"] == 1
-    again = await a.try_acquire(election, "replica-a", 2, None)
+    again = (await a.try_acquire(election, "replica-a", 2, None)).record
     assert again is not None and again.fencing_token == 2
     await watch.aclose()
 
@@ -238,7 +244,7 @@ async def test_client_go_record_respected_until_expiry_by_own_clock(
     seen = await backend.get(election)
     seen_at = time.monotonic()
     assert seen is not None and seen.holder == "go-controller" and seen.expires_in is None
-    held = await backend.try_acquire(election, "replica-a", 2, None)
+    held = (await backend.try_acquire(election, "replica-a", 2, None)).record
     assert held is not None and held.holder == "go-controller", "no takeover without the elector's say-so"
     elector = LeaderElector(election, make(), config("replica-a"))
     async with running(elector):
@@ -262,10 +268,10 @@ async def test_takeover_needs_the_version_seen(
     assert stale is not None
     # The Go controller renews: a new resourceVersion.
     await asyncio.to_thread(admin_put_lease, server, client_go_lease(server, election, "go-controller", 2))
-    result = await backend.try_acquire(election, "replica-a", 2, stale)
+    result = (await backend.try_acquire(election, "replica-a", 2, stale)).record
     assert result is not None and result.holder == "go-controller"
     assert result.version != stale.version
-    taken = await backend.try_acquire(election, "replica-a", 2, result)
+    taken = (await backend.try_acquire(election, "replica-a", 2, result)).record
     assert taken is not None and taken.holder == "replica-a"
     assert taken.transitions == 1 == taken.fencing_token
 
@@ -296,7 +302,7 @@ async def test_released_by_client_go_is_free_at_once(
     election = name()
     released = client_go_lease(server, election, "", 1, transitions=7)
     await asyncio.to_thread(admin_put_lease, server, released)
-    record = await make().try_acquire(election, "replica-a", 2, None)
+    record = (await make().try_acquire(election, "replica-a", 2, None)).record
     assert record is not None and record.holder == "replica-a" and record.fencing_token == 8
 
 
@@ -349,7 +355,7 @@ async def test_without_update_the_error_names_the_missing_verb(
     backend = make(namespace)
     await wait_for_rbac(backend)
     election = name()
-    first = await backend.try_acquire(election, "replica-a", 2, None)  # create is allowed
+    first = (await backend.try_acquire(election, "replica-a", 2, None)).record  # create is allowed
     assert first is not None and first.holder == "replica-a"
     with pytest.raises(AccessDenied) as caught:
         await backend.renew(first)
@@ -392,7 +398,7 @@ async def test_with_the_documented_role_it_works(
     a, b = make(namespace), make(namespace)
     await wait_for_rbac(a)
     election = name()
-    record = await a.try_acquire(election, "replica-a", 2, None)
+    record = (await a.try_acquire(election, "replica-a", 2, None)).record
     assert record is not None and record.holder == "replica-a"
     record = await a.renew(record)
     watch = b.watch(election)
@@ -402,7 +408,7 @@ async def test_with_the_documented_role_it_works(
     released = await asyncio.wait_for(anext(watch), 5)
     assert released is not None and not released.is_held
     await watch.aclose()
-    taken = await b.try_acquire(election, "replica-b", 2, released)
+    taken = (await b.try_acquire(election, "replica-b", 2, released)).record
     assert taken is not None and taken.holder == "replica-b"
 
 
@@ -485,7 +491,7 @@ async def test_watch_resumes_after_the_stream_ends_and_after_410(
     monkeypatch.setattr(module, "_WATCH_SECONDS", 1)  # the server ends each watch after 1 s
     backend, actor = make(), make()
     election = name()
-    record = await actor.try_acquire(election, "replica-a", 2, None)
+    record = (await actor.try_acquire(election, "replica-a", 2, None)).record
     assert record is not None
     watch = backend.watch(election)
     first = await anext(watch)
@@ -524,7 +530,7 @@ async def test_watch_relists_after_410_gone(
     backend._list_one = counting  # type: ignore[method-assign]
     try:
         election = name()
-        record = await actor.try_acquire(election, "replica-a", 2, None)
+        record = (await actor.try_acquire(election, "replica-a", 2, None)).record
         assert record is not None
         watch = backend.watch(election)
         assert (await anext(watch)) is not None
@@ -553,13 +559,13 @@ async def test_watch_reports_deletion_and_recreation(
 ) -> None:
     backend, actor = make(), make()
     election = name()
-    record = await actor.try_acquire(election, "replica-a", 2, None)
+    record = (await actor.try_acquire(election, "replica-a", 2, None)).record
     assert record is not None
     watch = backend.watch(election)
     assert (await anext(watch)) is not None
     server.admin_request("DELETE", f"{LEASES.format(namespace=server.namespace)}/{election}")
     assert await asyncio.wait_for(anext(watch), 5) is None
-    again = await actor.try_acquire(election, "replica-b", 2, None)
+    again = (await actor.try_acquire(election, "replica-b", 2, None)).record
     assert again is not None and again.holder == "replica-b"
     seen = await asyncio.wait_for(anext(watch), 5)
     assert seen is not None and seen.holder == "replica-b"
@@ -621,7 +627,7 @@ async def test_hung_api_server_is_unavailable_within_the_timeout(uncached_server
         deadline = time.monotonic() + 10
         while True:  # and it works again once the server answers
             try:
-                record = await backend.try_acquire(name(), "replica-a", 2, None)
+                record = (await backend.try_acquire(name(), "replica-a", 2, None)).record
                 break
             except BackendUnavailable:
                 if time.monotonic() > deadline:

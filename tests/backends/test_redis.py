@@ -56,7 +56,7 @@ async def opened(url: str) -> AsyncIterator[RedisBackend]:
 
 async def full_cycle(backend: RedisBackend, name: str) -> None:
     """Acquire, observe, renew, watch, release: every call the elector makes."""
-    record = await backend.try_acquire(name, "replica-a", LEASE, None)
+    record = (await backend.try_acquire(name, "replica-a", LEASE, None)).record
     assert record is not None and record.holder == "replica-a"
     seen = await backend.get(name)
     assert seen is not None and seen.holder == "replica-a" and seen.fencing_token == record.fencing_token
@@ -195,24 +195,28 @@ async def test_uncontended_acquisition_is_one_round_trip(redis_server: RedisServ
         assert calls(after, command) == calls(before, command), command
 
 
-async def test_same_identity_keeps_its_lease_and_token(redis_server: RedisServer) -> None:
-    """Asking again as the holder (a lost reply, a restart with the same identity) refreshes
-    the lease: same fencing token, new version, full lease again."""
+async def test_a_new_term_over_our_own_ended_record(redis_server: RedisServer) -> None:
+    """Our own live record is replaced only as the exact takeover version, by a new term:
+    a new fencing token, the old term's token no longer renews, a full lease again."""
     name = election()
     async with opened(redis_server.url) as backend:
-        first = await backend.try_acquire(name, "replica-a", LEASE, None)
+        first = (await backend.try_acquire(name, "replica-a", LEASE, None)).record
+        assert first is not None
         await asyncio.sleep(0.3)
-        again = await backend.try_acquire(name, "replica-a", LEASE, None)
-        assert again is not None and again.holder == "replica-a"
-        assert again.fencing_token == first.fencing_token if first else False
-        assert again.version != (first.version if first else "")
-        assert again.expires_in == pytest.approx(LEASE)
+        refused = await backend.try_acquire(name, "replica-a", LEASE, None)
+        assert not refused.acquired
+        again = await backend.try_acquire(name, "replica-a", LEASE, first)
+        assert again.acquired and again.record is not None
+        assert again.record.fencing_token == first.fencing_token + 1
+        assert again.record.expires_in == pytest.approx(LEASE)
+        with pytest.raises(LeaseLost):
+            await backend.renew(first)
 
 
 async def test_noscript_after_script_flush_is_reloaded(redis_server: RedisServer) -> None:
     name = election()
     async with opened(redis_server.url) as backend:
-        record = await backend.try_acquire(name, "replica-a", LEASE, None)
+        record = (await backend.try_acquire(name, "replica-a", LEASE, None)).record
         assert record is not None
         admin = aioredis.Redis(**redis_server.redis_kwargs())
         try:
@@ -396,7 +400,7 @@ async def test_restart_with_persistence_renews_the_same_lease(tmp_path: Path) ->
     name = election()
     try:
         async with opened(server.url) as leader, opened(server.url) as other:
-            record = await leader.try_acquire(name, "leader", LEASE * 3, None)
+            record = (await leader.try_acquire(name, "leader", LEASE * 3, None)).record
             assert record is not None and record.holder == "leader"
             server = restart(server, tmp_path, **options)
             with pytest.raises(BackendUnavailable):
@@ -404,7 +408,7 @@ async def test_restart_with_persistence_renews_the_same_lease(tmp_path: Path) ->
             server.start()
             renewed = await leader.renew(record)
             assert renewed.holder == "leader" and renewed.fencing_token == record.fencing_token
-            taken = await other.try_acquire(name, "other", LEASE, None)
+            taken = (await other.try_acquire(name, "other", LEASE, None)).record
             assert taken is not None and taken.holder == "leader", "never two leaders"
     finally:
         server.stop()
@@ -417,11 +421,11 @@ async def test_restart_without_persistence_loses_the_lease_loudly(tmp_path: Path
     name = election()
     try:
         async with opened(server.url) as leader, opened(server.url) as other:
-            record = await leader.try_acquire(name, "leader", LEASE, None)
+            record = (await leader.try_acquire(name, "leader", LEASE, None)).record
             assert record is not None
             server = restart(server, tmp_path)
             server.start()
-            taken = await other.try_acquire(name, "other", LEASE, None)
+            taken = (await other.try_acquire(name, "other", LEASE, None)).record
             assert taken is not None and taken.holder == "other"
             with pytest.raises(LeaseLost):
                 await leader.renew(record)
@@ -440,7 +444,7 @@ async def test_foreign_record_in_the_documented_format_is_read(redis_server: Red
         value = {"holder": "other-impl", "token": "abc", "fencing_token": 7, "lease_duration": LEASE}
         await admin.set(f"leaderlib:{name}", json.dumps(value), px=int(LEASE * 1000))
         async with opened(redis_server.url) as backend:
-            held = await backend.try_acquire(name, "replica-a", LEASE, None)
+            held = (await backend.try_acquire(name, "replica-a", LEASE, None)).record
             assert held is not None and held.holder == "other-impl" and held.fencing_token == 7
             assert held.expires_in is not None and 0 < held.expires_in <= LEASE
     finally:

@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 import pytest
 
-from leaderlib import LeaderElector, LeaseLost
+from leaderlib import BackendUnavailable, LeaderElector, LeaseLost, LeaseRecord
 from leaderlib._errors import CorruptLeaseRecord
 from leaderlib.backends import Backend
 from tests.electing import LEASE, config, running, until
@@ -53,7 +53,7 @@ async def test_get_reports_the_holder(backends: Backends) -> None:
     election = election_name()
     backend = backends()
     assert await backend.get(election) is None
-    record = await backend.try_acquire(election, "holder-a", LEASE, None)
+    record = (await backend.try_acquire(election, "holder-a", LEASE, None)).record
     assert record is not None and record.holder == "holder-a"
     seen = await backends().get(election)
     assert seen is not None
@@ -65,9 +65,9 @@ async def test_get_reports_the_holder(backends: Backends) -> None:
 
 async def test_second_acquirer_sees_the_holder(backends: Backends) -> None:
     election = election_name()
-    first = await backends().try_acquire(election, "holder-a", LEASE, None)
+    first = (await backends().try_acquire(election, "holder-a", LEASE, None)).record
     assert first is not None and first.holder == "holder-a"
-    second = await backends().try_acquire(election, "holder-b", LEASE, None)
+    second = (await backends().try_acquire(election, "holder-b", LEASE, None)).record
     assert second is not None, "a failed attempt must report the current holder"
     assert second.holder == "holder-a"
 
@@ -77,7 +77,7 @@ async def test_renew_extends_and_stale_record_is_lost(backends: Backends) -> Non
     record raises LeaseLost and releasing it changes nothing."""
     election = election_name()
     a, b = backends(), backends()
-    record = await a.try_acquire(election, "holder-a", LEASE, None)
+    record = (await a.try_acquire(election, "holder-a", LEASE, None)).record
     assert record is not None and record.holder == "holder-a"
     for _ in range(4):  # 4 x 0.7 s > LEASE: alive only through renewals
         await asyncio.sleep(0.7)
@@ -85,7 +85,7 @@ async def test_renew_extends_and_stale_record_is_lost(backends: Backends) -> Non
         assert renewed.holder == "holder-a"
         assert renewed.fencing_token == record.fencing_token
         record = renewed
-    stolen = await b.try_acquire(election, "holder-b", LEASE, None)
+    stolen = (await b.try_acquire(election, "holder-b", LEASE, None)).record
     assert stolen is not None and stolen.holder == "holder-a", "a renewed lease must still be held"
 
     # Let A's lease expire; B takes over (by the store's expiry or by its own count).
@@ -94,7 +94,7 @@ async def test_renew_extends_and_stale_record_is_lost(backends: Backends) -> Non
     seen = await b.get(election)
     while time.monotonic() < deadline:
         await asyncio.sleep(LEASE + 0.2)
-        taken = await b.try_acquire(election, "holder-b", LEASE, seen)
+        taken = (await b.try_acquire(election, "holder-b", LEASE, seen)).record
         if taken is not None and taken.holder == "holder-b":
             break
         seen = taken
@@ -113,7 +113,7 @@ async def test_renew_extends_and_stale_record_is_lost(backends: Backends) -> Non
 async def test_expired_leader_is_replaced(backends: Backends) -> None:
     """A leader that stops renewing (a crash) is replaced after the lease, not before."""
     election = election_name()
-    crashed = await backends().try_acquire(election, "crashed", LEASE, None)
+    crashed = (await backends().try_acquire(election, "crashed", LEASE, None)).record
     assert crashed is not None and crashed.holder == "crashed"
     started = time.monotonic()
     follower = LeaderElector(election, backends(), config("follower"))
@@ -159,7 +159,7 @@ async def test_fencing_tokens_strictly_increase(backends: Backends) -> None:
             await until(lambda e=elector: e.is_leader, timeout=10)  # type: ignore[misc]
             assert elector.leadership is not None
             tokens.append(elector.leadership.fencing_token)
-    crashed = await backends().try_acquire(election, "crashed", LEASE, None)
+    crashed = (await backends().try_acquire(election, "crashed", LEASE, None)).record
     assert crashed is not None and crashed.holder == "crashed"
     tokens.append(crashed.fencing_token)
     after = LeaderElector(election, backends(), config("after-crash"))
@@ -185,7 +185,7 @@ async def test_watch_reports_changes(backends: Backends) -> None:
     try:
         await asyncio.sleep(0.3)  # let the watch start
         actor = backends()
-        record = await actor.try_acquire(election, "holder-a", LEASE, None)
+        record = (await actor.try_acquire(election, "holder-a", LEASE, None)).record
         assert record is not None
         await until(lambda: "holder-a" in seen, timeout=3)
         await actor.release(record)
@@ -224,3 +224,55 @@ async def test_corrupt_record_gives_clear_error_and_is_kept(harness: Harness, ba
         assert not elector.is_leader, "an unreadable record must not be overwritten"
     with pytest.raises(CorruptLeaseRecord):
         await backend.get(election)
+
+
+class _RenewalsFail:
+    """A real backend whose renewals fail while ``failing`` is set: a store outage as the
+    leader sees it, while the record it wrote stays in the store."""
+
+    def __init__(self, backend: Backend) -> None:
+        self._backend = backend
+        self.scheme = backend.scheme
+        self.failing = False
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._backend, name)
+
+    async def renew(self, record: LeaseRecord) -> LeaseRecord:
+        if self.failing:
+            raise BackendUnavailable("renewals fail for this test", election=record.election, backend=None)
+        return await self._backend.renew(record)
+
+
+async def test_a_new_term_after_a_lost_one_gets_a_higher_token(backends: Backends) -> None:
+    """Regression (issue 9, item 8): a leader whose renewals fail steps down while its
+    record is still in the store; when the store answers again it leads again, and that
+    new term has a higher fencing token than the lost one, so a run left over from the
+    lost term cannot pass for the new term's."""
+    election = election_name()
+    backend = _RenewalsFail(backends())
+    elector = LeaderElector(election, backend, config("comeback"))  # type: ignore[arg-type]
+    async with running(elector):
+        await until(lambda: elector.is_leader, timeout=10)
+        lost = elector.leadership
+        assert lost is not None
+        lost_token = lost.fencing_token
+        backend.failing = True
+        await until(lambda: elector.leadership is not lost, timeout=LEASE + 2, what="stepping down")
+        assert not lost.is_valid()
+        backend.failing = False
+        await until(lambda: elector.is_leader, timeout=LEASE + 6, what="leading again")
+        assert elector.leadership is not None
+        assert elector.leadership.fencing_token > lost_token, "a new term reused the lost term's token"
+
+
+async def test_a_record_naming_us_is_not_adopted(backends: Backends) -> None:
+    """The acquire decision goes by the candidacy, not the identity string: a live record
+    whose holder is our identity is taken over only as exactly the version we ended, and
+    that is a new term with a new token."""
+    election = election_name()
+    first = await backends().try_acquire(election, "same-name", LEASE, None)
+    assert first.acquired and first.record is not None
+    other = await backends().try_acquire(election, "same-name", LEASE, None)
+    assert not other.acquired, "another candidacy with the same identity adopted a live lease"
+    assert other.record is not None and other.record.fencing_token == first.record.fencing_token

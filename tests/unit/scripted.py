@@ -21,7 +21,8 @@ import itertools
 from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
-from leaderlib import BackendError, FakeClock, LeaseLost, LeaseRecord
+from leaderlib import Acquisition, BackendError, FakeClock, LeaseLost, LeaseRecord
+from leaderlib.backends import is_takeover
 
 __all__ = [
     "Behaviour",
@@ -264,18 +265,16 @@ class ScriptedBackend:
 
     async def try_acquire(
         self, election: str, identity: str, lease_duration: float, takeover: LeaseRecord | None
-    ) -> LeaseRecord | None:
+    ) -> Acquisition:
         scripted = await self._enter("try_acquire", (election, identity, lease_duration, takeover))
         if scripted is not PROCEED:
             return scripted  # type: ignore[no-any-return]
         current = self.current(election)
         if current is None or not current.is_held:
-            return self._new_term(election, identity, lease_duration)
-        if current.holder == identity:
-            return self._write(dataclasses.replace(current, lease_duration=lease_duration))
-        if not self.server_expiry and takeover is not None and takeover.version == current.version:
-            return self._new_term(election, identity, lease_duration)
-        return current
+            return Acquisition(acquired=True, record=self._new_term(election, identity, lease_duration))
+        if is_takeover(current, takeover):
+            return Acquisition(acquired=True, record=self._new_term(election, identity, lease_duration))
+        return Acquisition(acquired=False, record=current)
 
     async def renew(self, record: LeaseRecord) -> LeaseRecord:
         scripted = await self._enter("renew", (record,))

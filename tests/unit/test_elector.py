@@ -13,6 +13,7 @@ import pytest
 
 from leaderlib import (
     AccessDenied,
+    Acquisition,
     BackendUnavailable,
     ConfigError,
     CorruptLeaseRecord,
@@ -143,7 +144,11 @@ async def test_a_lease_the_store_is_slow_to_drop_is_not_retried_in_a_hot_loop(cl
     up to ~0.5 s late): the follower retries at most every 20 ms, not every 2 ms."""
     backend = ScriptedBackend(clock, server_expiry=True)
     stuck = backend.seize(ELECTION, "other", lease_duration=LEASE)
-    backend.script("try_acquire", Return(dataclasses.replace(stuck, expires_in=0.0)), times=None)
+    backend.script(
+        "try_acquire",
+        Return(Acquisition(acquired=False, record=dataclasses.replace(stuck, expires_in=0.0))),
+        times=None,
+    )
     elector = make_elector(clock, backend)
     async with running(elector, clock):
         await clock.advance(1.0)

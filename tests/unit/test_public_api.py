@@ -36,6 +36,7 @@ def test_all_pins_the_public_api() -> None:
     assert leaderlib.__all__ == [
         "DEFAULT_BACKEND",
         "AccessDenied",
+        "Acquisition",
         "Backend",
         "BackendError",
         "BackendNotInstalled",
