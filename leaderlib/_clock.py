@@ -1,7 +1,17 @@
 """Time, passed in so the election algorithm can be tested deterministically.
 
 The elector reads only ``monotonic()`` to make safety decisions; ``wall()`` is
-for the human-readable times written into lease records.
+for the human-readable times written into lease records and for naming
+scheduled ticks.
+
+"Monotonic" here means a clock that also counts the time a host spends
+suspended: ``CLOCK_BOOTTIME`` on Linux. Python's ``time.monotonic()`` is
+``CLOCK_MONOTONIC``, which stands still while a Linux host (or, depending on
+the hypervisor, a VM) is suspended, so a leader woken after a suspend longer
+than its lease would believe its term still valid while another replica
+leads. Where ``CLOCK_BOOTTIME`` is missing, ``time.monotonic()`` is used:
+on Windows it counts suspended time; on macOS it does not, and there a
+woken ex-leader's late actions are stopped only by fencing tokens.
 """
 
 from __future__ import annotations
@@ -14,7 +24,7 @@ import time
 from collections.abc import Awaitable
 from typing import Protocol, TypeVar
 
-__all__ = ["Clock", "FakeClock", "SystemClock", "wait_for"]
+__all__ = ["Clock", "FakeClock", "SystemClock", "boottime", "wait_for"]
 
 T = TypeVar("T")
 
@@ -23,7 +33,8 @@ class Clock(Protocol):
     """What the elector needs to know about time."""
 
     def monotonic(self) -> float:
-        """Seconds on a clock that never goes backwards (not comparable across hosts)."""
+        """Seconds on a clock that never goes backwards and counts suspended time
+        (not comparable across hosts)."""
         ...
 
     def wall(self) -> dt.datetime:
@@ -35,17 +46,40 @@ class Clock(Protocol):
         ...
 
 
+_BOOTTIME: int | None = getattr(time, "CLOCK_BOOTTIME", None)
+
+
+def boottime() -> float:
+    """Seconds on the host-wide clock that counts suspended time (``CLOCK_BOOTTIME``).
+
+    Shared by every process on the host and never stepped with the wall
+    clock; ``time.monotonic()`` where the OS has no ``CLOCK_BOOTTIME``.
+    """
+    return time.clock_gettime(_BOOTTIME) if _BOOTTIME is not None else time.monotonic()
+
+#: The longest one asyncio sleep lasts inside :meth:`SystemClock.sleep`. asyncio
+#: sleeps on CLOCK_MONOTONIC, which stands still during a host suspend: a
+#: sleep is cut into slices and the boot-time clock read after each, so a
+#: woken host overshoots a deadline by at most one slice.
+_SLEEP_SLICE = 1.0
+
+
 class SystemClock:
-    """The real clocks: ``time.monotonic`` and UTC wall time."""
+    """The real clocks: :func:`boottime` for deadlines, UTC for the wall."""
 
     def monotonic(self) -> float:
-        return time.monotonic()
+        return boottime()
 
     def wall(self) -> dt.datetime:
         return dt.datetime.now(dt.UTC)
 
     async def sleep(self, seconds: float) -> None:
-        await asyncio.sleep(max(0.0, seconds))
+        """Sleep until ``seconds`` have passed on the boot-time clock."""
+        until = boottime() + seconds
+        while (remaining := until - boottime()) > 0:
+            await asyncio.sleep(min(remaining, _SLEEP_SLICE))
+        if seconds <= 0:
+            await asyncio.sleep(0)
 
 
 class FakeClock:

@@ -52,11 +52,11 @@ import re
 import sqlite3
 import tempfile
 import threading
-import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any, ClassVar, TypeVar
 from urllib.parse import SplitResult, unquote
 
+from .._clock import boottime
 from .._errors import (
     AccessDenied,
     BackendError,
@@ -97,19 +97,6 @@ _COLUMNS = (
     "expires_at",
 )
 _SELECT_COLUMNS = ", ".join(_COLUMNS)
-
-
-def _boottime() -> float:
-    """Seconds on the host-wide clock that expiry is measured on.
-
-    CLOCK_BOOTTIME (Linux) is shared by every process on the host, counts
-    suspended time and never jumps with the wall clock. Elsewhere
-    ``time.monotonic`` is also system-wide (mach_absolute_time,
-    QueryPerformanceCounter), which is all the store needs.
-    """
-    if hasattr(time, "CLOCK_BOOTTIME"):
-        return time.clock_gettime(time.CLOCK_BOOTTIME)
-    return time.monotonic()
 
 
 def _wall() -> str:
@@ -217,6 +204,7 @@ class SQLiteBackend:
     """
 
     scheme = "sqlite"
+    observation_granularity = 0.0  # the store expires leases itself
     _notifiers: ClassVar[dict[str, ChangeNotifier]] = {}
     _notifiers_lock: ClassVar[threading.Lock] = threading.Lock()
 
@@ -436,7 +424,7 @@ class SQLiteBackend:
 
     def _get_sync(self, election: str) -> LeaseRecord | None:
         row = self._row(self._select(self._connection(), election), election)
-        return row.record(_boottime()) if row else None
+        return row.record(boottime()) if row else None
 
     def _acquire_sync(
         self, election: str, identity: str, lease_duration: float, takeover: LeaseRecord | None
@@ -445,7 +433,7 @@ class SQLiteBackend:
 
         def attempt(conn: sqlite3.Connection) -> Acquisition:
             row = self._row(self._select(conn, election), election)
-            now = _boottime()
+            now = boottime()
             if (
                 row is not None
                 and row.is_live(now)
@@ -501,7 +489,7 @@ class SQLiteBackend:
 
     def _renew_sync(self, record: LeaseRecord) -> LeaseRecord | None:
         def attempt(conn: sqlite3.Connection) -> LeaseRecord | None:
-            now = _boottime()
+            now = boottime()
             raw = self._returning(
                 conn,
                 f"UPDATE {self.table} SET renew_time = ?, expires_at = ?, version = version + 1"
@@ -528,7 +516,7 @@ class SQLiteBackend:
                 f"UPDATE {self.table} SET holder = '', renew_time = ?, expires_at = ?,"
                 " version = version + 1 WHERE election = ? AND version = ? AND holder = ?"
                 " AND holder <> ''",
-                (_wall(), _boottime(), record.election, _version(record), record.holder),
+                (_wall(), boottime(), record.election, _version(record), record.holder),
             )
             return cursor.rowcount > 0
 
@@ -595,16 +583,16 @@ class SQLiteBackend:
                 # When the lease runs out the record reads as released, with no
                 # write to wake us: wake at its deadline too.
                 expires = (
-                    time.monotonic() + record.expires_in
+                    boottime() + record.expires_in
                     if record is not None and record.is_held and record.expires_in is not None
                     else math.inf
                 )
                 while True:
-                    timeout = min(_WATCH_POLL, max(0.0, expires - time.monotonic()))
+                    timeout = min(_WATCH_POLL, max(0.0, expires - boottime()))
                     with contextlib.suppress(TimeoutError):
                         async with asyncio.timeout(timeout):
                             await event.wait()
-                    if event.is_set() or time.monotonic() >= expires:
+                    if event.is_set() or boottime() >= expires:
                         break
                     current = await self._run(election, self._cached_data_version, _WATCH_POLL * 0.8)
                     if current != data_version:
@@ -619,7 +607,7 @@ class SQLiteBackend:
         one reading keeps the cost of many watches (per-job mode) at one tiny
         query per poll interval. Runs on the worker thread.
         """
-        now = time.monotonic()
+        now = boottime()
         cached = self._data_version
         if cached is not None and now - cached[0] < max_age:
             return cached[1]
