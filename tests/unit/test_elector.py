@@ -24,6 +24,7 @@ from leaderlib import (
     LeaseLost,
     NotLeader,
 )
+from leaderlib._elector import DENIAL_GRACE
 
 from .scripted import Behaviour, Conflict, Delay, Hang, PausingClock, Raise, Return, ScriptedBackend
 
@@ -468,6 +469,64 @@ async def test_unfixable_acquire_errors_make_run_raise(
         task.result()
     assert len(backend.calls_to("try_acquire")) == 3  # no endless loop
     assert elector.state is ElectorState.STOPPED
+
+
+async def test_a_record_naming_us_that_the_store_did_not_grant_is_not_leadership(
+    clock: PausingClock, backend: ScriptedBackend
+) -> None:
+    """Regression (issue 9, item 1's trap): the store answers with a record whose holder
+    is our identity (an abandoned etcd session's key still first in the queue) but says
+    this attempt did not acquire. The elector must not lead on the identity string, nor
+    announce itself as the new leader."""
+    leaders: list[str | None] = []
+    ghost = backend.seize(ELECTION, "me", lease_duration=LEASE)
+    backend.script("try_acquire", Return(Acquisition(acquired=False, record=ghost)), times=None)
+    elector = make_elector(clock, backend, on_new_leader=leaders.append)
+    async with running(elector, clock):
+        await clock.advance(3 * RETRY)
+        assert not elector.is_leader
+        assert "me" not in leaders
+
+
+async def test_access_denied_after_credentials_worked_is_retried(
+    clock: PausingClock, backend: ScriptedBackend, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Regression (issue 9, item 6): a store that restarts may refuse credentials that
+    worked a moment ago (a kube-apiserver answers 403 while RBAC warms up). A leader that
+    loses its term to that keeps campaigning, logs it, and leads again once it passes."""
+    elector = make_elector(clock, backend)
+    async with running(elector, clock) as task:
+        assert elector.is_leader
+        first = current_leadership(elector).fencing_token
+        denied = AccessDenied("forbidden: RBAC warming up", election=ELECTION)
+        backend.script("renew", Raise(denied), times=None)
+        backend.script("try_acquire", Raise(denied), times=None)
+        await clock.advance(DEADLINE + 5 * RETRY)
+        assert not task.done(), "a passing denial of working credentials ended run()"
+        assert not elector.is_leader
+        assert "acquisition attempt failed; will retry" in caplog.messages
+        backend.clear()
+        await clock.advance(RETRY + 0.01)
+        assert elector.is_leader
+        assert current_leadership(elector).fencing_token > first
+
+
+async def test_access_denied_that_lasts_past_the_grace_makes_run_raise(
+    clock: PausingClock, backend: ScriptedBackend, caplog: pytest.LogCaptureFixture
+) -> None:
+    elector = make_elector(clock, backend)
+    task = asyncio.create_task(elector.run())
+    await clock.settle()
+    assert elector.is_leader
+    backend.script("renew", Raise(AccessDenied), times=None)
+    backend.script("try_acquire", Raise(AccessDenied), times=None)
+    await clock.advance(DEADLINE + DENIAL_GRACE / 2)
+    assert not task.done()
+    assert "acquisition attempts still failing" in caplog.messages  # a reminder while it lasts
+    await clock.advance(DENIAL_GRACE / 2 + 2 * RETRY)
+    assert task.done()
+    with pytest.raises(AccessDenied):
+        task.result()
 
 
 async def test_corrupt_record_is_logged_and_retried_never_replaced(
