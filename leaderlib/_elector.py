@@ -6,7 +6,9 @@ record. The safety rules, in the order the code applies them:
 1. A leader trusts only its own monotonic clock. Its term is valid until
    ``(when the acquiring or last successful renewing request was SENT) +
    renew_deadline``. When that passes without a renewal it steps down: the
-   leader's work is cancelled before any follower may take over.
+   leader's work is cancelled before any follower may take over. Where other
+   electors may miss a renewal (``Backend.observation_granularity``), the
+   deadline is at most ``lease_duration`` minus that granularity.
 2. A follower never compares a remote timestamp with its clock. It counts
    ``lease_duration`` on its own monotonic clock from when it last saw the
    record change (or the store's own remaining TTL, where the store expires
@@ -57,6 +59,42 @@ DENIAL_GRACE = 60.0
 
 #: How often a store failure that lasts is logged again at WARNING.
 REMINDER_INTERVAL = 30.0
+
+
+def _renew_deadline(election: str, config: ElectionConfig, backend: Backend) -> float:
+    """The renew deadline to keep on ``backend``: ``config.renew_deadline``, shortened to
+    ``lease_duration - backend.observation_granularity`` where that is less.
+
+    A store whose other electors may miss renewals up to that many seconds
+    apart (client-go on a Kubernetes Lease sees renewTime in whole seconds)
+    lets a follower start counting the lease that much before the leader's
+    last renewal; the term must end that much earlier to stay within the
+    follower's count. Raises :class:`ConfigError` if the shortened deadline
+    leaves no room for a renewal.
+    """
+    granularity = backend.observation_granularity
+    safe = config.lease_duration - granularity
+    if config.renew_deadline <= safe:
+        return config.renew_deadline
+    if safe <= config.renew_interval:
+        raise ConfigError(
+            f"on {backend.scheme}:// another elector may not see a renewal for up to {granularity} s, "
+            f"so a leader's term must end {granularity} s before its lease: renew_deadline at most "
+            f"lease_duration - {granularity} = {safe:g} s, which leaves no room for renew_interval "
+            f"({config.renew_interval} s); lengthen lease_duration",
+            field="lease_duration",
+        )
+    logger.warning(
+        "renew deadline shortened: the store's other electors may not see every renewal",
+        extra={
+            "election": election,
+            "backend": backend.scheme,
+            "renew_deadline": safe,
+            "configured": config.renew_deadline,
+            "granularity": granularity,
+        },
+    )
+    return safe
 
 
 class ElectorState(enum.Enum):
@@ -149,6 +187,8 @@ class LeaderElector:
         self.backend = backend
         self.config = config or ElectionConfig()
         self.identity = self.config.identity
+        self.renew_deadline = _renew_deadline(election, self.config, backend)
+        """The renew deadline this elector keeps: the config's, or less (see _renew_deadline)."""
         self.clock = clock or SystemClock()
         self.state = ElectorState.IDLE
         self.leadership: Leadership | None = None
@@ -261,7 +301,7 @@ class LeaderElector:
                     self.backend.try_acquire(
                         self.election, self.identity, self.config.lease_duration, takeover
                     ),
-                    self.config.renew_deadline,
+                    self.renew_deadline,
                 )
             # Decided by the store's answer for this candidacy, never by the
             # identity string: a record naming us may be a term we ended.
@@ -418,7 +458,7 @@ class LeaderElector:
     async def _lead(self, record: LeaseRecord, sent: float) -> None:
         """Hold the term: run the leader's work and renew until the term ends."""
         leadership = Leadership(
-            record=record, valid_until=sent + self.config.renew_deadline, clock=self.clock
+            record=record, valid_until=sent + self.renew_deadline, clock=self.clock
         )
         previous_seen_at = self._observed_at if self._observed_holder not in (None, self.identity) else None
         self.leadership = leadership
@@ -545,7 +585,7 @@ class LeaderElector:
             instruments.renew_duration.record(
                 (self.clock.monotonic() - started) * 1000, {**self._attributes, "outcome": outcome}
             )
-        leadership._renewed(record, sent + self.config.renew_deadline)
+        leadership._renewed(record, sent + self.renew_deadline)
         logger.debug(
             "renewed lease",
             extra={"election": self.election, "fencing_token": record.fencing_token},

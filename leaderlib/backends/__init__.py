@@ -110,6 +110,13 @@ class Backend(Protocol):
     scheme: str
     """The URL scheme this instance was made for, e.g. ``"redis"``."""
 
+    observation_granularity: float
+    """Seconds by which a renewal can go unseen by another elector on the same
+    lease: 0 for stores where every write is seen (or that expire leases
+    themselves). The elector keeps a leader's term at least this much shorter
+    than the lease (``renew_deadline <= lease_duration - granularity``).
+    Kubernetes says 1.0: client-go sees ``renewTime`` in whole seconds."""
+
     async def get(self, election: str) -> LeaseRecord | None:
         """Return the election's current record, or None if there is none."""
         ...

@@ -274,6 +274,8 @@ def _kvs(response: Any, index: int) -> list[Any]:
 class EtcdBackend:
     """Leases as etcd election keys; see the module docstring for the URL and the recipe."""
 
+    observation_granularity = 0.0  # the store expires leases itself (lease TTL)
+
     def __init__(
         self,
         endpoints: list[str],

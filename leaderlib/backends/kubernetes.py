@@ -290,6 +290,10 @@ class KubernetesBackend:
     """Leases as coordination.k8s.io/v1 Lease objects; see the module docstring for the URL."""
 
     scheme = "kubernetes"
+    #: client-go restarts its expiry count only when its record's JSON changes,
+    #: and renewTime is whole seconds there: renewals less than a second apart
+    #: can be invisible to a client-go follower on the same Lease.
+    observation_granularity = 1.0
 
     def __init__(
         self,

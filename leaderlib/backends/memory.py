@@ -39,6 +39,7 @@ class MemoryBackend:
     """Leases in process memory; see the module docstring for the URL."""
 
     scheme = "memory"
+    observation_granularity = 0.0  # every write is seen at once
     _stores: ClassVar[dict[str, _Store]] = {}
     _stores_lock: ClassVar[threading.Lock] = threading.Lock()
 

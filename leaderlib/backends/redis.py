@@ -246,6 +246,8 @@ def _iso(text: Any) -> dt.datetime | None:
 class RedisBackend:
     """Leases in Redis; see the module docstring for URLs, options and key layout."""
 
+    observation_granularity = 0.0  # the store expires leases itself (PX)
+
     def __init__(
         self,
         client: aioredis.Redis,

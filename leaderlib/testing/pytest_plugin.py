@@ -1,6 +1,7 @@
 """pytest fixtures that run real servers: ``redis_server``, ``etcd_server``,
 ``etcd_cluster``, ``kube_apiserver``, ``toxiproxy_server`` (and ``toxiproxy``,
-a client for it whose proxies are deleted after each test).
+a client for it whose proxies are deleted after each test), and
+``clientgo_elector``, a factory of client-go electors on ``kube_apiserver``.
 
 Enable with ``pytest_plugins = ["leaderlib.testing.pytest_plugin"]`` in a
 conftest.py. The single servers are session-scoped (started once, on first
@@ -20,16 +21,19 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Callable, Generator, Iterator
-from typing import TypeVar
+from pathlib import Path
+from typing import Any, TypeVar
 
 import pytest
 
+from leaderlib.testing.clientgo import ClientGoElector
 from leaderlib.testing.servers import (
     EtcdCluster,
     EtcdServer,
     KubeAPIServer,
     RedisServer,
     ServerError,
+    find_binary,
 )
 from leaderlib.testing.toxiproxy import Toxiproxy, ToxiproxyServer
 
@@ -52,6 +56,17 @@ def start_or_skip(server: _S) -> _S:
         if in_ci():
             pytest.fail(f"CI=true and a test server could not start: {exc}{where}", pytrace=False)
         pytest.skip(f"test server unavailable: {exc}{where}")
+
+
+def require_binary(name: str) -> Path:
+    """:func:`find_binary` under the fixtures' policy: a missing binary fails the test
+    with ``CI=true`` and skips it elsewhere; returns the binary's path."""
+    try:
+        return find_binary(name)
+    except ServerError as exc:
+        if in_ci():
+            pytest.fail(f"CI=true and a test binary is missing: {exc}", pytrace=False)
+        pytest.skip(f"test binary unavailable: {exc}")
 
 
 @contextlib.contextmanager
@@ -138,6 +153,36 @@ def toxiproxy(toxiproxy_server: ToxiproxyServer) -> Iterator[Toxiproxy]:
         yield client
     finally:
         client.delete_proxies()
+
+
+@pytest.fixture
+def clientgo_elector(
+    kube_apiserver: KubeAPIServer, tmp_path: Path
+) -> Iterator[Callable[..., ClientGoElector]]:
+    """A factory of started client-go electors on ``kube_apiserver`` (``elector`` user, test namespace).
+
+    ``clientgo_elector(name, identity, lease_duration=15, renew_deadline=10,
+    retry_period=2, **kwargs)`` returns a running :class:`ClientGoElector`
+    (its log in the test's ``tmp_path``); every one still running is
+    terminated (SIGTERM, then SIGKILL) after the test. The binary follows the
+    fixtures' policy (fail with ``CI=true``, skip elsewhere).
+    """
+    require_binary("clientgo-elector")
+    made: list[ClientGoElector] = []
+
+    def make(name: str, identity: str, *args: Any, **kwargs: Any) -> ClientGoElector:
+        kwargs.setdefault("log_path", tmp_path / f"clientgo-{identity.replace('/', '_')}-{len(made)}.log")
+        elector = ClientGoElector(
+            kube_apiserver.kubeconfig, kube_apiserver.namespace, name, identity, *args, **kwargs
+        )
+        made.append(elector)
+        return elector.start()
+
+    try:
+        yield make
+    finally:
+        for elector in made:
+            elector.terminate(elector.stop_timeout)
 
 
 @pytest.hookimpl(wrapper=True)

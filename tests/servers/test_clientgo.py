@@ -11,13 +11,15 @@ from __future__ import annotations
 import re
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from leaderlib.testing.clientgo import CLIENTGO_VERSION, EXIT_LOST, ClientGoElector, ElectorExited
-from leaderlib.testing.servers import KUBE_VERSION, KubeAPIServer, find_binary
+from leaderlib.testing.pytest_plugin import require_binary
+from leaderlib.testing.servers import KUBE_VERSION, KubeAPIServer
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -29,24 +31,14 @@ RENEW_DEADLINE = 2.0
 RETRY_PERIOD = 0.5
 # client-go waits RetryPeriod * up to 1.2 (wait.JitterUntil) between attempts.
 JITTER = 1.2
+TIMING = (LEASE_DURATION, RENEW_DEADLINE, RETRY_PERIOD)
+
+Make = Callable[..., ClientGoElector]
 
 
 def _lease(kube: KubeAPIServer, name: str) -> dict[str, Any]:
     return kube.admin_request(
         "GET", f"/apis/coordination.k8s.io/v1/namespaces/{kube.namespace}/leases/{name}"
-    )
-
-
-def _elector(kube: KubeAPIServer, name: str, identity: str, tmp_path: Path) -> ClientGoElector:
-    return ClientGoElector(
-        kube.kubeconfig,
-        kube.namespace,
-        name,
-        identity,
-        lease_duration=LEASE_DURATION,
-        renew_deadline=RENEW_DEADLINE,
-        retry_period=RETRY_PERIOD,
-        log_path=tmp_path / f"{identity}.log",
     )
 
 
@@ -58,7 +50,7 @@ def test_client_go_follows_the_kube_apiserver_release() -> None:
 
 
 def test_bad_flags_exit_2(tmp_path: Path) -> None:
-    find_binary("clientgo-elector")  # a missing binary fails here, never skips
+    require_binary("clientgo-elector")
     # A kubeconfig that does not exist is a configuration error: status 2.
     elector = ClientGoElector(
         tmp_path / "missing.kubeconfig", "ns", "lease", "x", 3, 1, 1, log_path=tmp_path / "x.log"
@@ -70,25 +62,25 @@ def test_bad_flags_exit_2(tmp_path: Path) -> None:
 
 
 @kube_timeout
-def test_leads_and_releases_on_sigterm(kube_apiserver: KubeAPIServer, tmp_path: Path) -> None:
+def test_leads_and_releases_on_sigterm(kube_apiserver: KubeAPIServer, clientgo_elector: Make) -> None:
     name = f"clientgo-{uuid.uuid4().hex[:8]}"
     before = time.monotonic()
-    with _elector(kube_apiserver, name, "go-a", tmp_path) as a:
-        started = a.wait_for("started_leading", timeout=30)
-        after = time.monotonic()
-        # Its clock stamps are this host's CLOCK_MONOTONIC, as time.monotonic().
-        assert before <= started.monotonic <= after
-        assert started.boottime >= started.monotonic
-        assert started.identity == started.leader == "go-a"
-        assert a.wait_for("new_leader", timeout=10).leader == "go-a"
-        spec = _lease(kube_apiserver, name)["spec"]
-        assert spec["holderIdentity"] == "go-a"
-        assert spec["leaseDurationSeconds"] == int(LEASE_DURATION)
+    a = clientgo_elector(name, "go-a", *TIMING)
+    started = a.wait_for("started_leading", timeout=30)
+    after = time.monotonic()
+    # Its clock stamps are this host's CLOCK_MONOTONIC, as time.monotonic().
+    assert before <= started.monotonic <= after
+    assert started.boottime >= started.monotonic
+    assert started.identity == started.leader == "go-a"
+    assert a.wait_for("new_leader", timeout=10).leader == "go-a"
+    spec = _lease(kube_apiserver, name)["spec"]
+    assert spec["holderIdentity"] == "go-a"
+    assert spec["leaseDurationSeconds"] == int(LEASE_DURATION)
 
-        assert a.terminate() == 0
-        stopped = a.wait_for("stopped_leading", timeout=1)
-        assert stopped.extra["reason"] == "signal"
-        assert a.wait_for("released", timeout=1).monotonic >= started.monotonic
+    assert a.terminate() == 0
+    stopped = a.wait_for("stopped_leading", timeout=1)
+    assert stopped.extra["reason"] == "signal"
+    assert a.wait_for("released", timeout=1).monotonic >= started.monotonic
     # client-go's release: empty holder, leaseDurationSeconds 1.
     spec = _lease(kube_apiserver, name)["spec"]
     assert spec.get("holderIdentity", "") == ""
@@ -96,51 +88,49 @@ def test_leads_and_releases_on_sigterm(kube_apiserver: KubeAPIServer, tmp_path: 
 
 
 @kube_timeout
-def test_second_takes_over_after_the_first_is_killed(kube_apiserver: KubeAPIServer, tmp_path: Path) -> None:
+def test_second_takes_over_after_the_first_is_killed(
+    kube_apiserver: KubeAPIServer, clientgo_elector: Make
+) -> None:
     name = f"clientgo-{uuid.uuid4().hex[:8]}"
-    with _elector(kube_apiserver, name, "go-a", tmp_path) as a:
-        a.wait_for("started_leading", timeout=30)
-        with _elector(kube_apiserver, name, "go-b", tmp_path) as b:
-            # b campaigns and sees a as the leader.
-            b.wait_for("new_leader", timeout=10, leader="go-a")
-            assert not any(e.event == "started_leading" for e in b.events)
-            killed_at = time.monotonic()
-            assert a.kill() == -9
-            # No release: the Lease still names a until b takes it.
-            assert _lease(kube_apiserver, name)["spec"]["holderIdentity"] == "go-a"
-            limit = LEASE_DURATION + 2 * JITTER * RETRY_PERIOD + 1.0
-            took = b.wait_for("started_leading", timeout=limit + 5)
-            waited = took.monotonic - killed_at
-            # b counts the lease from when it last saw the record change, at
-            # most one poll after the kill, and acquires at the first poll past
-            # expiry: lease_duration + up to two jittered retry periods.
-            assert LEASE_DURATION - JITTER * RETRY_PERIOD - 1.0 <= waited <= limit, waited
-            assert _lease(kube_apiserver, name)["spec"]["holderIdentity"] == "go-b"
-            assert b.wait_for("new_leader", timeout=5, leader="go-b")
-            transitions = _lease(kube_apiserver, name)["spec"]["leaseTransitions"]
-            assert transitions >= 1
-            assert b.terminate() == 0
+    a = clientgo_elector(name, "go-a", *TIMING)
+    a.wait_for("started_leading", timeout=30)
+    b = clientgo_elector(name, "go-b", *TIMING)
+    # b campaigns and sees a as the leader.
+    b.wait_for("new_leader", timeout=10, leader="go-a")
+    assert not any(e.event == "started_leading" for e in b.events)
+    killed_at = time.monotonic()
+    assert a.kill() == -9
+    # No release: the Lease still names a until b takes it.
+    assert _lease(kube_apiserver, name)["spec"]["holderIdentity"] == "go-a"
+    limit = LEASE_DURATION + 2 * JITTER * RETRY_PERIOD + 1.0
+    took = b.wait_for("started_leading", timeout=limit + 5)
+    waited = took.monotonic - killed_at
+    # b counts the lease from when it last saw the record change, at most one
+    # poll after the kill, and acquires at the first poll past expiry:
+    # lease_duration + up to two jittered retry periods.
+    assert LEASE_DURATION - JITTER * RETRY_PERIOD - 1.0 <= waited <= limit, waited
+    spec = _lease(kube_apiserver, name)["spec"]
+    assert spec["holderIdentity"] == "go-b"
+    assert spec["leaseTransitions"] >= 1
+    assert b.wait_for("new_leader", timeout=5, leader="go-b")
+    assert b.terminate() == 0
 
 
 @kube_timeout
-def test_a_frozen_leader_loses_the_lease_and_exits_lost(
-    kube_apiserver: KubeAPIServer, tmp_path: Path
-) -> None:
+def test_a_frozen_leader_loses_the_lease_and_exits_lost(clientgo_elector: Make) -> None:
     name = f"clientgo-{uuid.uuid4().hex[:8]}"
-    with (
-        _elector(kube_apiserver, name, "go-a", tmp_path) as a,
-        _elector(kube_apiserver, name, "go-b", tmp_path) as b,
-    ):
-        a.wait_for("started_leading", timeout=30)
-        b.wait_for("new_leader", timeout=10, leader="go-a")
-        a.stop_process()
-        b.wait_for("started_leading", timeout=LEASE_DURATION + 2 * JITTER * RETRY_PERIOD + 5)
-        a.cont()
-        # On waking, a's renewal finds b's record and fails: client-go cancels
-        # its work and the program exits "lost".
-        stopped = a.wait_for("stopped_leading", timeout=RENEW_DEADLINE + 10)
-        assert stopped.extra["reason"] == "lost"
-        deadline = time.monotonic() + 10
-        while a.running() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert a.returncode == EXIT_LOST
+    a = clientgo_elector(name, "go-a", *TIMING)
+    a.wait_for("started_leading", timeout=30)
+    b = clientgo_elector(name, "go-b", *TIMING)
+    b.wait_for("new_leader", timeout=10, leader="go-a")
+    a.stop_process()
+    b.wait_for("started_leading", timeout=LEASE_DURATION + 2 * JITTER * RETRY_PERIOD + 5)
+    a.cont()
+    # On waking, a's renewal finds b's record and fails at its renew deadline:
+    # client-go cancels its work and the program exits "lost".
+    stopped = a.wait_for("stopped_leading", timeout=RENEW_DEADLINE + 10)
+    assert stopped.extra["reason"] == "lost"
+    deadline = time.monotonic() + 10
+    while a.running() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert a.returncode == EXIT_LOST

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from leaderlib.testing.pytest_plugin import started
+from leaderlib.testing.pytest_plugin import require_binary, started
 from leaderlib.testing.servers import LOOPBACK, TOXIPROXY_VERSION, RedisServer
 from leaderlib.testing.toxiproxy import Proxy, Toxiproxy, ToxiproxyError, ToxiproxyServer
 
@@ -373,6 +373,7 @@ def test_disable_closes_connections_and_refuses_new_ones(
 def test_testenv_serves_toxiproxy(capfd: pytest.CaptureFixture[str]) -> None:
     from leaderlib.testing import testenv
 
+    require_binary("toxiproxy-server")
     check = (
         "import os, urllib.request; "
         "url = os.environ['LEADERLIB_TEST_TOXIPROXY_URL']; "

@@ -141,6 +141,7 @@ class ScriptedBackend:
     """
 
     scheme = "scripted"
+    observation_granularity = 0.0  # tests that need more set it per instance
 
     def __init__(self, clock: FakeClock, *, server_expiry: bool = False) -> None:
         self.clock = clock

@@ -622,3 +622,58 @@ def test_election_name_must_be_a_non_empty_string(clock: PausingClock, backend: 
     for bad in ("", None, 3):
         with pytest.raises(ConfigError, match="election"):
             LeaderElector(bad, backend, config(), clock=clock)  # type: ignore[arg-type]
+
+
+# -- stores whose other electors may miss renewals --------------------------------------
+
+
+async def test_term_is_shortened_to_the_lease_minus_the_stores_observation_granularity(
+    clock: PausingClock, backend: ScriptedBackend
+) -> None:
+    """Regression (issue 9, item 5): on a Kubernetes Lease a client-go follower sees
+    renewTime in whole seconds, so it may count the lease from up to 1 s before the
+    leader's last renewal; the term must end by lease_duration - 1 s of that renewal."""
+    backend.observation_granularity = 1.0
+    backend.script("renew", Hang(), times=None)
+    elector = LeaderElector(
+        ELECTION,
+        backend,
+        config(lease_duration=4, renew_deadline=3.9, renew_interval=0.25),
+        clock=clock,
+    )
+    assert elector.renew_deadline == 3.0
+    async with running(elector, clock):
+        leadership = current_leadership(elector)
+        assert leadership.valid_until == T0 + 3.0
+        await clock.advance(2.999)
+        assert elector.is_leader
+        await clock.advance(0.002)
+        assert leadership.lost.is_set() and not leadership.is_valid()
+
+
+@pytest.mark.parametrize(
+    ("granularity", "timing", "kept"),
+    [
+        pytest.param(0.0, (4, 3.9, 0.25), 3.9, id="every-write-seen"),
+        pytest.param(1.0, (10, 7, 2), 7.0, id="defaults-already-safe"),
+        pytest.param(1.0, (4, 3, 0.25), 3.0, id="exactly-the-bound"),
+        pytest.param(1.0, (2, 1.5, 0.3), 1.0, id="short-lease"),
+    ],
+)
+def test_renew_deadline_kept_or_shortened(
+    clock: PausingClock, backend: ScriptedBackend, granularity: float, timing: tuple[float, ...], kept: float
+) -> None:
+    backend.observation_granularity = granularity
+    lease, deadline, interval = timing
+    chosen = config(lease_duration=lease, renew_deadline=deadline, renew_interval=interval)
+    assert LeaderElector(ELECTION, backend, chosen, clock=clock).renew_deadline == kept
+
+
+def test_a_lease_too_short_for_the_granularity_is_refused(
+    clock: PausingClock, backend: ScriptedBackend
+) -> None:
+    backend.observation_granularity = 1.0
+    short = config(lease_duration=1.5, renew_deadline=1.0, renew_interval=0.5)
+    with pytest.raises(ConfigError, match="lengthen lease_duration") as raised:
+        LeaderElector(ELECTION, backend, short, clock=clock)
+    assert raised.value.field == "lease_duration"

@@ -104,6 +104,11 @@ def test_every_backend_module_and_class_is_documented(entry: importlib.metadata.
     methods = [name for name, value in vars(Backend).items() if not name.startswith("_") and callable(value)]
     assert set(methods) == {"get", "try_acquire", "renew", "release", "watch", "aclose"}
     assert [name for name in methods if not callable(getattr(cls, name, None))] == []
+    # The data members: `scheme` (checked per instance elsewhere) and how finely the
+    # store's other electors see renewals, which the elector reads at construction.
+    assert sorted(Backend.__annotations__) == ["observation_granularity", "scheme"]
+    granularity = getattr(cls, "observation_granularity", None)
+    assert isinstance(granularity, float) and granularity >= 0
     assert callable(getattr(cls, "from_url", None))
 
 
