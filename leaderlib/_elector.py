@@ -457,9 +457,7 @@ class LeaderElector:
 
     async def _lead(self, record: LeaseRecord, sent: float) -> None:
         """Hold the term: run the leader's work and renew until the term ends."""
-        leadership = Leadership(
-            record=record, valid_until=sent + self.renew_deadline, clock=self.clock
-        )
+        leadership = Leadership(record=record, valid_until=sent + self.renew_deadline, clock=self.clock)
         previous_seen_at = self._observed_at if self._observed_holder not in (None, self.identity) else None
         self.leadership = leadership
         self.state = ElectorState.LEADING
