@@ -103,6 +103,9 @@ _OPTIONS: dict[str, type] = {
     "sentinel_password": str,
 }
 
+#: Key suffixes an election's lease key shares with its other keys, and what they hold.
+_RESERVED_SUFFIXES = {":fencing": "fencing counter", ":events": "events channel"}
+
 _DEFAULT_PORT = 6379
 _DEFAULT_SENTINEL_PORT = 26379
 
@@ -356,16 +359,29 @@ class RedisBackend:
     # -- keys ---------------------------------------------------------------
 
     def key(self, election: str) -> str:
-        """The Redis key holding ``election``'s lease."""
+        """The Redis key holding ``election``'s lease; ConfigError for a name that collides.
+
+        Election ``E`` also owns ``E:fencing`` and ``E:events``, so a name
+        ending in one of those suffixes would share another election's
+        counter or channel.
+        """
+        for suffix in _RESERVED_SUFFIXES:
+            if election.endswith(suffix):
+                raise ConfigError(
+                    f"election name {election!r} ends in {suffix!r}, which the Redis backend uses for "
+                    f"election {election[: -len(suffix)]!r}'s {_RESERVED_SUFFIXES[suffix]}; "
+                    "choose a name without that ending",
+                    field="election",
+                )
         return f"{self.prefix}{election}"
 
     def fencing_key(self, election: str) -> str:
         """The Redis key counting ``election``'s leaderships (its fencing tokens)."""
-        return f"{self.prefix}{election}:fencing"
+        return f"{self.key(election)}:fencing"
 
     def channel(self, election: str) -> str:
         """The pub/sub channel on which ``election``'s acquisitions and releases are announced."""
-        return f"{self.prefix}{election}:events"
+        return f"{self.key(election)}:events"
 
     # -- errors ---------------------------------------------------------------
 
@@ -462,6 +478,17 @@ class RedisBackend:
                 election=election,
                 backend=self.scheme,
             ) from exc
+        if pttl == -1:
+            # leaderlib always writes leases with PX: a key that never expires
+            # was written by hand and would hold the election forever.
+            key = self.key(election)
+            raise CorruptLeaseRecord(
+                f"Redis key {key!r} holds a lease for {holder!r} with no expiry (PTTL -1), so it "
+                f"would hold the election forever; leaderlib always sets one. Delete it "
+                f"(redis-cli DEL {key}) or give it a TTL (redis-cli PEXPIRE {key} MILLISECONDS)",
+                election=election,
+                backend=self.scheme,
+            )
         return LeaseRecord(
             election=election,
             holder=holder,
