@@ -124,7 +124,10 @@ class Toxiproxy:
             with urllib.request.urlopen(req, timeout=self.timeout) as resp:
                 raw: bytes = resp.read()
         except urllib.error.HTTPError as exc:
-            detail = exc.read().decode(errors="replace").strip()
+            # The error owns the answer's socket: read it, then close it, so no
+            # unclosed-socket ResourceWarning fires later (tests turn them into errors).
+            with exc:
+                detail = exc.read().decode(errors="replace").strip()
             raise ToxiproxyError(f"toxiproxy {method} {path} -> {exc.code}: {detail}", exc.code) from exc
         except OSError as exc:
             raise ToxiproxyError(f"toxiproxy {method} {path}: no answer: {exc}", 0) from exc
