@@ -43,12 +43,13 @@ from ._errors import (
     LeaseLost,
     NotLeader,
 )
+from ._logging import get_logger
 from ._telemetry import instruments, tracer
 from .backends import Acquisition, Backend, LeaseRecord
 
 __all__ = ["ElectorState", "LeaderElector", "Leadership"]
 
-logger = logging.getLogger("leaderlib.elector")
+logger = get_logger("leaderlib.elector")
 
 #: The fastest a follower retries, even when the lease it saw is past expiry.
 _MIN_RETRY = 0.02

@@ -26,7 +26,6 @@ import dataclasses
 import datetime as dt
 import enum
 import inspect
-import logging
 import signal
 import sys
 import threading
@@ -41,13 +40,14 @@ from ._config import ElectionConfig, load_settings
 from ._elector import LeaderElector, Leadership
 from ._errors import ConfigError, NotLeader
 from ._health import serve_health
+from ._logging import get_logger
 from ._telemetry import instruments, tracer
 from ._triggers import Trigger, make_trigger
 from .backends import Backend, backend_from_url
 
 __all__ = ["JobContext", "Mode", "Service"]
 
-logger = logging.getLogger("leaderlib.runtime")
+logger = get_logger("leaderlib.runtime")
 
 F = TypeVar("F", bound=Callable[..., Any])
 Overlap = Literal["skip", "queue"]

@@ -53,7 +53,6 @@ import asyncio
 import contextlib
 import dataclasses
 import datetime as dt
-import logging
 import math
 import re
 import time
@@ -75,11 +74,12 @@ from .._errors import (
     CorruptLeaseRecord,
     LeaseLost,
 )
+from .._logging import get_logger
 from . import Acquisition, LeaseRecord, parse_options, split_url
 
 __all__ = ["EtcdBackend"]
 
-logger = logging.getLogger("leaderlib.backends.etcd")
+logger = get_logger("leaderlib.backends.etcd")
 
 T = TypeVar("T")
 

@@ -53,7 +53,6 @@ import contextlib
 import dataclasses
 import datetime as dt
 import json
-import logging
 import math
 import os
 import re
@@ -77,6 +76,7 @@ from .._errors import (
     CorruptLeaseRecord,
     LeaseLost,
 )
+from .._logging import get_logger
 from . import Acquisition, LeaseRecord, is_takeover, parse_options, split_url
 
 __all__ = [
@@ -89,7 +89,7 @@ __all__ = [
     "validate_lease_name",
 ]
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 T = TypeVar("T")
 

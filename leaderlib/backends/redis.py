@@ -60,7 +60,6 @@ import dataclasses
 import datetime as dt
 import hashlib
 import json
-import logging
 import math
 import secrets
 from collections.abc import AsyncIterator, Iterator
@@ -82,11 +81,12 @@ from .._errors import (
     LeaderlibError,
     LeaseLost,
 )
+from .._logging import get_logger
 from . import Acquisition, LeaseRecord, parse_options, split_url
 
 __all__ = ["RedisBackend"]
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 _OPTIONS: dict[str, type] = {
     "prefix": str,

@@ -45,7 +45,6 @@ import contextlib
 import dataclasses
 import datetime as dt
 import functools
-import logging
 import math
 import os
 import re
@@ -65,12 +64,13 @@ from .._errors import (
     CorruptLeaseRecord,
     LeaseLost,
 )
+from .._logging import get_logger
 from . import Acquisition, LeaseRecord, parse_options, split_url
 from ._shared import ChangeNotifier
 
 __all__ = ["SQLiteBackend"]
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 T = TypeVar("T")
 

@@ -25,6 +25,7 @@ from leaderlib import (
     NotLeader,
 )
 from leaderlib._elector import DENIAL_GRACE
+from leaderlib._logging import constant_message
 
 from .scripted import Behaviour, Conflict, Delay, Hang, PausingClock, Raise, Return, ScriptedBackend
 
@@ -350,7 +351,7 @@ async def test_paused_leader_steps_down_without_acting(
         assert leadership.lost.is_set()
         assert acted == [T0 + 1, T0 + 2, T0 + 3]
         assert len(backend.calls_to("renew")) == renewed  # no renewal of the stale term either
-        assert "renew deadline passed; stepping down" in caplog.messages
+        assert "renew deadline passed; stepping down" in [constant_message(r) for r in caplog.records]
 
 
 @pytest.mark.parametrize(
@@ -504,7 +505,7 @@ async def test_access_denied_after_credentials_worked_is_retried(
         await clock.advance(DEADLINE + 5 * RETRY)
         assert not task.done(), "a passing denial of working credentials ended run()"
         assert not elector.is_leader
-        assert "acquisition attempt failed; will retry" in caplog.messages
+        assert "acquisition attempt failed; will retry" in [constant_message(r) for r in caplog.records]
         backend.clear()
         await clock.advance(RETRY + 0.01)
         assert elector.is_leader
@@ -522,7 +523,7 @@ async def test_access_denied_that_lasts_past_the_grace_makes_run_raise(
     backend.script("try_acquire", Raise(AccessDenied), times=None)
     await clock.advance(DEADLINE + DENIAL_GRACE / 2)
     assert not task.done()
-    assert "acquisition attempts still failing" in caplog.messages  # a reminder while it lasts
+    assert "acquisition attempts still failing" in [constant_message(r) for r in caplog.records]  # a reminder while it lasts
     await clock.advance(DENIAL_GRACE / 2 + 2 * RETRY)
     assert task.done()
     with pytest.raises(AccessDenied):
@@ -542,9 +543,9 @@ async def test_corrupt_record_is_logged_and_retried_never_replaced(
         assert all(call.args[3] is None for call in attempts)  # ...never asking to replace what it saw
         assert not elector.is_leader and not task.done()
         errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
-        assert [r.getMessage() for r in errors] == ["acquisition attempt failed; will retry"]
+        assert [constant_message(r) for r in errors] == ["acquisition attempt failed; will retry"]
         assert "scripted failure" in errors[0].__dict__["error"]
-        assert "acquisition attempt failed again" in caplog.messages  # repeats go to DEBUG
+        assert "acquisition attempt failed again" in [constant_message(r) for r in caplog.records]  # repeats go to DEBUG
 
         backend.clear("try_acquire")  # repaired by an operator
         await clock.advance(RETRY + 0.01)

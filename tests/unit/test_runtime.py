@@ -21,6 +21,7 @@ import pytest
 import schedule
 
 from leaderlib import ConfigError, ElectionConfig, JobContext, Service
+from leaderlib._logging import constant_message
 from leaderlib.backends import Backend
 from leaderlib.backends.memory import MemoryBackend
 
@@ -265,12 +266,12 @@ async def test_a_failing_sync_job_is_logged_and_the_next_tick_runs(
     service.add_job(broken, every=5)
     async with serving(service, clock):
         await clock.advance(5)
-        await real_wait(lambda: [r for r in caplog.records if r.getMessage() == "job run finished"])
+        await real_wait(lambda: [r for r in caplog.records if constant_message(r) == "job run finished"])
         await clock.advance(5)
         await real_wait(lambda: len(calls) == 2)
-    [failed, *_] = [r for r in caplog.records if r.getMessage() == "job run failed"]
+    [failed, *_] = [r for r in caplog.records if constant_message(r) == "job run failed"]
     assert failed.exc_info is not None and isinstance(failed.exc_info[1], ValueError)
-    finished = [r for r in caplog.records if r.getMessage() == "job run finished"]
+    finished = [r for r in caplog.records if constant_message(r) == "job run finished"]
     assert finished[0].__dict__["outcome"] == "error"
 
 
@@ -473,7 +474,7 @@ async def test_a_sync_run_outliving_the_grace_is_reported_and_the_lease_left_to_
             service.stop()
             await clock.advance(2.1)
             [report] = [r for r in caplog.records if r.levelno >= logging.ERROR]
-            assert report.getMessage() == "sync job run still going after the shutdown grace"
+            assert constant_message(report) == "sync job run still going after the shutdown grace"
             assert report.__dict__["job"] == "stuck"
             assert "hang.wait" in report.__dict__["stack"]  # where it is stuck
 
