@@ -324,12 +324,12 @@ class KubernetesBackend:
             )
         self.namespace = namespace
         if configuration.retries is None:
-            # Reconnect inside one call (a pooled keep-alive connection the
-            # server closed, a refused connect), but never wait or re-send more
-            # than once: the elector owns retries and deadlines.
-            configuration.retries = urllib3.Retry(
-                total=3, connect=3, read=1, redirect=0, status=0, other=0, backoff_factor=0
-            )
+            # No retries inside a call: the elector owns retries and deadlines,
+            # and each urllib3 retry logs a warning of its own (three per
+            # request while an API server was down). A pooled connection the
+            # server closed is dropped before reuse; the rare one that closes
+            # mid-request fails the call, which the elector retries in 20 ms.
+            configuration.retries = urllib3.Retry(total=0, redirect=0)
         self._api = k8s_client.ApiClient(configuration)
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="leaderlib-k8s")
         # The last Lease object this instance read or wrote per election: the

@@ -904,6 +904,11 @@ class KubeAPIServer(_Server):
     Ready means ``/readyz`` answers 200 to the admin token; then the namespace,
     Role and RoleBinding are created. No controller-manager or scheduler runs:
     objects are stored and served, nothing reconciles them.
+
+    :meth:`stop_apiserver` and :meth:`start_apiserver` (or :meth:`restart_apiserver`)
+    take the API server alone down and up again on the same port, certificates,
+    tokens and etcd, as a control-plane restart does: clients keep their
+    kubeconfig and every object survives.
     """
 
     kind = "kube-apiserver"
@@ -925,6 +930,7 @@ class KubeAPIServer(_Server):
         self.elector_token = secrets.token_hex(16)
         self.etcd = EtcdServer(directory=self.directory / "etcd", start_timeout=30.0)
         self._proc: _Process | None = None
+        self._apiserver_argv: list[str] = []
         self.ca_file = self.directory / "pki" / "ca.crt"
         """CA certificate that signed the serving certificate."""
 
@@ -1112,14 +1118,91 @@ class KubeAPIServer(_Server):
             f'{self.admin_token},admin,admin,"system:masters"\n{self.elector_token},elector,elector\n'
         )
         tokens.chmod(0o600)
+        self._apiserver_argv = self._argv(serving, sa, tokens)
         self.etcd.start()
-        self._proc = _Process(
-            "kube-apiserver", self._argv(serving, sa, tokens), self.log_path, self.directory
-        )
-        _wait_until("kube-apiserver", self._ready, self.start_timeout, [self._proc], self.log_path)
+        self._spawn_apiserver()
         self._write_kubeconfig(self.admin_kubeconfig, "admin", self.admin_token)
         self._write_kubeconfig(self.kubeconfig, "elector", self.elector_token)
         self._setup_rbac()
+
+    def _spawn_apiserver(self, *, wait: bool = True) -> None:
+        self._proc = _Process("kube-apiserver", self._apiserver_argv, self.log_path, self.directory)
+        if wait:
+            self.wait_ready()
+
+    def wait_ready(self, timeout: float | None = None) -> None:
+        """Wait until the API server answers ``/readyz``; ServerStartError if it exits or times out."""
+        procs = [self._proc] if self._proc is not None else []
+        _wait_until("kube-apiserver", self._ready, timeout or self.start_timeout, procs, self.log_path)
+
+    def stop_apiserver(self, *, kill: bool = False) -> None:
+        """Stop the API server alone (SIGTERM, or SIGKILL if ``kill``); etcd and all files stay."""
+        if self._proc is not None:
+            if kill:
+                self._proc.kill()
+            else:
+                self._proc.stop()
+
+    def start_apiserver(self, *, wait: bool = True, warm_up: float = 0.0) -> float:
+        """Start the stopped API server again as it was (port, PKI, tokens, etcd; RBAC is
+        in etcd already); unless ``wait`` is false, wait until it is ready (:meth:`wait_ready`).
+
+        Returns the seconds that took. Until it is ready the server may
+        already answer, refusing every user but admin (403) while its RBAC
+        authorizer fills its cache from etcd. That lasts some 20 ms here but
+        seconds on a loaded machine; ``warm_up`` makes it last that many
+        seconds: when the server first refuses the ``elector`` user, etcd is
+        frozen (SIGSTOP) for ``warm_up`` seconds so the cache cannot fill,
+        then continued. Requests that need etcd (any admin call) hang
+        meanwhile.
+        """
+        if not self._started:
+            raise ServerError("start() the kube-apiserver before restarting it", self.log_path)
+        if self._proc is not None and self._proc.running():
+            raise ServerError("the kube-apiserver is running; stop_apiserver() first", self.log_path)
+        started = time.monotonic()
+        self._spawn_apiserver(wait=wait and not warm_up)
+        if warm_up:
+            self._hold_warm_up(warm_up)
+            if wait:
+                self.wait_ready()
+        return time.monotonic() - started
+
+    def _hold_warm_up(self, seconds: float) -> None:
+        """Freeze etcd for ``seconds`` from the server's first 403 to the ``elector`` user."""
+        assert self._proc is not None
+        etcd = self.etcd._proc
+        assert etcd is not None
+        leases = f"/apis/coordination.k8s.io/v1/namespaces/{self.namespace}/leases"
+        deadline = time.monotonic() + self.start_timeout
+        # Polled every few ms, not with _wait_until's backoff: the window is short.
+        while True:
+            if not self._proc.running() or time.monotonic() > deadline:
+                raise ServerStartError(
+                    f"kube-apiserver never refused the elector while warming up; log {self.log_path}:\n"
+                    f"{_tail(self.log_path)}",
+                    self.log_path,
+                )
+            try:
+                status, _ = self._request("GET", leases, self.elector_token)
+            except (OSError, ssl.SSLError):
+                time.sleep(0.002)  # not serving yet
+                continue
+            if status == 403:
+                break
+            raise ServerError(f"the restarted kube-apiserver answered {status} before any 403", self.log_path)
+        etcd._signal_group(signal.SIGSTOP)
+        try:
+            time.sleep(seconds)
+        finally:
+            etcd._signal_group(signal.SIGCONT)
+
+    def restart_apiserver(self, *, kill: bool = False, down_for: float = 0.0, warm_up: float = 0.0) -> float:
+        """:meth:`stop_apiserver`, wait ``down_for`` seconds, :meth:`start_apiserver` (which
+        see for ``warm_up``) and wait until ready; returns the start's seconds."""
+        self.stop_apiserver(kill=kill)
+        time.sleep(down_for)
+        return self.start_apiserver(warm_up=warm_up)
 
     def _processes(self) -> list[_Process]:
         own = [self._proc] if self._proc is not None else []
