@@ -71,6 +71,17 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--json", metavar="FILE", help="write the summary here as JSON")
     demo.add_argument("--quiet", action="store_true", help="print only the summary")
 
+    bench = commands.add_parser(
+        "bench",
+        help="benchmark leaderlib next to the raw round trip and its peers on real stores",
+        description="Measure raw, acquire, renew, handover, failover, load, scale and tick on each store, "
+        "side by side with client-go, the kubernetes client's LeaseLock, redis-py Lock, tooz and aetcd "
+        "Lock; write JSON, Markdown and PNG plots (needs pip install 'leaderlib[bench]').",
+    )
+    from ._bench import add_arguments as add_bench_arguments
+
+    add_bench_arguments(bench)
+
     # Listed for --help only: main() hands `testenv ...` to leaderlib.testing.testenv.
     commands.add_parser(
         "testenv", help="start real Redis, etcd, kube-apiserver for tests (see testenv --help)"
@@ -92,6 +103,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run(args)
         if args.command == "status":
             return asyncio.run(_status(args))
+        if args.command == "bench":
+            from ._bench import run_command
+
+            return run_command(args)
         if args.command == "demo":
             from ._demo import run_demo
 

@@ -1,0 +1,5 @@
+"""``python -m leaderlib._bench``: the same as ``leaderlib bench``."""
+
+from . import main
+
+raise SystemExit(main())

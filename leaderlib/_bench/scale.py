@@ -1,0 +1,140 @@
+"""Scale: E elections in one process on ONE backend object, all led by this process.
+
+For each E: every elector starts at once; when all lead (or ``scale_ramp``
+passes) a window begins, over which it counts missed renewals (a term lost,
+or two renewals further apart than ``renew_interval + MISSED_SLACK``), the
+process's CPU (percent of one core), RSS, TCP connections to the store and
+threads. Timing is leaderlib's defaults (lease 10 s, renew every 2 s).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import os
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from leaderlib import LeaderElector, backend_from_url
+
+from .model import Row, progress
+from .peers import Peer
+from .peers.leaderlib import ObservedBackend
+from .plan import Plan
+from .stores import Target
+
+MISSED_SLACK = 0.5
+
+
+def _config() -> Any:
+    from leaderlib import ElectionConfig
+
+    return ElectionConfig(release_on_shutdown=False)
+
+
+def _resources(target: Target) -> dict[str, float]:
+    import psutil
+
+    process = psutil.Process()
+    port = target.hostport[1] if target.store in ("redis", "etcd") else None
+    connections = process.net_connections(kind="tcp")
+    if target.store == "kubernetes":
+        from urllib.parse import urlsplit
+
+        import yaml
+
+        server = yaml.safe_load(Path(target.kubeconfig).read_text())["clusters"][0]["cluster"]["server"]
+        port = urlsplit(server).port
+    if port is not None:
+        count = sum(1 for c in connections if c.raddr and c.raddr.port == port)
+    else:
+        count = sum(1 for f in process.open_files() if f.path.startswith(target.sqlite_path))
+    cpu = process.cpu_times()
+    return {
+        "cpu_s": cpu.user + cpu.system,
+        "rss_mb": process.memory_info().rss / 2**20,
+        "connections": count,
+        "threads": threading.active_count(),
+        "os_threads": process.num_threads(),
+    }
+
+
+async def one_scale(target: Target, elections: int, plan: Plan) -> dict[str, Any]:
+    config = _config()
+    backend = ObservedBackend(backend_from_url(target.url))
+    lost: list[str] = []
+
+    async def stopped(leadership: Any) -> None:
+        if not stopping:
+            lost.append(leadership.election)
+
+    stopping = False
+    prefix = f"bench-scale-{uuid.uuid4().hex[:6]}"
+    electors = [
+        LeaderElector(f"{prefix}-{i}", backend, config, on_stopped_leading=stopped) for i in range(elections)
+    ]
+    tasks = [asyncio.create_task(e.run()) for e in electors]
+    try:
+        began = time.monotonic()
+        while sum(e.is_leader for e in electors) < elections and time.monotonic() - began < plan.scale_ramp:
+            await asyncio.sleep(0.05)
+        ramp = time.monotonic() - began
+        leading_at_start = sum(e.is_leader for e in electors)
+        before = _resources(target)
+        window_start = time.monotonic()
+        await asyncio.sleep(plan.scale_window)
+        window_end = time.monotonic()
+        after = _resources(target)
+        missed = len(lost)
+        for times in backend.renewals.values():
+            inside = [window_start] + [t for t in times if window_start <= t <= window_end] + [window_end]
+            missed += sum(
+                1 for a, b in itertools.pairwise(inside) if b - a > config.renew_interval + MISSED_SLACK
+            )
+        return {
+            "elections": elections,
+            "ramp_s": round(ramp, 2),
+            "leading": leading_at_start,
+            "missed_renewals": missed,
+            "not_leading": elections - leading_at_start,
+            "lost_terms": len(lost),
+            "cpu_percent": round(100 * (after["cpu_s"] - before["cpu_s"]) / (window_end - window_start), 1),
+            "rss_mb": round(after["rss_mb"], 1),
+            "connections": after["connections"],
+            "threads": after["threads"],
+            "os_threads": after["os_threads"],
+        }
+    finally:
+        stopping = True
+        for task in tasks:
+            task.cancel()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 60.0)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(backend.aclose(), 30.0)
+
+
+async def scale(target: Target, plan: Plan) -> Row:
+    row = Row(
+        target.store, "scale", "leaderlib", unit="elections",
+        settings="leaderlib defaults (lease 10 s, renew_interval 2 s); one backend object",
+    )  # fmt: skip
+    row.extra["pid"] = os.getpid()
+    for elections in plan.elections:
+        progress(f"{target.store} · scale · {elections} elections in one process")
+        try:
+            row.points.append(await one_scale(target, elections, plan))
+        except Exception as exc:
+            row.status, row.why = "error", f"E={elections}: {type(exc).__name__}: {exc}"[:300]
+            break
+    return row
+
+
+def peer_scale(target: Target, peer: Peer) -> Row:
+    """The peers' scale rows: n/a, with why."""
+    why = peer.unsupported.get("scale", "not measured")
+    return Row(target.store, "scale", peer.subject, settings=peer.settings, status="n/a", why=why)
