@@ -5,15 +5,17 @@
     LeaderlibError                  base of everything below
     ├── ConfigError                 bad configuration, URL or cron expression (also a ValueError)
     │   └── BackendNotInstalled     the URL's scheme needs an extra that is not installed
+    ├── NotLeader                   code acted on a leadership that has ended; carries
+    │                               ``election``. Not a store failure: ``except BackendError``
+    │                               (retry the store) must not swallow it
     └── BackendError                the store failed; carries ``election`` and ``backend``
         ├── BackendUnavailable      transient: connection refused or dropped, timeout, 5xx;
         │                           the elector retries these
         ├── AccessDenied            credentials or permissions are wrong; never retried
         │                           blindly, the message says what to grant
         ├── CorruptLeaseRecord      the stored record cannot be read as a lease
-        ├── LeaseLost               a compare-and-swap found someone else's record: this
-        │                           replica no longer holds the lease
-        └── NotLeader               code acted on a leadership that has ended
+        └── LeaseLost               a compare-and-swap found someone else's record: this
+                                    replica no longer holds the lease
 
 Every backend translates its driver's exceptions into these with
 ``raise ... from exc``; no ``redis.*``, ``grpc.*`` or ``ApiException`` reaches a
@@ -48,6 +50,8 @@ class ConfigError(LeaderlibError, ValueError):
 
     def __init__(self, message: str, *, field: str | None = None) -> None:
         self.field = field
+        self.reason = message
+        """The message without the ``field:`` prefix, for wrapping it in more context."""
         super().__init__(f"{field}: {message}" if field else message)
 
 
@@ -86,5 +90,14 @@ class LeaseLost(BackendError):
     """The lease is held by someone else now; this replica is not the leader."""
 
 
-class NotLeader(BackendError):
-    """Work checked its leadership and found the term over (lost, expired or stopped)."""
+class NotLeader(LeaderlibError):
+    """Work checked its leadership and found the term over (lost, expired or stopped).
+
+    ``election`` names the election whose term ended. ``backend`` is accepted
+    for the older signature and ignored: the store did nothing wrong.
+    """
+
+    def __init__(self, message: str, *, election: str | None = None, backend: str | None = None) -> None:
+        del backend  # kept so callers written for the old BackendError subclass still work
+        self.election = election
+        super().__init__(f"{message} (election {election!r})" if election else message)

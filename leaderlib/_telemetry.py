@@ -18,6 +18,12 @@ _SECONDS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30,
 
 tracer = trace.get_tracer("leaderlib")
 
+#: The outcomes ``leaderlib.transitions`` counts: a term began (acquired), ended
+#: because renewal failed or its deadline passed (lost), or ended by a graceful
+#: stop (stopping; the lease is then released unless ``release_on_shutdown`` is
+#: false, so "released" would not always be true).
+TRANSITION_OUTCOMES = ("acquired", "lost", "stopping")
+
 
 class _Instruments:
     """Every instrument leaderlib records to, created once."""
@@ -42,7 +48,7 @@ class _Instruments:
         )
         self.transitions = meter.create_counter(
             "leaderlib.transitions",
-            description="Leadership changes of this replica, by outcome (acquired, lost, released).",
+            description=f"Leadership changes of this replica, by outcome ({', '.join(TRANSITION_OUTCOMES)}).",
         )
         self.failover = meter.create_histogram(
             "leaderlib.failover.duration",
