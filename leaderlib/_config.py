@@ -1,14 +1,19 @@
 """Configuration: one frozen dataclass, loaded from code, environment or TOML.
 
-Precedence, highest first: keyword arguments given in code, environment
-variables (``LEADERLIB_BACKEND``, ``LEADERLIB_ELECTION`` and one
-``LEADERLIB_<FIELD>`` per field of :class:`ElectionConfig`), the ``[leaderlib]``
-table of a TOML file, the defaults.
+Precedence, per setting, highest first: what the caller gives in code
+(keyword arguments of :func:`load_settings`; a whole :class:`ElectionConfig`
+counts as given for every field it holds), environment variables
+(``LEADERLIB_BACKEND``, ``LEADERLIB_ELECTION`` and one ``LEADERLIB_<FIELD>``
+per field of :class:`ElectionConfig`), the ``[leaderlib]`` (or, in a
+``pyproject.toml``, ``[tool.leaderlib]``) table of a TOML file, the defaults.
+A value that code shadows is reported in one warning, never dropped silently.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import math
 import os
 import random
 import socket
@@ -20,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ._errors import ConfigError
+from ._logging import get_logger
 
 __all__ = ["DEFAULT_BACKEND", "ElectionConfig", "Settings", "default_identity", "load_settings"]
 
@@ -33,8 +39,12 @@ def default_identity() -> str:
     return f"{socket.gethostname()}/{os.getpid()}/{suffix}"
 
 
+logger = get_logger("leaderlib.config")
+
+
 def _is_number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
+    """True for a finite int or float (not a bool): nan and inf are no durations."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -77,13 +87,25 @@ class ElectionConfig:
     cancelled and the lease is released, in seconds (default 5)."""
 
     def __post_init__(self) -> None:
+        # Each field is checked on its own before the invariants, so a bad value
+        # (nan, inf, a string) is blamed on its own field, not on a neighbour.
         for name in ("lease_duration", "renew_deadline", "renew_interval", "retry_period"):
             value = getattr(self, name)
             if not _is_number(value) or value <= 0:
-                raise ConfigError(f"must be a positive number of seconds, got {value!r}", field=name)
-        for name in ("jitter", "shutdown_grace"):
-            if not _is_number(getattr(self, name)):
-                raise ConfigError(f"must be a number, got {getattr(self, name)!r}", field=name)
+                raise ConfigError(f"must be a finite positive number of seconds, got {value!r}", field=name)
+        if not _is_number(self.shutdown_grace):
+            raise ConfigError(
+                f"must be a finite number of seconds, got {self.shutdown_grace!r}", field="shutdown_grace"
+            )
+        if not _is_number(self.jitter):
+            raise ConfigError(f"must be a number between 0 and 1, got {self.jitter!r}", field="jitter")
+        if not isinstance(self.release_on_shutdown, bool):
+            # A truthy "no" must not mean yes.
+            raise ConfigError(
+                f"must be True or False, got {self.release_on_shutdown!r}", field="release_on_shutdown"
+            )
+        if not isinstance(self.identity, str):
+            raise ConfigError(f"must be a string, got {self.identity!r}", field="identity")
         if not self.lease_duration > self.renew_deadline:
             raise ConfigError(
                 f"lease_duration ({self.lease_duration}) must be greater than renew_deadline "
@@ -143,40 +165,157 @@ def _coerce(name: str, raw: Any, where: str) -> Any:
         raise ConfigError(f"{raw!r} is not a valid {kind} (from {where})", field=name) from None
 
 
+#: ``LEADERLIB_*`` variables that are not settings but are read elsewhere, so they
+#: draw no "unknown variable" warning: server binaries and their cache
+#: (``leaderlib.testing.servers.find_binary``, ``backends/install``) and the URLs
+#: ``leaderlib testenv`` exports (``leaderlib.testing.testenv``).
+_OTHER_VARIABLES = frozenset(
+    {
+        "LEADERLIB_CONFIG",
+        "LEADERLIB_CACHE_DIR",
+        "LEADERLIB_ETCD",
+        "LEADERLIB_ETCDCTL",
+        "LEADERLIB_KUBE_APISERVER",
+        "LEADERLIB_REDIS_SERVER",
+        "LEADERLIB_REDIS_CLI",
+        "LEADERLIB_TOXIPROXY_SERVER",
+        "LEADERLIB_CLIENTGO_ELECTOR",
+        "LEADERLIB_TEST_REDIS_URL",
+        "LEADERLIB_TEST_ETCD_URL",
+        "LEADERLIB_TEST_ETCD_CLUSTER_URL",
+        "LEADERLIB_TEST_KUBECONFIG",
+        "LEADERLIB_TEST_KUBE_ADMIN_KUBECONFIG",
+        "LEADERLIB_TEST_KUBE_NAMESPACE",
+        "LEADERLIB_TEST_TOXIPROXY_URL",
+    }
+)
+_warned: set[str] = set()
+"""What this process has already warned about, so each warning comes once."""
+_SETTING_VARIABLES = {f"LEADERLIB_{name.upper()}": name for name in ("backend", "election", *_FIELDS)}
+
+
+def _warn_about_unknown_variables(env: Mapping[str, str]) -> None:
+    """Warn (do not fail) about ``LEADERLIB_*`` variables nobody reads: usually a typo.
+
+    TOML refuses unknown keys; the environment is shared with other programs, so
+    an unknown variable is only reported, naming the closest known one.
+    """
+    known = sorted({*_SETTING_VARIABLES, *_OTHER_VARIABLES})
+    for variable in sorted(env):
+        if not variable.startswith("LEADERLIB_") or variable in _SETTING_VARIABLES:
+            continue
+        if variable in _OTHER_VARIABLES:
+            continue
+        if variable in _warned:
+            continue  # settings are loaded more than once per process (Service, then the CLI)
+        _warned.add(variable)
+        close = difflib.get_close_matches(variable, known, n=1, cutoff=0.6)
+        suggestion = close[0] if close else ", ".join(sorted(_SETTING_VARIABLES))
+        logger.warning(
+            "unknown LEADERLIB_ environment variable ignored",
+            extra={"variable": variable, "did_you_mean": suggestion},
+        )
+
+
 def load_settings(
     *,
     file: str | os.PathLike[str] | None = None,
     env: Mapping[str, str] | None = None,
     backend: str | None = None,
     election: str | None = None,
+    config: ElectionConfig | None = None,
     **overrides: Any,
 ) -> Settings:
-    """Load settings from keyword arguments, environment and a TOML file, in that order.
+    """Load settings from code, environment and a TOML file, in that order, per setting.
 
-    ``file`` may also come from ``LEADERLIB_CONFIG``. Unknown keys in the file
-    or unknown keyword arguments raise :class:`ConfigError` naming them.
+    Code is the keyword arguments: ``backend``, ``election``, and either a whole
+    ``config`` (every field then comes from it) or single fields as
+    ``**overrides`` (``lease_duration=15``; None means not given). ``file`` may
+    also come from ``LEADERLIB_CONFIG``. Unknown keys in the file or unknown
+    keyword arguments raise :class:`ConfigError` naming them; unknown
+    ``LEADERLIB_*`` variables are warned about. An error in a value from the
+    environment or the file says which variable or file it came from.
     """
     env = os.environ if env is None else env
+    _warn_about_unknown_variables(env)
     values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
     file = file if file is not None else env.get("LEADERLIB_CONFIG") or None
     if file is not None:
-        values.update(_read_toml(Path(file)))
-    for name in ("backend", "election", *_FIELDS):
-        key = f"LEADERLIB_{name.upper()}"
+        from_file = _read_toml(Path(file))
+        values.update(from_file)
+        sources.update(dict.fromkeys(from_file, str(file)))
+    for key, name in _SETTING_VARIABLES.items():
         if key in env:
             values[name] = env[key] if name in ("backend", "election") else _coerce(name, env[key], key)
+            sources[name] = key
     for name, value in overrides.items():
         if name not in _FIELDS:
             raise ConfigError(f"unknown setting; known: {', '.join(sorted(_FIELDS))}", field=name)
         if value is not None:
             values[name] = value
-    if backend is not None:
-        values["backend"] = backend
-    if election is not None:
-        values["election"] = election
+            sources.pop(name, None)
+    if config is not None and any(value is not None for value in overrides.values()):
+        raise ConfigError(
+            "give a whole config=ElectionConfig(...) or single fields as keywords, not both", field="config"
+        )
+    shadowed = {name: sources.pop(name) for name in list(sources) if name in _FIELDS and config is not None}
+    for name, value in (("backend", backend), ("election", election)):
+        if value is not None:
+            values[name] = value
+            if name in sources:
+                shadowed[name] = sources.pop(name)
+    if shadowed and (key := repr(sorted(shadowed.items()))) not in _warned:
+        _warned.add(key)
+        logger.warning(
+            "settings from the environment or a file are overridden by code",
+            extra={
+                "overridden": ", ".join(f"{name} from {where}" for name, where in sorted(shadowed.items()))
+            },
+        )
     chosen_backend = values.pop("backend", DEFAULT_BACKEND)
     chosen_election = values.pop("election", None)
-    return Settings(backend=chosen_backend, election=chosen_election, config=ElectionConfig(**values))
+    if config is not None:
+        return Settings(backend=chosen_backend, election=chosen_election, config=config)
+    try:
+        chosen_config = ElectionConfig(**values)
+    except ConfigError as exc:
+        # Say where the blamed value came from: code and defaults need no pointer.
+        if exc.field in sources:
+            raise ConfigError(f"{exc.reason} (from {sources[exc.field]})", field=exc.field) from None
+        raise
+    return Settings(backend=chosen_backend, election=chosen_election, config=chosen_config)
+
+
+def _settings_table(path: Path, document: dict[str, Any]) -> dict[str, Any]:
+    """The table leaderlib's settings live in: ``[leaderlib]``, or ``[tool.leaderlib]`` as
+    tools keep theirs in ``pyproject.toml``. A file of only leaderlib's keys at the top
+    level is accepted too (as it always was)."""
+    tool = document.get("tool")
+    in_tool = isinstance(tool, dict) and "leaderlib" in tool
+    if "leaderlib" in document and in_tool:
+        raise ConfigError(
+            f"{path} has both [leaderlib] and [tool.leaderlib]; keep the settings in one of them",
+            field="config",
+        )
+    table: object = None
+    if "leaderlib" in document:
+        table = document["leaderlib"]
+    elif isinstance(tool, dict) and "leaderlib" in tool:
+        table = tool["leaderlib"]
+    if table is None:
+        unknown = sorted(key for key in document if key not in ("backend", "election", *_FIELDS))
+        if unknown:
+            raise ConfigError(
+                f"{path} has no [leaderlib] table (nor [tool.leaderlib], as in pyproject.toml), and "
+                f"its top-level keys are not leaderlib settings ({', '.join(map(repr, unknown))}); "
+                "put leaderlib's settings under [leaderlib]",
+                field="config",
+            )
+        return document
+    if not isinstance(table, dict):
+        raise ConfigError(f"{path}: [leaderlib] must be a table", field="config")
+    return table
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
@@ -186,9 +325,7 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"config file {str(path)!r} does not exist", field="config") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path} is not valid TOML: {exc}", field="config") from exc
-    table = document.get("leaderlib", document)
-    if not isinstance(table, dict):
-        raise ConfigError(f"{path}: [leaderlib] must be a table", field="config")
+    table = _settings_table(path, document)
     result: dict[str, Any] = {}
     for key, raw in table.items():
         if key in ("backend", "election"):

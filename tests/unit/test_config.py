@@ -63,7 +63,7 @@ def test_config_is_frozen_and_keyword_only() -> None:
         pytest.param(
             {"shutdown_grace": "5"},
             "shutdown_grace",
-            "must be a number",
+            "must be a finite number",
             id="string-grace",
         ),
     ],
@@ -251,3 +251,114 @@ def test_unknown_keyword_argument() -> None:
     with pytest.raises(ConfigError, match="unknown setting") as raised:
         load_settings(env={}, lease_durration=3.0)
     assert raised.value.field == "lease_durration"
+
+
+# -- issue 10: bad input that used to be accepted ------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        pytest.param({"retry_period": float("nan")}, "retry_period", id="nan-retry"),
+        pytest.param({"lease_duration": float("inf")}, "lease_duration", id="inf-lease"),
+        pytest.param({"renew_deadline": 1e400}, "renew_deadline", id="overflowing-deadline"),
+        pytest.param({"renew_interval": float("nan")}, "renew_interval", id="nan-interval"),
+        pytest.param({"shutdown_grace": float("nan")}, "shutdown_grace", id="nan-grace"),
+        pytest.param({"shutdown_grace": float("inf")}, "shutdown_grace", id="inf-grace"),
+        pytest.param({"jitter": float("nan")}, "jitter", id="nan-jitter"),
+    ],
+)
+def test_durations_must_be_finite(changes: dict[str, Any], field: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        ElectionConfig(**changes)
+    assert raised.value.field == field
+    assert "finite" in str(raised.value) or field == "jitter"
+
+
+@pytest.mark.parametrize("source", ["env", "toml"])
+def test_nan_from_the_environment_or_a_file_is_refused_naming_where(tmp_path: Path, source: str) -> None:
+    if source == "env":
+        where, env, file = "LEADERLIB_RETRY_PERIOD", {"LEADERLIB_RETRY_PERIOD": "nan"}, None
+    else:
+        file = write_toml(tmp_path, "[leaderlib]\nretry_period = nan\n")
+        where, env = str(file), {}
+    with pytest.raises(ConfigError) as raised:
+        load_settings(file=file, env=env)
+    assert raised.value.field == "retry_period"
+    assert "finite" in str(raised.value) and where in str(raised.value)
+
+
+@pytest.mark.parametrize("value", ["no", 0, 1, None])
+def test_release_on_shutdown_must_be_a_bool(value: Any) -> None:
+    with pytest.raises(ConfigError) as raised:
+        ElectionConfig(release_on_shutdown=value)
+    assert raised.value.field == "release_on_shutdown"
+
+
+def test_identity_must_be_a_string() -> None:
+    with pytest.raises(ConfigError) as raised:
+        ElectionConfig(identity=5)  # type: ignore[arg-type]
+    assert raised.value.field == "identity"
+
+
+def test_an_unknown_leaderlib_variable_is_warned_about_with_the_closest_name(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level("WARNING", logger="leaderlib.config"):
+        settings = load_settings(env={"LEADERLIB_LEASE_DURATIN": "30", "LEADERLIB_ETCD": "/bin/etcd"})
+    assert settings.config.lease_duration == 10.0  # ignored, not failed
+    [record] = caplog.records
+    assert record.levelname == "WARNING"
+    assert "LEADERLIB_LEASE_DURATIN" in record.getMessage()
+    assert "LEADERLIB_LEASE_DURATION" in record.getMessage()
+
+
+def test_known_leaderlib_variables_are_not_warned_about(caplog: pytest.LogCaptureFixture) -> None:
+    env = {
+        name: "x"
+        for name in (
+            "LEADERLIB_CACHE_DIR",
+            "LEADERLIB_KUBE_APISERVER",
+            "LEADERLIB_REDIS_SERVER",
+            "LEADERLIB_TOXIPROXY_SERVER",
+            "LEADERLIB_CLIENTGO_ELECTOR",
+            "LEADERLIB_TEST_REDIS_URL",
+        )
+    }
+    with caplog.at_level("WARNING", logger="leaderlib.config"):
+        load_settings(env={**env, "LEADERLIB_ELECTION": "e", "LEADERLIB_BACKEND": "memory://"})
+    assert caplog.records == []
+
+
+def test_pyproject_style_tool_leaderlib_table(tmp_path: Path) -> None:
+    path = write_toml(
+        tmp_path, '[project]\nname = "app"\n\n[tool.leaderlib]\nlease_duration = 12\n\n[tool.ruff]\nx = 1\n'
+    )
+    assert load_settings(file=path, env={}).config.lease_duration == 12.0
+
+
+def test_a_file_without_a_leaderlib_table_says_so(tmp_path: Path) -> None:
+    path = write_toml(tmp_path, '[project]\nname = "app"\n')
+    with pytest.raises(ConfigError) as raised:
+        load_settings(file=path, env={})
+    assert raised.value.field == "config"
+    assert "[leaderlib]" in str(raised.value) and "[tool.leaderlib]" in str(raised.value)
+    assert "unknown key" not in str(raised.value)
+
+
+def test_a_config_from_code_wins_whole_and_says_what_it_shadows(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = write_toml(tmp_path, "[leaderlib]\nlease_duration = 20\nrenew_deadline = 15\n")
+    code = ElectionConfig(lease_duration=12, identity="from-code")
+    with caplog.at_level("WARNING", logger="leaderlib.config"):
+        settings = load_settings(file=path, env={"LEADERLIB_IDENTITY": "env-id"}, config=code)
+    assert settings.config is code
+    [record] = caplog.records
+    message = record.getMessage()
+    assert "identity" in message and "lease_duration" in message and "renew_deadline" in message
+
+
+def test_config_and_field_keywords_together_are_refused() -> None:
+    with pytest.raises(ConfigError, match="not both"):
+        load_settings(env={}, config=ElectionConfig(), lease_duration=12.0)
