@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import math
+import re
 from typing import Protocol
 
 from cronsim import CronSim, CronSimError
@@ -19,6 +21,25 @@ from ._errors import ConfigError
 __all__ = ["CronTrigger", "IntervalTrigger", "Trigger", "make_trigger"]
 
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+#: The common cron macros, as the five-field expressions they stand for (cronsim
+#: has none of them). ``@reboot`` has no tick to name, so it is refused.
+_MACROS = {
+    "@yearly": "0 0 1 1 *",
+    "@annually": "0 0 1 1 *",
+    "@monthly": "0 0 1 * *",
+    "@weekly": "0 0 * * 0",
+    "@daily": "0 0 * * *",
+    "@midnight": "0 0 * * *",
+    "@hourly": "0 * * * *",
+}
+
+#: The longest interval: ticks past it would leave the datetime range (year 9999)
+#: at once; 100 years is far beyond any job and far inside that range.
+_MAX_INTERVAL = 100 * 365 * 86400.0
+
+_SIX_FIELDS = ("second", "minute", "hour", "day of month", "month", "day of week")
+_ZERO_STEP = re.compile(r"/0*(?:$|,)")
 
 
 class Trigger(Protocol):
@@ -44,22 +65,53 @@ class CronTrigger:
     def __post_init__(self) -> None:
         if not isinstance(self.expression, str):
             raise ConfigError(f"cron expression must be a string, got {self.expression!r}", field="cron")
+        if self.expression.strip().startswith("@"):
+            self._check_macro(self.expression.strip())
+            return
         fields = self.expression.split()
         if len(fields) not in (5, 6):
             raise ConfigError(
                 f"cron expression {self.expression!r} has {len(fields)} fields; expected 6 "
-                "(second minute hour day month weekday, e.g. '*/10 * * * * *') or 5 (no seconds)",
+                "(second minute hour day month weekday, e.g. '*/10 * * * * *') or 5 (no seconds), "
+                f"or one of {', '.join(_MACROS)}",
                 field="cron",
             )
+        # cronsim calls a step of 0 a bad value ("Bad second"); say what is wrong.
+        names = _SIX_FIELDS if len(fields) == 6 else _SIX_FIELDS[1:]
+        for name, text in zip(names, fields, strict=True):
+            if _ZERO_STEP.search(text):
+                raise ConfigError(
+                    f"cron expression {self.expression!r} has a step of 0 in its {name} field "
+                    f"({text!r}), which never advances; use a step of 1 or more, e.g. '*/1'",
+                    field="cron",
+                )
         try:
-            CronSim(self.expression, dt.datetime.now(self.timezone))
+            CronSim(self._expanded(), dt.datetime.now(self.timezone))
         except CronSimError as exc:
             raise ConfigError(f"cron expression {self.expression!r} is invalid: {exc}", field="cron") from exc
+
+    def _check_macro(self, macro: str) -> None:
+        if macro.lower() == "@reboot":
+            raise ConfigError(
+                "cron expression '@reboot' is not supported: it names no tick (a job that runs once "
+                "at start belongs in your service's own start-up code)",
+                field="cron",
+            )
+        if macro.lower() not in _MACROS:
+            raise ConfigError(
+                f"cron expression {self.expression!r} uses an unknown macro {macro!r}; "
+                f"known macros: {', '.join(_MACROS)}",
+                field="cron",
+            )
+
+    def _expanded(self) -> str:
+        """The expression for cronsim: a macro stands for its five-field form."""
+        return _MACROS.get(self.expression.strip().lower(), self.expression)
 
     def next_after(self, moment: dt.datetime) -> dt.datetime:
         local = moment.astimezone(self.timezone)
         # cronsim returns ticks at or after whole seconds following `local`
-        tick: dt.datetime = next(CronSim(self.expression, local.replace(microsecond=0)))
+        tick: dt.datetime = next(CronSim(self._expanded(), local.replace(microsecond=0)))
         return tick
 
     def describe(self) -> str:
@@ -74,14 +126,26 @@ class IntervalTrigger:
     offset: float = 0.0
 
     def __post_init__(self) -> None:
+        # nan and inf must not pass: a nan interval names no tick (the leader would
+        # hold the lease and run nothing), and ticks past _MAX_INTERVAL overflow.
         if (
             isinstance(self.seconds, bool)
             or not isinstance(self.seconds, int | float)
-            or self.seconds < 0.001
+            or not math.isfinite(self.seconds)
+            or not 0.001 <= self.seconds <= _MAX_INTERVAL
         ):
             raise ConfigError(
-                f"interval must be a positive number of seconds (at least 0.001), got {self.seconds!r}",
+                "interval must be a finite positive number of seconds, from 0.001 to "
+                f"{_MAX_INTERVAL:.0f} (100 years), got {self.seconds!r}",
                 field="every",
+            )
+        if (
+            isinstance(self.offset, bool)
+            or not isinstance(self.offset, int | float)
+            or not math.isfinite(self.offset)
+        ):
+            raise ConfigError(
+                f"offset must be a finite number of seconds, got {self.offset!r}", field="offset"
             )
 
     def next_after(self, moment: dt.datetime) -> dt.datetime:

@@ -90,7 +90,7 @@ def test_cron_in_a_timezone_ticks_at_local_time() -> None:
         pytest.param("* * 25 * * *", "Bad hour", id="hour-out-of-range"),
         pytest.param("* * * 32 * *", "Bad day", id="day-out-of-range"),
         pytest.param("* * * * 13 *", "Bad month", id="month-out-of-range"),
-        pytest.param("*/0 * * * * *", "Bad second", id="zero-step"),
+        pytest.param("*/0 * * * * *", "a step of 0", id="zero-step"),
         pytest.param("a b c d e f", "invalid", id="garbage"),
         pytest.param("run it every ten seconds", "invalid", id="words"),
     ],
@@ -207,3 +207,48 @@ def test_bad_intervals(every: Any) -> None:
     with pytest.raises(ConfigError, match="positive number of seconds") as raised:
         make_trigger(every=every)
     assert raised.value.field == "every"
+
+
+# -- issue 10 ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("every", [float("inf"), float("nan"), -float("inf"), 1e300], ids=repr)
+def test_intervals_must_be_finite_and_representable(every: float) -> None:
+    with pytest.raises(ConfigError) as raised:
+        make_trigger(every=every)
+    assert raised.value.field == "every"
+    assert "finite" in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("macro", "moment", "first"),
+    [
+        ("@hourly", at(10, 0, 1), at(11, 0, 0)),
+        ("@daily", at(10, 0, 0), at(0, 0, 0, day=2)),
+        ("@midnight", at(10, 0, 0), at(0, 0, 0, day=2)),
+        ("@weekly", at(10, 0, 0), at(0, 0, 0, day=4)),  # 2026-01-04 is a Sunday
+        ("@monthly", at(10, 0, 0), dt.datetime(2026, 2, 1, tzinfo=UTC)),
+        ("@yearly", at(10, 0, 0), dt.datetime(2027, 1, 1, tzinfo=UTC)),
+        ("@annually", at(10, 0, 0), dt.datetime(2027, 1, 1, tzinfo=UTC)),
+    ],
+)
+def test_cron_macros(macro: str, moment: dt.datetime, first: dt.datetime) -> None:
+    trigger = CronTrigger(macro)
+    assert trigger.next_after(moment) == first
+    assert trigger.describe() == f"cron {macro!r}"
+
+
+@pytest.mark.parametrize(
+    ("expression", "words"),
+    [
+        ("@reboot", "'@reboot' is not supported"),
+        ("@every_minute", "unknown macro '@every_minute'"),
+        ("*/0 * * * * *", "a step of 0"),
+        ("0 */0 * * * *", "a step of 0"),
+    ],
+)
+def test_cron_messages_say_what_is_wrong(expression: str, words: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        CronTrigger(expression)
+    assert words in str(raised.value)
+    assert "Bad second" not in str(raised.value) and "fields" not in str(raised.value)
