@@ -23,10 +23,13 @@ async def serve_health(
             request = await asyncio.wait_for(reader.readline(), timeout=5)
             parts = request.decode("latin-1").split()
             path = parts[1] if len(parts) >= 2 else ""
+            # One reading per request, so the status and the body agree.
             if path == "/healthz":
-                ok, body = healthy(), "ok" if healthy() else "renew deadline missed"
+                ok = healthy()
+                body = "ok" if ok else "renew deadline missed"
             elif path == "/leader":
-                ok, body = is_leader(), "leader" if is_leader() else "follower"
+                ok = is_leader()
+                body = "leader" if ok else "follower"
             else:
                 writer.write(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
                 return

@@ -26,6 +26,7 @@ import dataclasses
 import datetime as dt
 import enum
 import inspect
+import os
 import signal
 import sys
 import threading
@@ -43,7 +44,7 @@ from ._health import serve_health
 from ._logging import get_logger
 from ._telemetry import instruments, tracer
 from ._triggers import Trigger, make_trigger
-from .backends import Backend, backend_from_url
+from .backends import Backend, backend_from_url, known_schemes, split_url
 
 __all__ = ["JobContext", "Mode", "Service"]
 
@@ -168,8 +169,10 @@ class Service:
     """A service's jobs, run once per tick by whichever replica leads.
 
     ``backend`` is a URL (``sqlite:///path``, ``redis://...``, ``kubernetes://ns``)
-    or a :class:`Backend`; left out, it comes from ``LEADERLIB_BACKEND`` or the
-    embedded default. ``config`` likewise from the environment if left out.
+    or a :class:`Backend`; left out, it comes from ``LEADERLIB_BACKEND``, a TOML
+    file or the embedded default. ``config``, given, is used whole; left out, each
+    field comes from the environment, a TOML file or its default (see
+    :func:`load_settings`). A URL whose scheme no backend serves is refused here.
     """
 
     def __init__(
@@ -188,21 +191,72 @@ class Service:
         except ValueError:
             raise ConfigError(f"must be 'leader' or 'per-job', got {mode!r}", field="mode") from None
         self.name = name
-        settings = load_settings(backend=backend if isinstance(backend, str) else None)
-        self.election = settings.election or name
-        """The election this service campaigns in: ``LEADERLIB_ELECTION`` if set, else its name
-        (so two deployments sharing a store can be kept apart without a code change)."""
-        self.backend_url = settings.backend if not isinstance(backend, Backend) else backend.scheme + "://"
-        self.config = config or settings.config
         self.clock = clock or SystemClock()
-        self._backend = backend if isinstance(backend, Backend) else None
+        # What the code chose, kept so that configure() can settle the settings
+        # again, by the same rules, with the command line's choices.
+        self._code_backend = backend
+        self._code_config = config
+        self.election = name
+        """The election this service campaigns in: ``LEADERLIB_ELECTION`` (or the TOML
+        file's ``election``) if set, else its name (so two deployments sharing a store
+        can be kept apart without a code change)."""
+        self.backend_url = ""
+        self.config = config or ElectionConfig()
+        self._backend: Backend | None = None
         self._jobs: dict[str, _Job] = {}
         self._electors: list[LeaderElector] = []
-        self._launching = True
+        self._stopping = False
+        """True once stop() was called, before or during run(): the one fact the
+        schedulers, the shutdown and run() itself read."""
         self._stop_requested: asyncio.Event | None = None
+        """Wakes the running shutdown task when ``_stopping`` turns true."""
+        self._running = False
         self.abandoned_runs: list[str] = []
         """Jobs whose sync run was still going when the last :meth:`run` ended (its
         thread was left behind, and the lease under it left to expire)."""
+        self.configure()
+
+    def configure(self, *, file: str | os.PathLike[str] | None = None, backend: str | None = None) -> None:
+        """Settle this service's settings, with a command line's choices if given.
+
+        The one place settings are resolved (``leaderlib run`` calls it with its
+        flags): ``file`` is a TOML file read in place of ``LEADERLIB_CONFIG``;
+        ``backend`` is a URL that wins over the code's backend (even a
+        :class:`Backend` object) and the environment. The code's ``config=``
+        still wins over the file and the environment. Raises
+        :class:`ConfigError` for a bad setting or a URL no backend serves, and
+        ``RuntimeError`` while the service runs.
+        """
+        if self._running:
+            raise RuntimeError("configure() a service before run(), not while it runs")
+        code_backend = self._code_backend if backend is None else backend
+        settings = load_settings(
+            file=file,
+            # A Backend object's scheme stands for it, so that a LEADERLIB_BACKEND it
+            # shadows is reported like any other setting code overrides.
+            backend=code_backend.scheme + "://" if isinstance(code_backend, Backend) else code_backend,
+            config=self._code_config,
+        )
+        if isinstance(code_backend, Backend):
+            chosen: Backend | None = code_backend
+        else:
+            chosen = None
+            _check_backend_url(settings.backend)
+            if isinstance(self._code_backend, Backend):
+                logger.info(
+                    "the command line's backend replaces the Backend object given in code",
+                    extra={"service": self.name, "backend": settings.backend},
+                )
+        previous = (self.election, self.backend_url, self._backend)
+        self.election = settings.election or self.name
+        self.backend_url = settings.backend
+        self._backend = chosen
+        try:
+            self._check_election_names(self._jobs)
+        except ConfigError:
+            self.election, self.backend_url, self._backend = previous
+            raise
+        self.config = settings.config
 
     # -- registering jobs ---------------------------------------------------------
 
@@ -246,7 +300,8 @@ class Service:
         try:
             trigger = make_trigger(cron=cron, every=every)
         except ConfigError as exc:
-            raise ConfigError(f"job {job_name!r}: {exc}", field=exc.field) from None
+            raise ConfigError(f"job {job_name!r}: {exc.reason}", field=exc.field) from None
+        self._check_election_names([*self._jobs, job_name])
         self._jobs[job_name] = _Job(job_name, func, trigger, overlap, _takes_context(func))
 
     def add_schedule(
@@ -282,8 +337,47 @@ class Service:
         return all(elector.healthy() for elector in self._electors)
 
     def election_for(self, job: str) -> str:
-        """The election a job runs under."""
-        return self.election if self.mode is Mode.LEADER else f"{self.election}.{job}"
+        """The election a job runs under: the service's, or in per-job mode ``ELECTION.JOB``.
+
+        On Kubernetes the job's part is made a valid Lease name: lowercased, with
+        ``_`` as ``-`` (``poll_invoices`` campaigns in ``billing.poll-invoices``).
+        Other stores take the job's name as it is.
+        """
+        if self.mode is Mode.LEADER:
+            return self.election
+        return f"{self.election}.{_lease_name_part(job) if self._on_kubernetes() else job}"
+
+    def _on_kubernetes(self) -> bool:
+        scheme = self._backend.scheme if self._backend is not None else split_url(self.backend_url).scheme
+        return scheme == "kubernetes"
+
+    def _check_election_names(self, jobs: Collection[str]) -> None:
+        """Refuse, at registration, job names whose elections the store cannot hold."""
+        if not self._on_kubernetes():
+            return
+        try:
+            from .backends.kubernetes import validate_lease_name
+        except ImportError:  # no kubernetes extra: run() says what to install
+            return
+        seen: dict[str, str] = {}
+        for job in jobs:
+            election = self.election_for(job)
+            try:
+                validate_lease_name(election)
+            except ConfigError as exc:
+                raise ConfigError(
+                    f"job {job!r} would campaign in the Kubernetes Lease {election!r}, which is not "
+                    f"a valid name: {exc.reason}. Rename the job (name=...) to lowercase letters, "
+                    "digits and '-'",
+                    field="name",
+                ) from None
+            if election in seen:
+                raise ConfigError(
+                    f"jobs {seen[election]!r} and {job!r} map to the same election {election!r} on "
+                    "Kubernetes ('_' becomes '-', letters lowercase); rename one (name=...)",
+                    field="name",
+                )
+            seen[election] = job
 
     # -- running -------------------------------------------------------------------
 
@@ -293,6 +387,11 @@ class Service:
             raise ConfigError(
                 f"service {self.name!r} has no jobs; add some with @service.job(...)", field="jobs"
             )
+        if self._stopping:
+            # stop() came first (or an earlier run was stopped): campaigning now would
+            # hold the lease with no job launching.
+            logger.info("stop was requested before run; not campaigning", extra={"service": self.name})
+            return
         self._stop_requested = asyncio.Event()
         owns_backend = self._backend is None
         backend = self._backend or backend_from_url(self.backend_url)
@@ -321,12 +420,14 @@ class Service:
                 "backend": backend.scheme,
             },
         )
+        self._running = True
         try:
             async with asyncio.TaskGroup() as group:
                 for elector in self._electors:
                     group.create_task(elector.run())
                 group.create_task(self._shutdown_when_asked())
         finally:
+            self._running = False
             if owns_backend:
                 await backend.aclose()
             logger.info(
@@ -339,8 +440,11 @@ class Service:
 
         A sync run still going after the grace cannot be stopped: it is logged at
         ERROR, the lease is not released under it (it expires at the end of the
-        term) and its daemon thread is left behind (see :attr:`abandoned_runs`)."""
-        self._launching = False
+        term) and its daemon thread is left behind (see :attr:`abandoned_runs`).
+
+        Called before :meth:`run`, it is remembered: ``run()`` then returns at once.
+        A stopped service stays stopped; make a new one to campaign again."""
+        self._stopping = True
         if self._stop_requested is not None:
             self._stop_requested.set()
 
@@ -350,9 +454,14 @@ class Service:
         await self._stop_requested.wait()
         jobs = list(self._jobs.values())
         if pending := _pending(jobs):
+            # Count runs, not futures: a sync run is both a task and its thread.
             logger.info(
                 "waiting for running jobs to finish",
-                extra={"service": self.name, "count": len(pending), "grace": self.config.shutdown_grace},
+                extra={
+                    "service": self.name,
+                    "count": sum(job.busy() for job in jobs),
+                    "grace": self.config.shutdown_grace,
+                },
             )
             # The electors keep renewing meanwhile: the runs still lead.
             with contextlib.suppress(TimeoutError):
@@ -447,12 +556,12 @@ class Service:
 
     async def _schedule(self, job: _Job, leadership: Leadership) -> None:
         """Launch the job at each tick while launching and the leadership lasts."""
-        while self._launching:
+        while not self._stopping:
             # After the last tick reached: a wall clock set back must not name it again.
             now = self.clock.wall()
             tick = job.trigger.next_after(now if job.last_tick is None else max(now, job.last_tick))
             await self._sleep_until(tick)
-            if not self._launching:
+            if self._stopping:
                 return  # stopping: the runs get the grace; _end_runs ends them with the term
             if not leadership.is_valid():
                 return  # a paused process: the term ended while it slept
@@ -463,7 +572,7 @@ class Service:
         """Return when the wall clock reads ``tick`` or later, or launching stops."""
         # Always yield once, so a tick that is already due cannot starve the loop.
         await asyncio.sleep(0)
-        while self._launching and (delay := (tick - self.clock.wall()).total_seconds()) > 0:
+        while not self._stopping and (delay := (tick - self.clock.wall()).total_seconds()) > 0:
             # Sleep in short steps, since the wall clock may be stepped meanwhile;
             # each step is measured on the monotonic clock.
             await self.clock.sleep(min(delay, _WALL_RECHECK))
@@ -486,7 +595,7 @@ class Service:
     async def _run_once(self, job: _Job, tick: dt.datetime, leadership: Leadership) -> None:
         while True:
             await self._invoke(job, tick, leadership)
-            if job.queued is None or not self._launching or not leadership.is_valid():
+            if job.queued is None or self._stopping or not leadership.is_valid():
                 return
             tick, job.queued = job.queued, None
 
@@ -557,6 +666,25 @@ class Service:
         instruments.job_runs.add(1, {**attributes, "outcome": outcome})
         instruments.job_duration.record(duration, attributes)
         logger.info("job run finished", extra={**details, "outcome": outcome, "duration": round(duration, 6)})
+
+
+def _check_backend_url(url: str) -> None:
+    """Refuse, when a service is made, a URL whose scheme no backend serves.
+
+    Only the scheme: a backend's options are checked when :meth:`Service.run`
+    makes it (making it here could open files or connections too early).
+    """
+    scheme = split_url(url).scheme
+    if scheme not in known_schemes():
+        raise ConfigError(
+            f"unknown backend scheme {scheme!r} in {url!r}; known schemes: {', '.join(known_schemes())}",
+            field="backend",
+        )
+
+
+def _lease_name_part(job: str) -> str:
+    """A job's name as part of a Kubernetes Lease name: lowercase, ``_`` as ``-``."""
+    return job.lower().replace("_", "-")
 
 
 def _pending(jobs: Collection[_Job]) -> set[asyncio.Future[Any]]:

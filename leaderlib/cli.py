@@ -161,16 +161,10 @@ def _usage(message: str) -> LeaderlibError:
 
 def _run(args: argparse.Namespace) -> int:
     configure_logging(args.log_level, args.log_format)
-    if args.config:
-        os.environ["LEADERLIB_CONFIG"] = args.config  # the service's own load_settings reads it
-    if args.backend:
-        os.environ["LEADERLIB_BACKEND"] = args.backend
     service = load_target(args.target)
-    # Command-line flags win over what the module's code chose.
-    if args.backend:
-        service.backend_url = args.backend
-    if args.config:
-        service.config = load_settings().config
+    # The settings are resolved once more, by the service's own rules, with the flags:
+    # --backend wins over the code; the code's config= wins over --config FILE.
+    service.configure(file=args.config, backend=args.backend)
     if args.metrics_port:
         _serve_metrics(args.metrics_port)
     health = (args.health_host, args.health_port) if args.health_port is not None else None

@@ -638,3 +638,105 @@ async def test_after_a_step_forward_and_back_this_replica_runs_no_tick_twice(clo
     assert max(ticks.values()) == 1, ticks
     # The new term goes on after the last tick this replica ran, not at the clock's 10.
     assert next(tick for _, tick, token in runs if token > 1) == wall(12)
+
+
+# -- issue 10 -------------------------------------------------------------------------
+
+
+async def test_stop_before_run_is_remembered(clock: PausingClock) -> None:
+    backend = ScriptedBackend(clock)
+    service = make_service(clock, backend)
+    service.add_job(noop, every=1)
+    service.stop()
+    await asyncio.wait_for(service.run(), timeout=2)  # returns at once: it was asked to stop
+    assert backend.calls_to("try_acquire") == []
+    assert not service.is_leader
+
+
+async def test_the_shutdown_log_counts_the_runs_still_going(
+    clock: PausingClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    service = make_service(clock, memory(clock)(), shutdown_grace=1.0)
+    release = threading.Event()
+    service.add_job(lambda: release.wait(5), every=10, name="slow")
+    service.add_job(noop, every=10, name="quick")
+    async with serving(service, clock) as task:
+        await clock.advance(10)
+        await real_wait(lambda: service._jobs["quick"].thread is None)
+        with caplog.at_level(logging.INFO, logger="leaderlib.runtime"):
+            service.stop()
+            await clock.settle()
+        [waiting] = [r for r in caplog.records if constant_message(r) == "waiting for running jobs to finish"]
+        assert waiting.count == 1  # type: ignore[attr-defined]
+        release.set()
+        await real_wait(lambda: service._jobs["slow"].thread is None)
+        await clock.advance(0.1)
+        assert task.done()
+
+
+@pytest.mark.parametrize(
+    ("url", "words"),
+    [
+        ("bogus://x", "unknown backend scheme 'bogus'"),
+        ("not a url", "is not a backend URL"),
+    ],
+)
+def test_a_bad_backend_url_is_refused_at_construction(url: str, words: str) -> None:
+    with pytest.raises(ConfigError, match=words) as raised:
+        Service("x", backend=url)
+    assert raised.value.field == "backend"
+
+
+def test_a_bad_cron_names_the_job_once(clock: PausingClock) -> None:
+    service = make_service(clock, ScriptedBackend(clock))
+    with pytest.raises(ConfigError) as raised:
+        service.add_job(noop, cron="61 * * * * *", name="x")
+    assert str(raised.value).startswith("cron: job 'x': cron expression '61 * * * * *' is invalid")
+    assert str(raised.value).count("cron:") == 1
+
+
+def test_per_job_elections_on_kubernetes_are_valid_lease_names() -> None:
+    service = Service("billing", backend="kubernetes://default", mode="per-job")
+    service.add_job(noop, every=1, name="poll_invoices")
+    service.add_job(noop, every=1, name="Send_Reminders")
+    assert service.election_for("poll_invoices") == "billing.poll-invoices"
+    assert service.election_for("Send_Reminders") == "billing.send-reminders"
+    with pytest.raises(ConfigError) as raised:
+        service.add_job(noop, every=1, name="nightly report!")
+    assert raised.value.field == "name"
+    assert "'nightly report!'" in str(raised.value) and "'billing.nightly report!'" in str(raised.value)
+    assert service.jobs == ["poll_invoices", "Send_Reminders"]
+
+
+def test_per_job_elections_elsewhere_keep_the_job_name() -> None:
+    # Other stores accept these names as they are; renaming them would move running
+    # services to new elections during an upgrade.
+    service = Service("billing", backend="memory://", mode="per-job")
+    service.add_job(noop, every=1, name="poll_invoices")
+    assert service.election_for("poll_invoices") == "billing.poll_invoices"
+
+
+def test_two_jobs_mapping_to_one_lease_name_are_refused() -> None:
+    service = Service("billing", backend="kubernetes://default", mode="per-job")
+    service.add_job(noop, every=1, name="poll_invoices")
+    with pytest.raises(ConfigError, match="same election"):
+        service.add_job(noop, every=1, name="poll-invoices")
+
+
+def test_configure_keeps_the_config_from_code_and_takes_the_command_lines_backend(
+    tmp_path: Any, clock: PausingClock
+) -> None:
+    file = tmp_path / "leaderlib.toml"
+    file.write_text('[leaderlib]\nelection = "from-file"\nlease_duration = 30\nrenew_deadline = 20\n')
+    code = config("code-id")
+    service = Service("svc", backend=ScriptedBackend(clock), config=code, clock=clock)
+    service.configure(file=file, backend="memory://from-cli")
+    assert service.config is code  # the code's config is kept whole
+    assert service.election == "from-file"  # the code does not name the election
+    assert service.backend_url == "memory://from-cli"  # the command line wins over the code's Backend
+
+
+def test_configure_checks_the_backend_url(clock: PausingClock) -> None:
+    service = make_service(clock, ScriptedBackend(clock))
+    with pytest.raises(ConfigError, match="unknown backend scheme"):
+        service.configure(backend="bogus://x")
