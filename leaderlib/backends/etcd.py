@@ -14,6 +14,10 @@ Options (query string, or keyword arguments, which win):
     PREFIX+E`` and Go's ``concurrency.NewElection(session, PREFIX+E)`` look.
 ``timeout`` (float seconds, default 5)
     Deadline of each gRPC call.
+``reconnect_backoff`` (float seconds, default 0.25)
+    Longest wait between attempts to reconnect to a member (gRPC's own
+    default grows to 120 s, so replicas would learn minutes late that etcd is
+    back). Keep it near the elections' ``retry_period``.
 ``user``, ``password`` (str)
     etcd credentials; also accepted as the URL's userinfo.
 ``cacert``, ``cert``, ``key`` (str paths; ``etcds://`` only)
@@ -45,6 +49,12 @@ follower's ``try_acquire`` (every retry period) sends the keepalive that
 keeps its candidacy queued; ``renew`` sends the leader's. etcd expires leases
 itself, so records carry ``expires_in`` (the lease's remaining TTL plus a
 second for etcd's whole-second TTLs and its 500 ms expiry sweep).
+
+A session none of whose keepalives was answered for its TTL is *abandoned*,
+as Go's lessor does: no more keepalives for it (one that reaches etcd while
+its answer is lost would keep the key alive and first in line, with nobody
+running it), and the next campaign starts a new session. Its key is never
+taken for ours again, and its lease is revoked as soon as etcd answers.
 """
 
 from __future__ import annotations
@@ -55,7 +65,6 @@ import dataclasses
 import datetime as dt
 import math
 import re
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -66,6 +75,7 @@ import grpc  # type: ignore[import-untyped]  # no stubs in the venv; pyproject l
 from aetcd import rpc
 from aetcd.utils import prefix_range_end
 
+from .._clock import boottime
 from .._errors import (
     AccessDenied,
     BackendError,
@@ -86,6 +96,7 @@ T = TypeVar("T")
 DEFAULT_PREFIX = "/leaderlib/"
 DEFAULT_PORT = 2379
 DEFAULT_TIMEOUT = 5.0
+DEFAULT_RECONNECT_BACKOFF = 0.25
 
 #: A candidate key's last segment: the lease id as Go's ``%x`` prints it.
 _LEASE_HEX = re.compile(rb"[0-9a-f]{1,16}")
@@ -97,6 +108,7 @@ _EXPIRY_SLACK = 1.0
 _OPTIONS: dict[str, type] = {
     "prefix": str,
     "timeout": float,
+    "reconnect_backoff": float,
     "user": str,
     "password": str,
     "cacert": str,
@@ -144,11 +156,23 @@ class _Client(aetcd.Client):  # type: ignore[misc]  # aetcd is untyped
         password: str | None,
         timeout: float,
         credentials: grpc.ChannelCredentials | None,
+        reconnect_backoff: float,
     ) -> None:
         host, _, port = endpoint.rpartition(":")
         super().__init__(host=host, port=int(port), username=username, password=password, timeout=timeout)
         self.endpoint = endpoint
         self._credentials = credentials
+        backoff_ms = max(1, round(reconnect_backoff * 1000))
+        self._options = [
+            # Reconnect at a steady pace, not gRPC's 1 s growing 1.6x to 120 s:
+            # after a long outage a replica must hear that etcd is back within
+            # about a retry period, as it would from any store without backoff.
+            ("grpc.initial_reconnect_backoff_ms", backoff_ms),
+            ("grpc.max_reconnect_backoff_ms", backoff_ms),
+            # C-core's minimum time given to one connection attempt (default
+            # 20 s): never longer than a call may take.
+            ("grpc.min_reconnect_backoff_ms", max(backoff_ms, round(timeout * 1000))),
+        ]
         self._connect_lock = asyncio.Lock()
         self.watchstub: Any = None
         # One LeaseKeepAlive stream for every keepalive on this channel: opening
@@ -165,9 +189,9 @@ class _Client(aetcd.Client):  # type: ignore[misc]  # aetcd is untyped
             if self._connected.is_set():
                 return
             if self._credentials is not None:
-                channel = grpc.aio.secure_channel(self.endpoint, self._credentials)
+                channel = grpc.aio.secure_channel(self.endpoint, self._credentials, options=self._options)
             else:
-                channel = grpc.aio.insecure_channel(self.endpoint)
+                channel = grpc.aio.insecure_channel(self.endpoint, options=self._options)
             try:
                 metadata = None
                 if self._username is not None:
@@ -236,12 +260,13 @@ class _Session:
     lease_duration: float
     """The lease duration the elector asked for, reported in our own records."""
     refreshed_at: float
-    """Monotonic time the last successful grant or keepalive was SENT."""
+    """:func:`boottime` at which the last grant or keepalive that etcd ANSWERED was sent."""
     alive: bool = True
     candidacies: dict[str, _Candidacy] = dataclasses.field(default_factory=dict)
 
     def expires_in(self) -> float:
-        return max(0.0, self.ttl - (time.monotonic() - self.refreshed_at))
+        """Seconds the lease surely lives, by our clock: TTL from the last answered keepalive."""
+        return max(0.0, self.ttl - (boottime() - self.refreshed_at))
 
 
 def _range_first_created(prefix: bytes) -> Any:
@@ -283,6 +308,7 @@ class EtcdBackend:
         scheme: str = "etcd",
         prefix: str = DEFAULT_PREFIX,
         timeout: float = DEFAULT_TIMEOUT,
+        reconnect_backoff: float = DEFAULT_RECONNECT_BACKOFF,
         user: str | None = None,
         password: str | None = None,
         cacert: str | None = None,
@@ -293,11 +319,16 @@ class EtcdBackend:
             raise ConfigError("an etcd URL needs at least one HOST:PORT", field="backend")
         if timeout <= 0:
             raise ConfigError(f"must be a positive number of seconds, got {timeout!r}", field="timeout")
+        if reconnect_backoff <= 0:
+            raise ConfigError(
+                f"must be a positive number of seconds, got {reconnect_backoff!r}", field="reconnect_backoff"
+            )
         if (user is None) != (password is None):
             raise ConfigError("etcd credentials need both a user and a password", field="user")
         self.scheme = scheme
         self.prefix = prefix
         self.timeout = timeout
+        self.reconnect_backoff = reconnect_backoff
         self._endpoints = list(endpoints)
         self._user = user
         self._password = password
@@ -306,13 +337,17 @@ class EtcdBackend:
         self._client: _Client | None = None
         self._sessions: dict[tuple[str, int], _Session] = {}
         self._session_locks: dict[tuple[str, int], asyncio.Lock] = {}
+        # Leases of abandoned sessions, revoked (best effort) once etcd answers
+        # again: etcd does not expire leases while it is down, and after a
+        # restart it gives each one a whole new TTL.
+        self._abandoned: set[int] = set()
         self._closed = False
         # Channels given up on while other calls may still run on them; closed
         # with a grace period so those calls end by themselves (see _drop_client).
         self._retiring: set[asyncio.Task[None]] = set()
         # Set when try_acquire queues a new candidacy, so a watch that started
         # before it (as the elector's does) moves from the leader's key to our
-        # predecessor's: no thundering herd, and the heir shortcut works.
+        # predecessor's: no thundering herd.
         self._queued: dict[str, asyncio.Event] = {}
 
     @classmethod
@@ -449,6 +484,7 @@ class EtcdBackend:
                 password=self._password,
                 timeout=self.timeout,
                 credentials=self._credentials,
+                reconnect_backoff=self.reconnect_backoff,
             )
         return self._client
 
@@ -535,14 +571,14 @@ class EtcdBackend:
         """
         slot = (identity, lease_ttl(lease_duration))
         session = self._sessions.get(slot)
-        if session is not None and session.alive:
+        if session is not None and self._live(session):
             return session, False
         lock = self._session_locks.setdefault(slot, asyncio.Lock())
         async with lock:
             session = self._sessions.get(slot)
-            if session is not None and session.alive:
+            if session is not None and self._live(session):
                 return session, False
-            sent = time.monotonic()
+            sent = boottime()
             response = await self._call(
                 election,
                 lambda c: c.leasestub.LeaseGrant(
@@ -574,10 +610,68 @@ class EtcdBackend:
         if self._sessions.get(slot) is session:
             del self._sessions[slot]
 
-    async def _keepalive(self, session: _Session, election: str, timeout: float | None = None) -> bool:
-        """Refresh the session lease once; False if etcd no longer has it."""
+    def _live(self, session: _Session) -> bool:
+        """True if ``session`` may still be kept alive; abandons it once no keepalive
+        was answered for its TTL (Go's lessor drops such a lease the same way).
 
-        sent = time.monotonic()
+        From then on no keepalive is sent for it: one that reaches etcd while its
+        answer is lost (a one-way partition) would keep the key alive and first
+        in line, a leader nobody runs, for as long as the fault lasts.
+        """
+        if not session.alive:
+            return False
+        if session.expires_in() > 0:
+            return True
+        self._end_session(session)
+        unanswered = boottime() - session.refreshed_at
+        self._abandoned.add(session.lease_id)
+        logger.warning(
+            "etcd session abandoned: no keepalive answered within its TTL",
+            extra={
+                "lease_id": f"{session.lease_id:x}",
+                "ttl": session.ttl,
+                "unanswered_for": round(unanswered, 3),
+                "elections": sorted(session.candidacies),
+            },
+        )
+        return False
+
+    async def _revoke_abandoned(self, election: str | None) -> None:
+        """Best effort: revoke the leases of abandoned sessions, so a key of theirs that
+        keepalives kept first in line goes now, not when etcd expires it.
+
+        Raises :class:`BackendUnavailable` while etcd does not answer (the lease
+        stays listed for the next call); any other refusal is logged and the
+        lease left to expire.
+        """
+        for lease_id in list(self._abandoned):
+            try:
+                await self._revoke(election, lease_id)
+            except LeaseLost:
+                pass  # already expired: its keys went with it
+            except BackendUnavailable:
+                raise
+            except BackendError as exc:
+                logger.warning(
+                    "could not revoke an abandoned session lease; it will expire",
+                    extra={"election": election, "lease_id": f"{lease_id:x}", "error": str(exc)},
+                )
+            else:
+                logger.info(
+                    "revoked abandoned session lease",
+                    extra={"election": election, "lease_id": f"{lease_id:x}"},
+                )
+            self._abandoned.discard(lease_id)
+
+    async def _keepalive(self, session: _Session, election: str, timeout: float | None = None) -> bool:
+        """Refresh the session lease once; False if etcd no longer has it.
+
+        Raises :class:`LeaseLost` instead of sending if the session was abandoned
+        (see :meth:`_live`), or is abandoned while the keepalive is in flight.
+        """
+        if not self._live(session):
+            raise LeaseLost("the etcd session was abandoned", election=election, backend=self.scheme)
+        sent = boottime()
         response = await self._call(
             election, lambda c: c.keepalive(session.lease_id, timeout or self.timeout)
         )
@@ -585,6 +679,8 @@ class EtcdBackend:
             raise BackendUnavailable(
                 "etcd closed the keepalive stream without an answer", election=election, backend=self.scheme
             )
+        if not session.alive:
+            raise LeaseLost("the etcd session was abandoned", election=election, backend=self.scheme)
         if response.TTL <= 0:
             return False
         session.ttl = response.TTL
@@ -592,8 +688,9 @@ class EtcdBackend:
         return True
 
     def _own_session(self, lease_id: int) -> _Session | None:
-        for session in self._sessions.values():
-            if session.lease_id == lease_id and session.alive:
+        """Our live session with this lease; an abandoned one's key is never ours."""
+        for session in list(self._sessions.values()):
+            if session.lease_id == lease_id and self._live(session):
                 return session
         return None
 
@@ -672,7 +769,9 @@ class EtcdBackend:
         # etcd expires leases itself; ``takeover`` matters only when it is a
         # term of ours that the elector ended: that candidacy resigns first, so
         # the new term is a new key with a new create revision (fencing token).
-        if takeover is not None and (ended := self._held(takeover)) is not None:
+        ended = self._held(takeover) if takeover is not None else None
+        await self._revoke_abandoned(election)
+        if ended is not None:
             await self._resign(election, *ended)
         for attempt in range(2):
             session, granted = await self._session(identity, lease_duration, election)
@@ -814,7 +913,7 @@ class EtcdBackend:
     def _held(self, record: LeaseRecord) -> tuple[_Session, _Candidacy] | None:
         """The session and candidacy behind ``record``, if this backend still has them."""
         session = self._sessions.get((record.holder, lease_ttl(record.lease_duration)))
-        if session is None or not session.alive:
+        if session is None or not self._live(session):
             return None
         candidacy = session.candidacies.get(record.election)
         if candidacy is None or candidacy.create_revision != record.fencing_token:
@@ -888,8 +987,8 @@ class EtcdBackend:
         """Our queued candidacy in ``election`` closest to the front, and its session, if any."""
         found = [
             (s, s.candidacies[election])
-            for s in self._sessions.values()
-            if s.alive and election in s.candidacies
+            for s in list(self._sessions.values())
+            if election in s.candidacies and self._live(s)
         ]
         return min(found, key=lambda pair: pair[1].create_revision) if found else None
 
@@ -898,7 +997,9 @@ class EtcdBackend:
 
         A candidate waits on the key just before its own (and on its own key,
         which vanishes if its lease does), as Go's ``waitDeletes`` does; when
-        that predecessor was the leader, the record yielded next is our own.
+        that predecessor was the leader, the record read and yielded next is our
+        own key's, as etcd holds it (the elector then campaigns: only
+        ``try_acquire`` says whether we lead).
         A backend that is not a candidate waits on the leader's key, or on the
         whole prefix while the election is empty (Go's ``Observe``).
         """
@@ -915,32 +1016,17 @@ class EtcdBackend:
             response = await self._txn(election, rpc.TxnRequest(success=ops))
             leaders = _kvs(response, 0)
             targets: list[tuple[bytes, bytes | None]]
-            heir = False  # we are next after the leader
             if candidacy is not None and _kvs(response, 1):
                 predecessor = _kvs(response, 2)
                 targets = [(candidacy.key, None)]
                 if predecessor:
                     targets.append((bytes(predecessor[0].key), None))
-                    heir = bytes(predecessor[0].key) == bytes(leaders[0].key)
             elif leaders:
                 targets = [(bytes(leaders[0].key), None)]
             else:
                 targets = [(prefix, prefix_range_end(prefix))]
             yield await self._record(election, leaders[0]) if leaders else None
-            deleted = await self._wait_for_change(election, targets, response.header.revision + 1, queued)
-            if heir and ours is not None and targets[1][0] in deleted and ours[1].key not in deleted:
-                # The leader, our predecessor, is gone and no key can be created
-                # before ours: we are next. Say so without another read; the
-                # elector's try_acquire confirms it with a linearizable one.
-                session, candidacy = ours
-                yield LeaseRecord(
-                    election=election,
-                    holder=session.identity,
-                    lease_duration=session.lease_duration,
-                    fencing_token=candidacy.create_revision,
-                    version=f"heir-{candidacy.create_revision}",
-                    expires_in=session.expires_in(),
-                )
+            await self._wait_for_change(election, targets, response.header.revision + 1, queued)
 
     async def _wait_for_change(
         self,
@@ -948,11 +1034,10 @@ class EtcdBackend:
         targets: list[tuple[bytes, bytes | None]],
         start_revision: int,
         queued: asyncio.Event,
-    ) -> set[bytes]:
-        """Wait for the first events on any target from ``start_revision`` on, or for
-        ``queued``; return the keys the events deleted."""
+    ) -> None:
+        """Wait for the first events on any target from ``start_revision`` on, or for ``queued``."""
 
-        async def op(client: _Client) -> set[bytes]:
+        async def op(client: _Client) -> None:
             call = client.watchstub.Watch(metadata=client.metadata)
             try:
                 for key, range_end in targets:
@@ -970,14 +1055,14 @@ class EtcdBackend:
                         if not reading.done():
                             reading.cancel()
                     if not reading.done() or reading.cancelled():
-                        return set()  # a new candidacy of ours: wait on its predecessor instead
+                        return  # a new candidacy of ours: wait on its predecessor instead
                     response = reading.result()
                     if response is grpc.aio.EOF:
                         raise BackendUnavailable(
                             "etcd ended the watch stream", election=election, backend=self.scheme
                         )
                     if response.compact_revision:
-                        return set()  # history compacted: read the state afresh
+                        return  # history compacted: read the state afresh
                     if response.canceled:
                         reason = response.cancel_reason or "no reason given"
                         if "permission denied" in reason:
@@ -991,11 +1076,11 @@ class EtcdBackend:
                             f"etcd canceled the watch: {reason}", election=election, backend=self.scheme
                         )
                     if response.events:
-                        return {bytes(e.kv.key) for e in response.events if e.type == rpc.Event.DELETE}
+                        return
             finally:
                 call.cancel()
 
-        return await self._call(election, op)
+        await self._call(election, op)
 
     async def aclose(self) -> None:
         """Revoke the sessions of candidacies that do not lead, then close the connection.
@@ -1016,6 +1101,8 @@ class EtcdBackend:
                 logger.debug(
                     "could not revoke session lease on close", extra={"lease_id": f"{session.lease_id:x}"}
                 )
+        with contextlib.suppress(BackendError, TimeoutError):
+            await asyncio.wait_for(self._revoke_abandoned(None), timeout=min(self.timeout, 2.0))
         self._closed = True
         client, self._client = self._client, None
         if client is not None:

@@ -20,7 +20,7 @@ from typing import Any
 import aetcd
 import pytest
 
-from leaderlib import LeaderElector
+from leaderlib import LeaderElector, LeaseRecord
 from leaderlib._errors import AccessDenied, BackendUnavailable, ConfigError, CorruptLeaseRecord, LeaseLost
 from leaderlib.backends import backend_from_url
 from leaderlib.backends.etcd import DEFAULT_PREFIX, EtcdBackend, candidate_key, lease_ttl
@@ -242,6 +242,39 @@ async def test_only_the_next_candidate_is_woken(make: Callable[..., EtcdBackend]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def test_watch_yields_only_records_etcd_holds(make: Callable[..., EtcdBackend]) -> None:
+    """Issue 9, item 9: when the leader ahead of us goes, the watch yields what etcd holds
+    (our own key, with its real mod revision), never a record it made up."""
+    election = name()
+    leader_backend, heir = make(), make()
+    leader = (await leader_backend.try_acquire(election, "leader", 2.0, None)).record
+    assert leader is not None
+    queued = await heir.try_acquire(election, "heir", 2.0, None)
+    assert not queued.acquired
+    seen: list[LeaseRecord | None] = []
+
+    async def follow() -> None:
+        async for record in heir.watch(election):
+            seen.append(record)
+
+    task = asyncio.create_task(follow())
+    try:
+        await until(lambda: bool(seen), 5, "the first record")
+        await leader_backend.release(leader)
+        await until(lambda: seen[-1] is not None and seen[-1].holder == "heir", 5, "the heir's record")
+        record = seen[-1]
+        assert record is not None
+        assert record.version.isdigit(), f"a made-up version: {record.version!r}"
+        held = await make().get(election)
+        assert held is not None and (held.version, held.fencing_token) == (
+            record.version,
+            record.fencing_token,
+        )
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
 
 
 # ---------------------------------------------------------------------------- etcdctl interop
