@@ -199,6 +199,10 @@ class LeaderElector:
         self._observed: LeaseRecord | None = None
         self._observed_at = 0.0
         self._observed_holder: str | None = None
+        # When another replica's record last changed (its version), for the failover
+        # metric: records naming us while we follow must not restart that count.
+        self._holder_version: str | None = None
+        self._holder_changed_at = 0.0
         self._changed = asyncio.Event()
         self._stopping = asyncio.Event()
         self._ended: LeaseRecord | None = None
@@ -389,6 +393,10 @@ class LeaderElector:
             self._observed = record
             self._observed_at = self.clock.monotonic()
         holder = record.holder if record is not None and record.is_held else None
+        version = record.version if record is not None else None
+        if holder not in (None, self.identity) and version != self._holder_version:
+            self._holder_version = version
+            self._holder_changed_at = self.clock.monotonic()
         if holder == self.identity and self.state is not ElectorState.LEADING:
             # A record naming us while we do not lead is not a leader to announce:
             # a term of ours that ended, or one try_acquire has yet to confirm.
@@ -459,7 +467,9 @@ class LeaderElector:
     async def _lead(self, record: LeaseRecord, sent: float) -> None:
         """Hold the term: run the leader's work and renew until the term ends."""
         leadership = Leadership(record=record, valid_until=sent + self.renew_deadline, clock=self.clock)
-        previous_seen_at = self._observed_at if self._observed_holder not in (None, self.identity) else None
+        previous_seen_at = (
+            self._holder_changed_at if self._observed_holder not in (None, self.identity) else None
+        )
         self.leadership = leadership
         self.state = ElectorState.LEADING
         self._observe(record)

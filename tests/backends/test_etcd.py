@@ -20,13 +20,14 @@ from typing import Any
 import aetcd
 import pytest
 
-from leaderlib import LeaderElector, LeaseRecord
+from leaderlib import ElectorState, LeaderElector, LeaseRecord
 from leaderlib._errors import AccessDenied, BackendUnavailable, ConfigError, CorruptLeaseRecord, LeaseLost
 from leaderlib.backends import backend_from_url
 from leaderlib.backends.etcd import DEFAULT_PREFIX, EtcdBackend, candidate_key, lease_ttl
 from leaderlib.testing.pytest_plugin import started
 from leaderlib.testing.servers import EtcdCluster, EtcdServer, free_port
-from tests.electing import config, running, until
+from tests.electing import LEASE, config, running, until
+from tests.metrics import MetricReader
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -275,6 +276,42 @@ async def test_watch_yields_only_records_etcd_holds(make: Callable[..., EtcdBack
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_crash_failover_is_measured_and_announced_once(
+    make: Callable[..., EtcdBackend], metric_reader: MetricReader
+) -> None:
+    """Issue 9, item 9: a leader that stops renewing (kept its lease: no release) is
+    replaced after its TTL; the new leader records the failover (from the last renewal
+    it saw to its acquisition) and announces itself only once it leads."""
+    election = name()
+    crashed = LeaderElector(election, make(), config("crashed", release_on_shutdown=False))
+    announced: list[tuple[str | None, ElectorState]] = []
+    follower = LeaderElector(
+        election,
+        make(),
+        config("follower"),
+        on_new_leader=lambda holder: announced.append((holder, follower.state)),
+    )
+    async with running(crashed) as crashed_task:
+        await until(lambda: crashed.is_leader, 10, "the first leader")
+        async with running(follower):
+            await until(lambda: follower.leader == "crashed", 5, "the follower sees the leader")
+            await asyncio.sleep(1.0)  # renewals seen on the follower's watch
+            crashed.stop()  # no release: the key stays until etcd expires the lease
+            await asyncio.wait_for(crashed_task, 10)
+            stopped = time.monotonic()
+            await until(lambda: follower.is_leader, LEASE + 3, "the follower leads")
+            took = time.monotonic() - stopped
+            await asyncio.sleep(0.1)  # callbacks run
+    assert took >= 0.75 * LEASE, f"took over {took:.2f}s after the leader stopped, before its TTL"
+    assert announced == [("crashed", ElectorState.FOLLOWING), ("follower", ElectorState.LEADING)], announced
+    points = metric_reader.points("leaderlib.failover.duration", election=election, backend="etcd")
+    assert [p.count for p in points] == [1], "the failover was not recorded once"
+    assert 0.75 * LEASE <= points[0].sum <= took + 0.5, (
+        f"failover recorded as {points[0].sum:.3f}s; the leader's last renewal was seen "
+        f"about {took:.2f}s before the takeover"
+    )
 
 
 # ---------------------------------------------------------------------------- etcdctl interop
