@@ -50,6 +50,7 @@ class BackgroundService:
         self._future: concurrent.futures.Future[None] | None = None
         self._thread: threading.Thread | None = None
         self._started = threading.Event()
+        self._ended_at_once = False
 
     def start(self) -> BackgroundService:
         """Start the thread; return once the target's run has taken its first step.
@@ -63,7 +64,8 @@ class BackgroundService:
         self._thread = threading.Thread(target=self._main, name="leaderlib", daemon=True)
         self._thread.start()
         self._started.wait()
-        if self._future.done():
+        if self._ended_at_once:
+            self._thread.join()  # the run is over: its error is in the future once the thread ends
             self._raise_if_failed()
         return self
 
@@ -73,8 +75,13 @@ class BackgroundService:
         self._loop = loop
         asyncio.set_event_loop(loop)
         task = loop.create_task(self.target.run())
-        # Queued after the task's first step: start() returns once that step ran.
-        loop.call_soon(self._started.set)
+
+        def first_step_ran() -> None:
+            # Queued after the task's first step: start() learns whether that step failed.
+            self._ended_at_once = task.done()
+            self._started.set()
+
+        loop.call_soon(first_step_ran)
         try:
             loop.run_until_complete(task)
         except BaseException as exc:  # handed to the caller by start(), join() or stop()
