@@ -39,7 +39,7 @@ import schedule
 from ._clock import Clock, SystemClock, wait_for
 from ._config import ElectionConfig, load_settings
 from ._elector import LeaderElector, Leadership
-from ._errors import ConfigError, NotLeader
+from ._errors import ConfigError, LeaderlibError, NotLeader
 from ._health import serve_health
 from ._logging import get_logger
 from ._telemetry import instruments, tracer
@@ -426,6 +426,10 @@ class Service:
                 for elector in self._electors:
                     group.create_task(elector.run())
                 group.create_task(self._shutdown_when_asked())
+        except ExceptionGroup as group_error:
+            # The task group is an implementation detail: a caller (and the CLI's
+            # exit status) needs the leaderlib error that ended the service.
+            raise _sole_cause(group_error) from None
         finally:
             self._running = False
             if owns_backend:
@@ -666,6 +670,24 @@ class Service:
         instruments.job_runs.add(1, {**attributes, "outcome": outcome})
         instruments.job_duration.record(duration, attributes)
         logger.info("job run finished", extra={**details, "outcome": outcome, "duration": round(duration, 6)})
+
+
+def _sole_cause(group: ExceptionGroup[Exception]) -> Exception:
+    """The first leaderlib error in ``group`` if every error in it is one, else ``group``.
+
+    Several electors (per-job mode) usually fail for one reason, such as a
+    refused password; anything else is a bug whose whole group must be seen."""
+    leaves: list[Exception] = []
+    pending: list[Exception] = [group]
+    while pending:
+        error = pending.pop()
+        if isinstance(error, ExceptionGroup):
+            pending.extend(reversed(error.exceptions))
+        else:
+            leaves.append(error)
+    if leaves and all(isinstance(error, LeaderlibError) for error in leaves):
+        return leaves[0]
+    return group
 
 
 def _check_backend_url(url: str) -> None:
