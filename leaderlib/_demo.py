@@ -23,9 +23,16 @@ from collections import Counter
 from pathlib import Path
 from typing import IO, Any
 
+from ._errors import ConfigError
 from ._runtime import JobContext, Service
 
-__all__ = ["demo_service", "run_demo"]
+__all__ = ["MIN_DURATION", "demo_service", "run_demo"]
+
+#: The shortest demo that shows what it promises: a leader (about 1 s), 3 s of
+#: its runs, a failover that waits out the killed leader's lease (10 s by
+#: default), 3 s of the next leader's runs, a graceful handover. Shorter
+#: durations used to be stretched silently to about 17 s.
+MIN_DURATION = 20.0
 
 
 def demo_service() -> Service:
@@ -273,10 +280,22 @@ def run_demo(
     json_path: str | None = None,
     quiet: bool = False,
 ) -> int:
-    """Run the demo; print the account and summary; return 0 if no safety property was violated."""
-    if replicas < 1:
-        print("leaderlib demo: --replicas must be at least 1", file=sys.stderr)
-        return 2
+    """Run the demo; print the account and summary; return 0 if no safety property was violated.
+
+    Raises :class:`ConfigError` for fewer than two replicas or a duration under
+    :data:`MIN_DURATION`."""
+    if replicas < 2:
+        raise ConfigError(
+            f"must be at least 2, got {replicas}: the demo shows a failover, which needs a replica to take over",
+            field="--replicas",
+        )
+    if not duration >= MIN_DURATION:  # also refuses nan
+        raise ConfigError(
+            f"must be at least {MIN_DURATION:g} seconds, got {duration:g}: the demo waits for a leader, "
+            "SIGKILLs it, waits out its lease (10 s by default) for the failover, then stops the next "
+            "leader gracefully",
+            field="--duration",
+        )
     with tempfile.TemporaryDirectory(prefix="leaderlib-demo-") as scratch:
         url = backend or f"sqlite:///{Path(scratch, 'leases.sqlite3').as_posix().lstrip('/')}"
         demo = _Demo(replicas, duration, url, quiet)
@@ -290,10 +309,19 @@ def run_demo(
         f"leaderships:       {len(summary['leaderships'])} (fencing tokens {[t['fencing_token'] for t in summary['leaderships']]})"
     )
     print(f"overlaps:          {summary['overlaps']}")
-    print(f"failover:          {summary['failover_seconds']} s after SIGKILL")
-    print(f"graceful handover: {summary['handover_seconds']} s after SIGTERM")
+    print(f"failover:          {_measured(summary['failover_seconds'], replicas, 2, 'SIGKILL')}")
+    print(f"graceful handover: {_measured(summary['handover_seconds'], replicas, 3, 'SIGTERM')}")
     print(f"job runs:          {summary['job_runs']}")
     print(f"duplicate ticks:   {summary['duplicate_ticks']}")
     if json_path:
         Path(json_path).write_text(json.dumps(summary, indent=2) + "\n")
     return 0 if summary["overlaps"] == 0 and summary["duplicate_ticks"] == 0 else 1
+
+
+def _measured(seconds: float | None, replicas: int, needed: int, signal_name: str) -> str:
+    """A summary time, or why there is none: too few replicas for that step, or no takeover."""
+    if seconds is not None:
+        return f"{seconds} s after {signal_name}"
+    if replicas < needed:
+        return f"n/a ({replicas} replica{'s' if replicas > 1 else ''}: this step needs {needed})"
+    return f"none: no replica took over after {signal_name}"

@@ -8,7 +8,10 @@ and 503 on followers, for a readiness probe that routes traffic to the leader.
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Callable
+
+from ._errors import ConfigError
 
 __all__ = ["serve_health"]
 
@@ -16,7 +19,9 @@ __all__ = ["serve_health"]
 async def serve_health(
     healthy: Callable[[], bool], is_leader: Callable[[], bool], host: str, port: int
 ) -> asyncio.Server:
-    """Start the endpoint; the caller closes the returned server."""
+    """Start the endpoint; the caller closes the returned server.
+
+    Raises :class:`ConfigError` when ``host:port`` cannot be listened on."""
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -45,4 +50,12 @@ async def serve_health(
         finally:
             writer.close()
 
-    return await asyncio.start_server(handle, host, port)
+    try:
+        return await asyncio.start_server(handle, host, port)
+    except OSError as exc:
+        # A port in use or a host that is not this machine's: say so in one line
+        # (asyncio's own text repeats the address inside a long sentence).
+        reason = os.strerror(exc.errno) if isinstance(exc.errno, int) and exc.errno > 0 else exc.strerror
+        raise ConfigError(
+            f"cannot listen on {host}:{port}: {reason or exc}", field="health endpoint"
+        ) from exc
