@@ -168,7 +168,8 @@ def _coerce(name: str, raw: Any, where: str) -> Any:
 #: ``LEADERLIB_*`` variables that are not settings but are read elsewhere, so they
 #: draw no "unknown variable" warning: server binaries and their cache
 #: (``leaderlib.testing.servers.find_binary``, ``backends/install``) and the URLs
-#: ``leaderlib testenv`` exports (``leaderlib.testing.testenv``).
+#: ``leaderlib testenv`` exports (``leaderlib.testing.testenv``); the Kubernetes
+#: backend's service account directory (``leaderlib.backends.kubernetes``).
 _OTHER_VARIABLES = frozenset(
     {
         "LEADERLIB_CONFIG",
@@ -180,6 +181,7 @@ _OTHER_VARIABLES = frozenset(
         "LEADERLIB_REDIS_CLI",
         "LEADERLIB_TOXIPROXY_SERVER",
         "LEADERLIB_CLIENTGO_ELECTOR",
+        "LEADERLIB_KUBERNETES_SERVICEACCOUNT_DIR",
         "LEADERLIB_TEST_REDIS_URL",
         "LEADERLIB_TEST_ETCD_URL",
         "LEADERLIB_TEST_ETCD_CLUSTER_URL",

@@ -11,8 +11,10 @@ URL and options (query string or keyword arguments; keywords win)::
 
 ``kubeconfig`` (path), ``context`` (name) and ``request_timeout`` (seconds per
 API request, default 10). In a pod (``KUBERNETES_SERVICE_HOST`` set) and
-without ``kubeconfig`` the service account is used; otherwise the kubeconfig
-from ``KUBECONFIG`` or ``~/.kube/config``.
+without ``kubeconfig`` the service account is used (``token``, ``ca.crt`` and
+``namespace`` under ``/var/run/secrets/kubernetes.io/serviceaccount``, or under
+``$LEADERLIB_KUBERNETES_SERVICEACCOUNT_DIR``); otherwise the kubeconfig from
+``KUBECONFIG`` or ``~/.kube/config``.
 
 The Lease's name is the election's name, so it must be a DNS-1123 subdomain
 (lowercase letters, digits, ``-`` and ``.``). The record is exactly what
@@ -96,7 +98,11 @@ T = TypeVar("T")
 _GROUP_PATH = "/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases"
 _LEASE_PATH = _GROUP_PATH + "/{name}"
 _JSON_HEADERS = {"Accept": "application/json", "Content-Type": "application/json"}
-_INCLUSTER_NAMESPACE_FILE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
+#: Where the kubelet mounts a pod's service account (token, ca.crt, namespace);
+#: ``$LEADERLIB_KUBERNETES_SERVICEACCOUNT_DIR`` points elsewhere (tests run
+#: "pods" as local processes with a token from the TokenRequest API).
+_SERVICEACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
+_SERVICEACCOUNT_DIR_VARIABLE = "LEADERLIB_KUBERNETES_SERVICEACCOUNT_DIR"
 
 #: Server-side end of one watch request; the watch then resumes from the last
 #: resourceVersion, so this only bounds how long a silently dead connection goes
@@ -886,7 +892,7 @@ def _default_namespace(kubeconfig: str | None, context: str | None) -> str:
     """The pod's namespace in a cluster, else the kubeconfig context's, else "default"."""
     if kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
         with contextlib.suppress(OSError):
-            return Path(_INCLUSTER_NAMESPACE_FILE).read_text().strip()
+            return (_serviceaccount_dir() / "namespace").read_text().strip()
     with contextlib.suppress(Exception):
         contexts, active = k8s_config.list_kube_config_contexts(  # type: ignore[no-untyped-call]
             kubeconfig or _kubeconfig_path()
@@ -898,6 +904,11 @@ def _default_namespace(kubeconfig: str | None, context: str | None) -> str:
     return "default"
 
 
+def _serviceaccount_dir() -> Path:
+    """The pod's service account files: ``$LEADERLIB_KUBERNETES_SERVICEACCOUNT_DIR`` or the kubelet's mount."""
+    return Path(os.environ.get(_SERVICEACCOUNT_DIR_VARIABLE) or _SERVICEACCOUNT_DIR)
+
+
 def _kubeconfig_path() -> str:
     return os.environ.get("KUBECONFIG") or os.path.expanduser("~/.kube/config")
 
@@ -906,11 +917,17 @@ def _load_configuration(kubeconfig: str | None, context: str | None) -> k8s_clie
     """The client configuration: in-cluster service account, or a kubeconfig file."""
     configuration = k8s_client.Configuration()
     if kubeconfig is None and context is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
+        # The client's load_incluster_config() with the files' directory
+        # injectable; it re-reads the token each minute (kubelet rotation).
+        account = _serviceaccount_dir()
         try:
-            k8s_config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+            k8s_config.incluster_config.InClusterConfigLoader(  # type: ignore[no-untyped-call]
+                token_filename=str(account / "token"), cert_filename=str(account / "ca.crt")
+            ).load_and_set(configuration)
         except k8s_config.ConfigException as exc:
             raise ConfigError(
-                f"KUBERNETES_SERVICE_HOST is set but the service account cannot be used: {exc}",
+                f"KUBERNETES_SERVICE_HOST is set but the service account in {account} "
+                f"cannot be used: {exc}",
                 field="kubeconfig",
             ) from exc
         return configuration
