@@ -442,6 +442,7 @@ class LeaderElector:
 
     async def _watch(self) -> None:
         """Follow the store's change feed; wake the campaign when the lease may be free."""
+        watch_error: str | None = None
         while not self._stopping.is_set():
             try:
                 async for record in self.backend.watch(self.election):
@@ -450,17 +451,23 @@ class LeaderElector:
                         self._changed.set()
             except ConfigError:
                 raise
-            except AccessDenied as exc:
-                # Polling goes on; the acquisition attempts decide whether a
-                # denial is fatal (_denial_is_fatal), the watch never does.
-                logger.warning(
-                    "watch refused; polling until it resumes",
-                    extra={"election": self.election, "error": str(exc)},
-                )
             except Exception as exc:  # a broken watch only costs speed: polling goes on
-                logger.debug(
-                    "watch ended; polling until it resumes",
-                    extra={"election": self.election, "error": str(exc)},
+                current = asyncio.current_task()
+                if current is not None and current.cancelling():
+                    # A driver turned our cancellation into an error (redis-py
+                    # does, under Python 3.11's wait_for): we are being stopped.
+                    raise asyncio.CancelledError from exc
+                message = str(exc)
+                # A denial is loud once (the acquisition attempts decide whether it
+                # is fatal, the watch never does); repeats and other breaks are quiet.
+                loud = isinstance(exc, AccessDenied) and message != watch_error
+                watch_error = message
+                logger.log(
+                    logging.WARNING if loud else logging.DEBUG,
+                    "watch refused; polling until it resumes"
+                    if loud
+                    else "watch ended; polling until it resumes",
+                    extra={"election": self.election, "error": message},
                 )
             await self.clock.sleep(self.config.retry_period)
 

@@ -332,6 +332,26 @@ async def test_acl_user_outside_its_prefix_is_told_what_to_grant(acl_server: Red
             assert "ACL SETUSER elector" in message and "~leaderlib:*" in message, message
 
 
+async def test_an_elector_without_permission_stops_at_once(acl_server: RedisServer) -> None:
+    """Regression: the elector's first attempt is denied, so run() must raise. redis-py turns
+    the watch task's cancellation into an error; the elector took that for one more broken
+    watch and retried it forever, so run() never returned."""
+    from leaderlib import ElectionConfig, LeaderElector
+
+    config = ElectionConfig(lease_duration=2, renew_deadline=1.5, renew_interval=0.3, retry_period=0.3)
+    for _ in range(8):  # the swallowed cancellation is a race: about one run in three hung
+        async with opened(acl_server.url_for("elector", "s3cret")) as backend:
+            elector = LeaderElector(election(), backend, config)
+            running = asyncio.create_task(elector.run())
+            done, _ = await asyncio.wait({running}, timeout=3)
+            if not done:
+                running.cancel()
+                await asyncio.gather(running, return_exceptions=True)
+                pytest.fail("run() did not return after its first attempt was denied")
+            with pytest.raises(AccessDenied, match="ACL SETUSER elector"):
+                running.result()
+
+
 async def test_acl_user_missing_a_command_is_denied_and_writes_nothing(acl_server: RedisServer) -> None:
     no_publish = RedisACLUser(
         name="nopublish",
