@@ -50,7 +50,11 @@ test: venv servers lint typecheck
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: venv servers
-	$(BIN)/python benchmarks/latency.py --servers --json bench-results.json
+	$(BIN)/leaderlib bench --servers --json bench-results/bench.json --report bench-results
+
+.PHONY: bench-quick
+bench-quick: venv servers
+	$(BIN)/leaderlib bench --servers --quick --json bench-results/bench-quick.json --report bench-results/quick
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -55,6 +57,11 @@ def run_command(args: argparse.Namespace) -> int:
 
     if not args.backend and not args.servers:
         raise SystemExit("leaderlib bench: give --backend URL (repeatable) or --servers")
+    # gRPC (aetcd) logs a line at every fork of a child candidate unless fork support is off.
+    os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+    # The scale scenario overloads stores on purpose: its misses are counted in the
+    # report, not logged once per election on stderr, where the progress is.
+    logging.getLogger("leaderlib").setLevel(logging.ERROR)
     plan = QUICK if args.quick else FULL
     scenarios = args.scenario or list(SCENARIOS)
     with contextlib.ExitStack() as stack:

@@ -26,11 +26,11 @@ class Plan:
 
 
 QUICK = Plan(
-    samples=20, spawn_samples=3, cycles=1, followers=(0, 1, 3), load_window=2.0,
-    elections=(1, 10, 100), scale_window=3.0, scale_ramp=20.0, tick_window=1.5,
+    samples=20, spawn_samples=3, cycles=1, followers=(0, 2), load_window=1.5,
+    elections=(1, 50), scale_window=2.5, scale_ramp=20.0, tick_window=1.0,
 )  # fmt: skip
 
 FULL = Plan(
-    samples=200, spawn_samples=15, cycles=5, followers=(0, 1, 10, 50), load_window=5.0,
-    elections=(1, 100, 1000, 10000), scale_window=10.0, scale_ramp=60.0, tick_window=5.0,
+    samples=200, spawn_samples=15, cycles=4, followers=(0, 1, 10, 50), load_window=4.0,
+    elections=(1, 100, 1000, 10000), scale_window=8.0, scale_ramp=45.0, tick_window=4.0,
 )  # fmt: skip

@@ -51,7 +51,8 @@ def _latency(plt: Any, store: str, rows: list[Row], path: Path) -> Path:
             [r.subject if r.samples else f"{r.subject}\n({r.status})" for r in chosen], rotation=35, ha="right",
             fontsize=7,
         )  # fmt: skip
-        ax.set_yscale("log")
+        if any(s > 0 for r in chosen for s in r.samples):
+            ax.set_yscale("log")
         ax.set_title(scenario)
         ax.set_ylabel("ms")
         ax.grid(True, axis="y", alpha=0.3)

@@ -125,7 +125,7 @@ async def _kubernetes(target: Target) -> tuple[Operation, Close]:
         await loop.run_in_executor(pool, update)
 
     async def close() -> None:
-        await loop.run_in_executor(pool, lambda: api.delete_namespaced_lease(name, namespace))
+        # The Lease stays: a least-privileged elector may not delete leases.
         pool.shutdown(wait=True)
         api_client.close()
 

@@ -53,8 +53,8 @@ class ToozPeer(Peer):
                 while not elected.is_set():
                     coordinator.run_watchers()
                 samples.append(time.perf_counter() - started)
-                coordinator.unwatch_elected_as_leader(group, coordinator._hooks_elected_leader[group][0])
-                coordinator.stand_down_group_leader(group)
+                # The Redis driver cannot stand down: forget the group (its lock is released by stop()).
+                coordinator._hooks_elected_leader.pop(group)
             coordinator.stop()
             return samples
 
