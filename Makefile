@@ -6,6 +6,10 @@ BIN := $(VENV)/bin
 # The venv is rebuilt when pyproject.toml changes (its hash names the stamp).
 STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 PYTEST_ARGS ?=
+# make chaos: faults per store, the seed to replay (empty: a fresh one, printed), stores run at once.
+CHAOS_FAULTS ?= 300
+CHAOS_SEED ?=
+CHAOS_PARALLEL ?= 2
 
 .PHONY: help venv servers demo test lint typecheck unit conformance integration bench clean
 
@@ -14,6 +18,7 @@ help:
 	@echo "make test         set up everything (apt packages, Go builds, Python deps) and run every test"
 	@echo "make servers      install/build the real servers (Redis, etcd, kube-apiserver, Toxiproxy, client-go elector) into ~/.cache/leaderlib"
 	@echo "make lint | typecheck | unit | conformance | integration"
+	@echo "make chaos        the long randomized fault campaign on every store (CHAOS_FAULTS=300 per store, CHAOS_SEED=...) -> chaos-report/"
 	@echo "make bench        latency of each backend next to its raw round trip (needs the servers)"
 
 $(STAMP): pyproject.toml
@@ -55,6 +60,10 @@ bench: venv servers
 .PHONY: bench-quick
 bench-quick: venv servers
 	$(BIN)/leaderlib bench --servers --quick --json bench-results/bench-quick.json --report bench-results/quick
+
+.PHONY: chaos
+chaos: venv servers
+	CHAOS_SEED=$(CHAOS_SEED) $(BIN)/python -m tests.chaos.campaign --faults $(CHAOS_FAULTS) --parallel $(CHAOS_PARALLEL) --out chaos-report
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
