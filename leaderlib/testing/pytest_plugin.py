@@ -1,4 +1,5 @@
-"""pytest fixtures that run real servers: ``redis_server``, ``etcd_server``,
+"""pytest fixtures that run real servers: ``redis_server``, ``redis_sentinel``
+(a master, a replica and three Sentinels, new for each test), ``etcd_server``,
 ``etcd_cluster``, ``kube_apiserver``, ``toxiproxy_server`` (and ``toxiproxy``,
 a client for it whose proxies are deleted after each test), and
 ``clientgo_elector``, a factory of client-go electors on ``kube_apiserver``.
@@ -27,6 +28,7 @@ from typing import Any, TypeVar
 import pytest
 
 from leaderlib.testing.clientgo import ClientGoElector
+from leaderlib.testing.sentinel import RedisSentinelGroup
 from leaderlib.testing.servers import (
     EtcdCluster,
     EtcdServer,
@@ -37,9 +39,9 @@ from leaderlib.testing.servers import (
 )
 from leaderlib.testing.toxiproxy import Toxiproxy, ToxiproxyServer
 
-_S = TypeVar("_S", RedisServer, EtcdServer, EtcdCluster, KubeAPIServer, ToxiproxyServer)
+_S = TypeVar("_S", RedisServer, RedisSentinelGroup, EtcdServer, EtcdCluster, KubeAPIServer, ToxiproxyServer)
 
-_SERVER_TYPES = (RedisServer, EtcdServer, EtcdCluster, KubeAPIServer, ToxiproxyServer)
+_SERVER_TYPES = (RedisServer, RedisSentinelGroup, EtcdServer, EtcdCluster, KubeAPIServer, ToxiproxyServer)
 
 
 def in_ci() -> bool:
@@ -100,6 +102,14 @@ def _serve(request: pytest.FixtureRequest, make: Callable[[], _S]) -> Iterator[_
 def redis_server(request: pytest.FixtureRequest) -> Iterator[RedisServer]:
     """A plain ``redis-server`` (``redis_server.url`` is ``redis://127.0.0.1:PORT``)."""
     yield from _serve(request, RedisServer)
+
+
+@pytest.fixture
+def redis_sentinel(request: pytest.FixtureRequest) -> Iterator[RedisSentinelGroup]:
+    """A Redis master, a replica and three Sentinels (quorum 2, down after 1 s), new for each
+    test, since tests kill masters; ``redis_sentinel.url`` is ``redis+sentinel://.../leaderlib``.
+    A failover takes 1.5 to 4 s (:meth:`~RedisSentinelGroup.wait_for_failover`)."""
+    yield from _serve(request, RedisSentinelGroup)
 
 
 @pytest.fixture(scope="session")

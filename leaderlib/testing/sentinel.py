@@ -1,0 +1,280 @@
+"""Redis Sentinel for tests: a master, a replica and three Sentinels on loopback.
+
+    with RedisSentinelGroup() as group:
+        url = group.url                    # redis+sentinel://127.0.0.1:P1,...:P3/leaderlib
+        old = group.kill_master()          # SIGKILL, a crash
+        new = group.wait_for_failover(old) # the replica, once every Sentinel reports it
+
+Each Sentinel is ``redis-server sentinel.conf --sentinel`` (the plain
+``redis-server`` binary, so nothing beyond Debian's ``redis-server`` package is
+needed). Timings are short so a failover completes in a few seconds: the
+master is subjectively down after ``down_after_ms`` (1000) without an answer,
+objectively down once ``quorum`` (2) Sentinels agree, and one Sentinel, elected
+by the others, then promotes the replica (Sentinels wait up to a second at
+random before they ask for votes, so that is 1.5 to 4 s after a crash here).
+``failover_timeout_ms`` (3000) bounds one failover attempt; a failed attempt
+is retried after twice that.
+
+A killed master can be started again with :meth:`restart`: it comes back as a
+replica of whichever server is master then (the Sentinels would reconfigure
+it anyway; starting it that way avoids a moment with two masters).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+import socket
+import time
+from pathlib import Path
+
+from leaderlib.testing.servers import (
+    LOOPBACK,
+    RedisServer,
+    ServerError,
+    _Process,
+    _Server,
+    _wait_until,
+    find_binary,
+    free_port,
+)
+
+__all__ = ["RedisSentinelGroup"]
+
+log = logging.getLogger("leaderlib.testing")
+
+#: Every data server's extra config: a replica's full sync starts at once
+#: (Redis 7 waits 5 s by default, hoping more replicas join one transfer).
+_SERVER_LINES = ("repl-diskless-sync-delay 0",)
+
+
+def _command(port: int, *args: str, timeout: float = 1.0) -> list[str] | str | int | None:
+    """One RESP command to ``127.0.0.1:port``; the decoded reply (errors as ``ServerError``).
+
+    A few lines of RESP keep this module free of a client library: the
+    Sentinel commands used here answer simple strings, integers and flat arrays.
+    """
+    payload = f"*{len(args)}\r\n" + "".join(f"${len(a.encode())}\r\n{a}\r\n" for a in args)
+    with (
+        socket.create_connection((LOOPBACK, port), timeout=timeout) as sock,
+        sock.makefile("rb") as reader,
+    ):
+        sock.sendall(payload.encode())
+
+        def read() -> list[str] | str | int | None:
+            line = reader.readline().rstrip(b"\r\n").decode()
+            kind, rest = line[:1], line[1:]
+            if kind == "+":
+                return rest
+            if kind == "-":
+                raise ServerError(f"{' '.join(args)} on port {port}: {rest}")
+            if kind == ":":
+                return int(rest)
+            if kind == "$":
+                if rest == "-1":
+                    return None
+                data = reader.read(int(rest) + 2)[:-2].decode()
+                return data
+            if kind == "*":
+                if rest == "-1":
+                    return None
+                return [str(read()) for _ in range(int(rest))]
+            raise ServerError(f"unexpected reply {line!r} from port {port}")
+
+        return read()
+
+
+class RedisSentinelGroup(_Server):
+    """A Redis master, ``replicas`` replicas (1) and ``sentinels`` Sentinels (3), all on loopback.
+
+    :attr:`url` is the ``redis+sentinel://`` URL of the Sentinels and
+    :attr:`service_name`; :attr:`servers` are the data servers (index 0 starts
+    as the master). :meth:`master` asks the Sentinels which one is master now.
+    """
+
+    kind = "redis-sentinel"
+
+    def __init__(
+        self,
+        *,
+        service_name: str = "leaderlib",
+        replicas: int = 1,
+        sentinels: int = 3,
+        quorum: int = 2,
+        down_after_ms: int = 1000,
+        failover_timeout_ms: int = 3000,
+        directory: Path | None = None,
+        start_timeout: float = 30.0,
+    ) -> None:
+        super().__init__(directory=directory, start_timeout=start_timeout)
+        self.service_name = service_name
+        self.quorum = quorum
+        self.down_after_ms = down_after_ms
+        self.failover_timeout_ms = failover_timeout_ms
+        self.servers = [
+            RedisServer(directory=self.directory / f"redis{i}", start_timeout=start_timeout)
+            for i in range(1 + replicas)
+        ]
+        self.sentinel_ports = [free_port() for _ in range(sentinels)]
+        self._sentinels: list[_Process | None] = [None] * sentinels
+
+    # -- addresses ---------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        """``redis+sentinel://127.0.0.1:P1,127.0.0.1:P2,127.0.0.1:P3/SERVICE``."""
+        hosts = ",".join(f"{LOOPBACK}:{port}" for port in self.sentinel_ports)
+        return f"redis+sentinel://{hosts}/{self.service_name}"
+
+    def sentinel_log(self, index: int) -> Path:
+        return self.directory / f"sentinel{index}.log"
+
+    def _server_at(self, port: int) -> RedisServer:
+        return next(server for server in self.servers if server.port == port)
+
+    def reported_masters(self) -> list[int | None]:
+        """The master's port as each Sentinel reports it now (None: no answer)."""
+        ports: list[int | None] = []
+        for port in self.sentinel_ports:
+            try:
+                reply = _command(port, "SENTINEL", "get-master-addr-by-name", self.service_name)
+            except (OSError, ServerError):
+                reply = None
+            ports.append(int(reply[1]) if isinstance(reply, list) and len(reply) == 2 else None)
+        return ports
+
+    def master(self) -> RedisServer:
+        """The server a majority of Sentinels report as master."""
+        reported = [port for port in self.reported_masters() if port is not None]
+        for port in set(reported):
+            if reported.count(port) * 2 > len(self.sentinel_ports):
+                return self._server_at(port)
+        raise ServerError(f"the Sentinels disagree on the master: {reported}", self.log_path)
+
+    def replicas(self) -> list[RedisServer]:
+        """The running servers other than the master."""
+        master = self.master()
+        return [server for server in self.servers if server is not master and server.running()]
+
+    # -- lifecycle ---------------------------------------------------------------
+
+    @property
+    def log_path(self) -> Path:
+        """The first Sentinel's log (``+switch-master`` and friends); each server logs in ``redisN/``."""
+        return self.sentinel_log(0)
+
+    def _sentinel_config(self, port: int, master_port: int) -> str:
+        name = self.service_name
+        return "\n".join(
+            [
+                f"port {port}",
+                f"bind {LOOPBACK}",
+                "daemonize no",
+                'logfile ""',
+                f"dir {self.directory}",
+                f"sentinel monitor {name} {LOOPBACK} {master_port} {self.quorum}",
+                f"sentinel down-after-milliseconds {name} {self.down_after_ms}",
+                f"sentinel failover-timeout {name} {self.failover_timeout_ms}",
+                f"sentinel parallel-syncs {name} 1",
+                "",
+            ]
+        )
+
+    def _start(self) -> None:
+        binary = str(find_binary("redis-server"))
+        master, *replicas = self.servers
+        master.config_lines = _SERVER_LINES
+        master.start()
+        for replica in replicas:
+            replica.config_lines = (*_SERVER_LINES, f"replicaof {LOOPBACK} {master.port}")
+            replica.start()
+        for replica in replicas:
+
+            def synced(replica: RedisServer = replica) -> bool:
+                return "master_link_status:up" in replica.cli("INFO", "replication")
+
+            _wait_until("redis replica sync", synced, self.start_timeout, [], replica.log_path)
+        for index, port in enumerate(self.sentinel_ports):
+            # Sentinel rewrites its config file (it records what it learns), so each has its own.
+            conf = self.directory / f"sentinel{index}.conf"
+            conf.write_text(self._sentinel_config(port, master.port))
+            self._sentinels[index] = _Process(
+                f"redis-sentinel {index}",
+                [binary, str(conf), "--sentinel"],
+                self.sentinel_log(index),
+                self.directory,
+            )
+        procs = [p for p in self._sentinels if p is not None]
+        _wait_until(
+            "redis sentinels", self._sentinels_know_everyone, self.start_timeout, procs, self.log_path
+        )
+
+    def _sentinels_know_everyone(self) -> bool:
+        """Every Sentinel reports the master, its replicas and the other Sentinels (ready to fail over)."""
+        name = self.service_name
+        for port in self.sentinel_ports:
+            master = _command(port, "SENTINEL", "master", name)
+            fields = dict(zip(master[::2], master[1::2], strict=True)) if isinstance(master, list) else {}
+            if int(fields.get("num-slaves", 0)) < len(self.servers) - 1:
+                return False
+            if int(fields.get("num-other-sentinels", 0)) < len(self.sentinel_ports) - 1:
+                return False
+        return True
+
+    def _processes(self) -> list[_Process]:
+        own = [p for p in self._sentinels if p is not None]
+        return [*own, *(p for server in self.servers for p in server._processes())]
+
+    def stop(self, *, keep: bool = False) -> None:
+        for server in self.servers:
+            server.stop(keep=keep)
+        super().stop(keep=keep)
+
+    # -- faults ----------------------------------------------------------------------
+
+    def kill_master(self) -> RedisServer:
+        """SIGKILL the current master (a crash: no shutdown, nothing saved); returns it."""
+        master = self.master()
+        master._kill_processes()
+        master._started = False
+        log.info("redis master on port %d killed", master.port)
+        return master
+
+    def pause_master(self) -> RedisServer:
+        """SIGSTOP the current master (a hung host: connections stay open, nothing answers); returns it."""
+        master = self.master()
+        for proc in master._processes():
+            proc._signal_group(signal.SIGSTOP)
+        return master
+
+    def resume(self, server: RedisServer) -> None:
+        """SIGCONT a server :meth:`pause_master` stopped."""
+        for proc in server._processes():
+            proc._signal_group(signal.SIGCONT)
+
+    def restart(self, server: RedisServer) -> None:
+        """Start a killed server again, as a replica of the current master."""
+        server.config_lines = (*_SERVER_LINES, f"replicaof {LOOPBACK} {self.master().port}")
+        server.start()
+
+    def wait_for_failover(self, old: RedisServer, timeout: float = 30.0) -> RedisServer:
+        """Wait until every Sentinel reports a master other than ``old`` and it acts as one; returns it.
+
+        Raises :class:`ServerError` (with the first Sentinel's log tail) on timeout.
+        """
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            reported = self.reported_masters()
+            if None not in reported and len(set(reported)) == 1 and reported[0] != old.port:
+                new = self._server_at(int(reported[0]))  # type: ignore[arg-type]
+                with contextlib.suppress(OSError, ServerError):
+                    if "role:master" in new.cli("INFO", "replication"):
+                        return new
+            time.sleep(0.05)
+        tail = "\n".join(self.log_path.read_text(errors="replace").splitlines()[-30:])
+        raise ServerError(
+            f"no failover from port {old.port} within {timeout} s (Sentinels report {self.reported_masters()}); "
+            f"{self.log_path}:\n{tail}",
+            self.log_path,
+        )
