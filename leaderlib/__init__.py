@@ -29,7 +29,7 @@ from ._errors import (
 from ._runtime import JobContext, Mode, Service
 from ._sync import BackgroundService
 from ._triggers import CronTrigger, IntervalTrigger, Trigger
-from .backends import Acquisition, Backend, LeaseRecord, backend_from_url
+from .backends import Acquisition, Backend, Lease, LeaseRecord, backend_from_url
 
 __all__ = [
     "DEFAULT_BACKEND",
@@ -52,6 +52,7 @@ __all__ = [
     "LeaderElector",
     "LeaderlibError",
     "Leadership",
+    "Lease",
     "LeaseLost",
     "LeaseRecord",
     "Mode",

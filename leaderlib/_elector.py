@@ -45,7 +45,7 @@ from ._errors import (
 )
 from ._logging import get_logger
 from ._telemetry import instruments, tracer
-from .backends import Acquisition, Backend, LeaseRecord
+from .backends import Acquisition, Backend, Lease, LeaseRecord, check_election
 
 __all__ = ["ElectorState", "LeaderElector", "Leadership"]
 
@@ -182,10 +182,11 @@ class LeaderElector:
         on_stopped_leading: StoppedCallback | None = None,
         on_new_leader: NewLeaderCallback | None = None,
     ) -> None:
-        if not election or not isinstance(election, str):
-            raise ConfigError(f"must be a non-empty string, got {election!r}", field="election")
+        check_election(election)
         self.election = election
         self.backend = backend
+        self.lease: Lease = backend.lease(election)
+        """This election's handle on ``backend``: the store's name rules were checked making it."""
         self.config = config or ElectionConfig()
         self.identity = self.config.identity
         self.renew_deadline = _renew_deadline(election, self.config, backend)
@@ -240,7 +241,7 @@ class LeaderElector:
 
     async def observe(self) -> LeaseRecord | None:
         """Read the election's current record from the store (one request)."""
-        return await self.backend.get(self.election)
+        return await self.lease.get()
 
     def stop(self) -> None:
         """Ask :meth:`run` to end: the term (if any) ends, the lease is released, run returns.
@@ -303,9 +304,7 @@ class LeaderElector:
             with tracer.start_as_current_span("leaderlib.acquire", attributes=self._attributes):
                 acquisition = await wait_for(
                     self.clock,
-                    self.backend.try_acquire(
-                        self.election, self.identity, self.config.lease_duration, takeover
-                    ),
+                    self.lease.try_acquire(self.identity, self.config.lease_duration, takeover),
                     self.renew_deadline,
                 )
             # Decided by the store's answer for this candidacy, never by the
@@ -445,7 +444,7 @@ class LeaderElector:
         watch_error: str | None = None
         while not self._stopping.is_set():
             try:
-                async for record in self.backend.watch(self.election):
+                async for record in self.lease.watch():
                     self._observe(record)
                     if record is None or not record.is_held or record.holder == self.identity:
                         self._changed.set()
@@ -592,7 +591,7 @@ class LeaderElector:
                     remaining = deadline - sent
                     if remaining <= 0:
                         raise TimeoutError("renew deadline passed")
-                    record = await wait_for(self.clock, self.backend.renew(leadership.record), remaining)
+                    record = await wait_for(self.clock, self.lease.renew(leadership.record), remaining)
             outcome = "renewed"
         except LeaseLost:
             outcome = "lost"
@@ -614,7 +613,7 @@ class LeaderElector:
         if remaining <= 0:
             return  # a follower may already hold it: releasing could only do harm
         release = asyncio.ensure_future(
-            wait_for(self.clock, self.backend.release(leadership.record), remaining)
+            wait_for(self.clock, self.lease.release(leadership.record), remaining)
         )
         try:
             await asyncio.shield(release)

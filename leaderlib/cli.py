@@ -361,7 +361,7 @@ async def _status(args: argparse.Namespace) -> int:
     backend = backend_from_url(settings.backend)
     try:
         _refuse_to_create(backend)
-        record = await backend.get(args.election)
+        record = await backend.lease(args.election).get()
     finally:
         await backend.aclose()
     if args.json:

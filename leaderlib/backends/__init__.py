@@ -1,4 +1,5 @@
-"""Stores that hold leases, all behind one small :class:`Backend` Protocol.
+"""Stores that hold leases, behind two small Protocols: a :class:`Backend` per store,
+a :class:`Lease` handle per election (``backend.lease(name)``).
 
 A backend only reads and compare-and-swaps a lease record; every timing
 decision (when to renew, when a lease counts as expired to a follower, when a
@@ -29,12 +30,16 @@ from urllib.parse import SplitResult, parse_qsl, urlsplit
 from .._errors import BackendNotInstalled, ConfigError
 
 __all__ = [
+    "FIRST_TOKEN",
     "Acquisition",
     "Backend",
     "BackendFactory",
+    "Decision",
+    "Lease",
     "LeaseRecord",
     "backend_from_url",
-    "is_takeover",
+    "check_election",
+    "decide",
     "known_schemes",
     "parse_options",
     "split_url",
@@ -89,7 +94,7 @@ class LeaseRecord:
 
 @dataclasses.dataclass(frozen=True)
 class Acquisition:
-    """What one :meth:`Backend.try_acquire` did."""
+    """What one :meth:`Lease.try_acquire` did."""
 
     acquired: bool
     """True iff this call started a new term for the caller; ``record`` is then that term's."""
@@ -98,45 +103,74 @@ class Acquisition:
     else the current holder's (None if there is none)."""
 
 
+#: The fencing token of an election's first term, on every store.
+FIRST_TOKEN = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class Decision:
+    """What the acquire decision table (see :meth:`Lease.try_acquire`) says one attempt does."""
+
+    new_term: bool
+    """True: write a new term for the caller; False: write nothing, report the holder."""
+    fencing_token: int
+    """The new term's token if ``new_term`` (the last one + 1, or :data:`FIRST_TOKEN`),
+    else the holder's."""
+
+
+def decide(current: LeaseRecord | None, takeover: LeaseRecord | None) -> Decision:
+    """The acquire decision, for the stores that decide in Python (memory, Kubernetes, tests).
+
+    ``current`` is the last record the store holds for the election, with one
+    the store itself has expired shown as released (empty holder); None only
+    if the election never had one. ``takeover`` is the elector's (see
+    :meth:`Lease.try_acquire`). A store that decides server-side (SQL, Lua, an
+    etcd transaction) follows the same table there.
+    """
+    if current is None:
+        return Decision(new_term=True, fencing_token=FIRST_TOKEN)
+    if not current.is_held or (takeover is not None and takeover.version == current.version):
+        return Decision(new_term=True, fencing_token=current.fencing_token + 1)
+    return Decision(new_term=False, fencing_token=current.fencing_token)
+
+
 @runtime_checkable
-class Backend(Protocol):
-    """What the elector needs from a store. Every method is required.
+class Lease(Protocol):
+    """One election on one store: what the elector needs. Every member is required.
+
+    As client-go's ``LeaseLock`` owns its lease, a handle owns its election's
+    state on this backend object: the validated name, the record (and
+    version) it last read or wrote, its watch subscription, whatever the store
+    keeps per election. Made by :meth:`Backend.lease`; it uses the backend's
+    connections and never closes them.
 
     All methods raise only leaderlib's exceptions: :class:`BackendUnavailable`
     for transient failures (the elector retries), :class:`AccessDenied`,
-    :class:`CorruptLeaseRecord` and :class:`LeaseLost`.
+    :class:`CorruptLeaseRecord` and :class:`LeaseLost`. A record passed to
+    :meth:`renew` or :meth:`release` is one this election's handle returned.
     """
 
-    scheme: str
-    """The URL scheme this instance was made for, e.g. ``"redis"``."""
+    election: str
+    """The election's name, as validated by :meth:`Backend.lease`."""
 
-    observation_granularity: float
-    """Seconds by which a renewal can go unseen by another elector on the same
-    lease: 0 for stores where every write is seen (or that expire leases
-    themselves). The elector keeps a leader's term at least this much shorter
-    than the lease (``renew_deadline <= lease_duration - granularity``).
-    Kubernetes says 1.0: client-go sees ``renewTime`` in whole seconds."""
-
-    async def get(self, election: str) -> LeaseRecord | None:
+    async def get(self) -> LeaseRecord | None:
         """Return the election's current record, or None if there is none."""
         ...
 
     async def try_acquire(
-        self,
-        election: str,
-        identity: str,
-        lease_duration: float,
-        takeover: LeaseRecord | None,
+        self, identity: str, lease_duration: float, takeover: LeaseRecord | None
     ) -> Acquisition:
         """Make one attempt to start a new term for ``identity``; say whether it did.
 
-        The decision, the same on every store (SQL, Lua and etcd transactions
-        follow it server-side)::
+        The decision, the same on every store (:func:`decide` for the stores
+        that decide in Python; SQL, Lua and etcd transactions follow it
+        server-side)::
 
             the store holds                         the attempt
             ------------------------------------    -----------------------------------
             no record, a released one, or one       writes a record for ``identity``
-              the store itself has expired          with fencing token + 1: acquired
+              the store itself has expired          with fencing token + 1 (the first
+                                                    term: FIRST_TOKEN): acquired
             exactly ``takeover``'s version          the same: acquired
             anything else, even a live record       writes nothing: not acquired; the
               whose holder is ``identity``          record returned is the holder's
@@ -171,7 +205,7 @@ class Backend(Protocol):
         """
         ...
 
-    def watch(self, election: str) -> AsyncIterator[LeaseRecord | None]:
+    def watch(self) -> AsyncIterator[LeaseRecord | None]:
         """Yield the election's record each time it may have changed (None: no record).
 
         Runs until cancelled; may yield spuriously. Raises
@@ -180,18 +214,62 @@ class Backend(Protocol):
         """
         ...
 
+
+@runtime_checkable
+class Backend(Protocol):
+    """One store: its connections, and a :class:`Lease` handle per election. Every member is required.
+
+    Writing a backend for another store (see ``docs/backends/writing-a-backend.md``):
+
+    1. A class with ``from_url(url, **options)`` (:func:`split_url` and
+       :func:`parse_options` do the URL), registered under the entry-point
+       group ``leaderlib.backends`` by its scheme::
+
+           [project.entry-points."leaderlib.backends"]
+           mystore = "mypackage.mystore:MyStoreBackend"
+
+    2. :meth:`lease` validates the name once and returns the handle; the
+       handle implements :meth:`Lease.try_acquire`'s decision table (with
+       :func:`decide` if the store lets Python decide under a compare-and-swap).
+    3. Every driver error is translated into leaderlib's, with one table
+       (``leaderlib.backends._errors.error_map``).
+    4. ``tests/conformance`` passes: add a ``stores/mystore.py`` harness.
+    """
+
+    scheme: str
+    """The URL scheme this instance was made for, e.g. ``"redis"``."""
+
+    observation_granularity: float
+    """Seconds by which a renewal can go unseen by another elector on the same
+    lease: 0 for stores where every write is seen (or that expire leases
+    themselves). The elector keeps a leader's term at least this much shorter
+    than the lease (``renew_deadline <= lease_duration - granularity``).
+    Kubernetes says 1.0: client-go sees ``renewTime`` in whole seconds."""
+
+    def lease(self, election: str) -> Lease:
+        """The handle of ``election`` on this store.
+
+        Validates the name once, raising :class:`ConfigError` (``field`` is
+        ``"election"``) with the store's rule if it cannot name an election
+        here. Calling it again with the same name returns the same handle: the
+        handle's state is the election's on this backend object. Opens no
+        connection.
+        """
+        ...
+
     async def aclose(self) -> None:
-        """Close connections. The backend is unusable afterwards."""
+        """Close connections. The backend and its handles are unusable afterwards."""
         ...
 
 
-def is_takeover(current: LeaseRecord, takeover: LeaseRecord | None) -> bool:
-    """True if ``current`` is exactly the record the elector asked to take over.
+def check_election(election: object) -> str:
+    """Return ``election`` if it is a non-empty string; :class:`ConfigError` otherwise.
 
-    The one Python-side form of the acquire decision's middle row, for the
-    stores that decide in Python (memory, Kubernetes).
+    The rule every store shares; each store's :meth:`Backend.lease` adds its own.
     """
-    return takeover is not None and takeover.version == current.version
+    if not isinstance(election, str) or not election:
+        raise ConfigError(f"must be a non-empty string, got {election!r}", field="election")
+    return election
 
 
 class BackendFactory(Protocol):

@@ -85,9 +85,10 @@ from .._errors import (
     LeaseLost,
 )
 from .._logging import get_logger
-from . import Acquisition, LeaseRecord, parse_options, split_url
+from . import Acquisition, LeaseRecord, check_election, parse_options, split_url
+from ._errors import ErrorMap, Row, error_map
 
-__all__ = ["EtcdBackend"]
+__all__ = ["EtcdBackend", "EtcdLease"]
 
 logger = get_logger("leaderlib.backends.etcd")
 
@@ -129,6 +130,86 @@ _TRANSIENT_CODES = frozenset(
         grpc.StatusCode.INTERNAL,
         grpc.StatusCode.UNKNOWN,
     }
+)
+
+
+def _details(exc: BaseException) -> str:
+    return (exc.details() if isinstance(exc, grpc.aio.AioRpcError) else None) or ""
+
+
+def _code(exc: BaseException) -> Any:
+    return exc.code() if isinstance(exc, grpc.aio.AioRpcError) else None
+
+
+@dataclasses.dataclass(frozen=True)
+class _At:
+    """The member a call failed on, and what the messages of :data:`_ERRORS` name."""
+
+    endpoint: str
+    user: str | None
+    prefix: str
+
+
+#: gRPC's errors as leaderlib's, by status code (and, where etcd reuses a code, its details).
+_ERRORS: ErrorMap[_At] = error_map(
+    [
+        Row(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            AccessDenied,
+            lambda exc, at: f"etcd at {at.endpoint} rejected user {at.user!r}: wrong user name or password",
+            when=lambda exc, at: "authentication failed" in _details(exc),
+        ),
+        Row(
+            grpc.StatusCode.UNAUTHENTICATED,
+            AccessDenied,
+            lambda exc, at: (
+                f"etcd at {at.endpoint} requires authentication ({_details(exc)}); "
+                "put USER:PASSWORD in the URL or pass user= and password="
+            ),
+        ),
+        Row(
+            grpc.StatusCode.PERMISSION_DENIED,
+            AccessDenied,
+            lambda exc, at: (
+                f"etcd at {at.endpoint} denied user {at.user!r} ({_details(exc)}); grant its role "
+                f"readwrite on the election prefix: etcdctl role grant-permission ROLE "
+                f"--prefix=true readwrite {at.prefix}"
+            ),
+        ),
+        Row(
+            grpc.StatusCode.FAILED_PRECONDITION,
+            AccessDenied,
+            lambda exc, at: (
+                f"etcd at {at.endpoint} has authentication disabled but credentials were given; "
+                "drop them from the URL or enable auth"
+            ),
+            when=lambda exc, at: "authentication is not enabled" in _details(exc),
+        ),
+        Row(
+            grpc.StatusCode.NOT_FOUND,
+            LeaseLost,
+            lambda exc, at: f"the etcd session lease is gone ({_details(exc)})",
+            when=lambda exc, at: "lease not found" in _details(exc),
+        ),
+        Row(
+            grpc.aio.AioRpcError,
+            BackendUnavailable,
+            lambda exc, at: f"etcd at {at.endpoint}: {exc.code().name}: {_details(exc)}",
+            when=lambda exc, at: exc.code() in _TRANSIENT_CODES,
+        ),
+        Row(
+            grpc.aio.AioRpcError,
+            BackendError,
+            lambda exc, at: f"etcd at {at.endpoint}: {exc.code().name}: {_details(exc)}",
+        ),
+        # Only the keepalive stream times out this way (it has no gRPC deadline).
+        Row(
+            TimeoutError,
+            BackendUnavailable,
+            lambda exc, at: f"etcd at {at.endpoint}: no keepalive answer within the deadline",
+        ),
+    ],
+    code=_code,
 )
 
 
@@ -241,7 +322,7 @@ class _Client(aetcd.Client):  # type: ignore[misc]  # aetcd is untyped
 
 @dataclasses.dataclass
 class _Candidacy:
-    """This backend's candidate key in one election."""
+    """This backend's candidate key in one election, under one session."""
 
     key: bytes
     create_revision: int
@@ -262,7 +343,6 @@ class _Session:
     refreshed_at: float
     """:func:`boottime` at which the last grant or keepalive that etcd ANSWERED was sent."""
     alive: bool = True
-    candidacies: dict[str, _Candidacy] = dataclasses.field(default_factory=dict)
 
     def expires_in(self) -> float:
         """Seconds the lease surely lives, by our clock: TTL from the last answered keepalive."""
@@ -345,10 +425,7 @@ class EtcdBackend:
         # Channels given up on while other calls may still run on them; closed
         # with a grace period so those calls end by themselves (see _drop_client).
         self._retiring: set[asyncio.Task[None]] = set()
-        # Set when try_acquire queues a new candidacy, so a watch that started
-        # before it (as the elector's does) moves from the leader's key to our
-        # predecessor's: no thundering herd.
-        self._queued: dict[str, asyncio.Event] = {}
+        self._leases: dict[str, EtcdLease] = {}
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> EtcdBackend:
@@ -410,9 +487,6 @@ class EtcdBackend:
         """The ``HOST:PORT`` of the member this backend talks to now."""
         return self._endpoints[self._index]
 
-    def _election_prefix(self, election: str) -> bytes:
-        return f"{self.prefix}{election}/".encode()
-
     async def _call(self, election: str | None, op: Callable[[_Client], Awaitable[T]]) -> T:
         """Run ``op`` on the current member; on UNAVAILABLE move to the next one and run it again.
 
@@ -427,54 +501,59 @@ class EtcdBackend:
         reauthenticated = False
         while True:
             client = self._current_client()
-            try:
-                await client.connect()
-                return await op(client)
-            except grpc.aio.AioRpcError as exc:
-                code, details = exc.code(), exc.details() or ""
-                if client is not self._client and attempts_left > 1:
-                    # Another call moved to the next member and closed this channel under us.
-                    attempts_left -= 1
-                    continue
-                expired_token = code == grpc.StatusCode.UNAUTHENTICATED and "invalid auth token" in details
-                if expired_token and not reauthenticated:
-                    # The simple token expired (etcd's --auth-token-ttl): log in again, once.
-                    reauthenticated = True
-                    await self._drop_client(client, rotate=False)
-                    continue
-                multi = len(self._endpoints) > 1
-                if multi and (code in _FAILOVER_CODES or code == grpc.StatusCode.DEADLINE_EXCEEDED):
-                    # A dead or hung member: the next call (this one, if the member
-                    # refused at once rather than timing out) goes to the next one.
-                    await self._drop_client(client, rotate=True, error=f"{code.name}: {details}")
-                    attempts_left -= 1
-                    if code in _FAILOVER_CODES and attempts_left > 0:
+            # What is not retried here is raised as _ERRORS translates it.
+            at = _At(endpoint=client.endpoint, user=self._user, prefix=self.prefix)
+            with _ERRORS.translating(at, election=election, backend=self.scheme):
+                try:
+                    await client.connect()
+                    return await op(client)
+                except grpc.aio.AioRpcError as exc:
+                    code, details = exc.code(), exc.details() or ""
+                    if client is not self._client and attempts_left > 1:
+                        # Another call moved to the next member and closed this channel under us.
+                        attempts_left -= 1
                         continue
-                raise self._translate(exc, election, client.endpoint) from exc
-            except TimeoutError as exc:
-                # Only the keepalive stream times out this way (it has no gRPC deadline).
-                if len(self._endpoints) > 1:
-                    await self._drop_client(client, rotate=True, error="keepalive timed out")
-                raise BackendUnavailable(
-                    f"etcd at {client.endpoint}: no keepalive answer within the deadline",
-                    election=election,
-                    backend=self.scheme,
-                ) from exc
-            except (asyncio.CancelledError, grpc.aio.UsageError) as exc:
-                current = asyncio.current_task()
-                if isinstance(exc, asyncio.CancelledError) and current is not None and current.cancelling():
-                    raise  # our caller cancelled us
-                # The channel was closed under this call: by another call moving to
-                # the next member (UsageError), or by grpc.aio cancelling the calls
-                # of a retired channel whose grace ran out. Not our cancellation.
-                attempts_left -= 1
-                if attempts_left > 0 and client is not self._client:
-                    continue
-                raise BackendUnavailable(
-                    f"etcd channel to {client.endpoint} closed: {exc!r}",
-                    election=election,
-                    backend=self.scheme,
-                ) from None
+                    expired_token = (
+                        code == grpc.StatusCode.UNAUTHENTICATED and "invalid auth token" in details
+                    )
+                    if expired_token and not reauthenticated:
+                        # The simple token expired (etcd's --auth-token-ttl): log in again, once.
+                        reauthenticated = True
+                        await self._drop_client(client, rotate=False)
+                        continue
+                    multi = len(self._endpoints) > 1
+                    if multi and (code in _FAILOVER_CODES or code == grpc.StatusCode.DEADLINE_EXCEEDED):
+                        # A dead or hung member: the next call (this one, if the member
+                        # refused at once rather than timing out) goes to the next one.
+                        await self._drop_client(client, rotate=True, error=f"{code.name}: {details}")
+                        attempts_left -= 1
+                        if code in _FAILOVER_CODES and attempts_left > 0:
+                            continue
+                    raise
+                except TimeoutError:
+                    # Only the keepalive stream times out this way (it has no gRPC deadline).
+                    if len(self._endpoints) > 1:
+                        await self._drop_client(client, rotate=True, error="keepalive timed out")
+                    raise
+                except (asyncio.CancelledError, grpc.aio.UsageError) as exc:
+                    current = asyncio.current_task()
+                    if (
+                        isinstance(exc, asyncio.CancelledError)
+                        and current is not None
+                        and current.cancelling()
+                    ):
+                        raise  # our caller cancelled us
+                    # The channel was closed under this call: by another call moving to
+                    # the next member (UsageError), or by grpc.aio cancelling the calls
+                    # of a retired channel whose grace ran out. Not our cancellation.
+                    attempts_left -= 1
+                    if attempts_left > 0 and client is not self._client:
+                        continue
+                    raise BackendUnavailable(
+                        f"etcd channel to {client.endpoint} closed: {exc!r}",
+                        election=election,
+                        backend=self.scheme,
+                    ) from None
 
     def _current_client(self) -> _Client:
         if self._client is None:
@@ -506,38 +585,6 @@ class EtcdBackend:
         task = asyncio.create_task(client.close(grace=self.timeout))
         self._retiring.add(task)
         task.add_done_callback(self._retiring.discard)
-
-    def _translate(self, exc: grpc.aio.AioRpcError, election: str | None, endpoint: str) -> BackendError:
-        code, details = exc.code(), exc.details() or ""
-        where = {"election": election, "backend": self.scheme}
-        if code == grpc.StatusCode.INVALID_ARGUMENT and "authentication failed" in details:
-            return AccessDenied(
-                f"etcd at {endpoint} rejected user {self._user!r}: wrong user name or password", **where
-            )
-        if code == grpc.StatusCode.UNAUTHENTICATED:
-            return AccessDenied(
-                f"etcd at {endpoint} requires authentication ({details}); "
-                "put USER:PASSWORD in the URL or pass user= and password=",
-                **where,
-            )
-        if code == grpc.StatusCode.PERMISSION_DENIED:
-            return AccessDenied(
-                f"etcd at {endpoint} denied user {self._user!r} ({details}); grant its role "
-                f"readwrite on the election prefix: etcdctl role grant-permission ROLE "
-                f"--prefix=true readwrite {self.prefix}",
-                **where,
-            )
-        if code == grpc.StatusCode.FAILED_PRECONDITION and "authentication is not enabled" in details:
-            return AccessDenied(
-                f"etcd at {endpoint} has authentication disabled but credentials were given; "
-                "drop them from the URL or enable auth",
-                **where,
-            )
-        if code == grpc.StatusCode.NOT_FOUND and "lease not found" in details:
-            return LeaseLost(f"the etcd session lease is gone ({details})", **where)
-        if code in _TRANSIENT_CODES:
-            return BackendUnavailable(f"etcd at {endpoint}: {code.name}: {details}", **where)
-        return BackendError(f"etcd at {endpoint}: {code.name}: {details}", **where)
 
     async def _txn(self, election: str | None, request: Any, timeout: float | None = None) -> Any:
         return await self._call(
@@ -609,6 +656,16 @@ class EtcdBackend:
         slot = (session.identity, lease_ttl(session.lease_duration))
         if self._sessions.get(slot) is session:
             del self._sessions[slot]
+        for lease in list(self._leases.values()):
+            lease._candidacies.pop(session.lease_id, None)
+
+    def _candidacies_on(self, session: _Session) -> list[tuple[EtcdLease, _Candidacy]]:
+        """The elections ``session`` campaigns in, and its candidacy in each."""
+        return [
+            (lease, lease._candidacies[session.lease_id])
+            for lease in list(self._leases.values())
+            if session.lease_id in lease._candidacies
+        ]
 
     def _live(self, session: _Session) -> bool:
         """True if ``session`` may still be kept alive; abandons it once no keepalive
@@ -622,6 +679,7 @@ class EtcdBackend:
             return False
         if session.expires_in() > 0:
             return True
+        elections = sorted(lease.election for lease, _ in self._candidacies_on(session))
         self._end_session(session)
         unanswered = boottime() - session.refreshed_at
         self._abandoned.add(session.lease_id)
@@ -631,7 +689,7 @@ class EtcdBackend:
                 "lease_id": f"{session.lease_id:x}",
                 "ttl": session.ttl,
                 "unanswered_for": round(unanswered, 3),
-                "elections": sorted(session.candidacies),
+                "elections": elections,
             },
         )
         return False
@@ -696,9 +754,82 @@ class EtcdBackend:
 
     # ------------------------------------------------------------------ records
 
-    def _holder(self, election: str, kv: Any) -> str:
+    # ------------------------------------------------------------------ the Protocol
+
+    def lease(self, election: str) -> EtcdLease:
+        """The election's handle (the same one each time).
+
+        ConfigError for a name with ``/``: election ``jobs/nightly``'s keys would
+        lie under election ``jobs``'s prefix (``PREFIX + "jobs/"``), where
+        ``jobs``'s electors would take them for a corrupt candidate key.
+        """
+        check_election(election)
+        if "/" in election:
+            raise ConfigError(
+                f"election name {election!r} contains '/', which etcd elections cannot: its keys would "
+                f"lie under the prefix of election {election.split('/', 1)[0]!r} "
+                f"({self.prefix}{election.split('/', 1)[0]}/), which would read them as a corrupt record; "
+                "use '.' or '-' instead, e.g. 'jobs.nightly'",
+                field="election",
+            )
+        handle = self._leases.get(election)
+        if handle is None:
+            handle = self._leases[election] = EtcdLease(self, election)
+        return handle
+
+    async def aclose(self) -> None:
+        """Revoke the sessions of candidacies that do not lead, then close the connection.
+
+        A follower that leaves withdraws its key at once, so it cannot become
+        a leader nobody runs; a lease still leading is left to expire unless
+        the elector released it (``release_on_shutdown``).
+        """
+        if self._closed:
+            return
+        for session in list(self._sessions.values()):
+            if not session.alive or any(c.leading for _, c in self._candidacies_on(session)):
+                continue
+            self._end_session(session)
+            try:
+                await asyncio.wait_for(self._revoke(None, session.lease_id), timeout=min(self.timeout, 2.0))
+            except (BackendError, TimeoutError):
+                logger.debug(
+                    "could not revoke session lease on close", extra={"lease_id": f"{session.lease_id:x}"}
+                )
+        with contextlib.suppress(BackendError, TimeoutError):
+            await asyncio.wait_for(self._revoke_abandoned(None), timeout=min(self.timeout, 2.0))
+        self._closed = True
+        client, self._client = self._client, None
+        if client is not None:
+            await client.close()
+        for task in list(self._retiring):
+            task.cancel()
+        await asyncio.gather(*self._retiring, return_exceptions=True)
+
+
+class EtcdLease:
+    """One election: its key prefix, this backend's candidacies in it, and its watch.
+
+    The sessions (one per identity and TTL, shared by every election as Go's
+    ``Session`` is) and the connection are the backend's.
+    """
+
+    def __init__(self, backend: EtcdBackend, election: str) -> None:
+        self.election = election
+        self._backend = backend
+        self._prefix = f"{backend.prefix}{election}/".encode()
+        # This backend's candidacy in the election, per session (by lease id).
+        self._candidacies: dict[int, _Candidacy] = {}
+        # Set when try_acquire queues a new candidacy, so a watch that started
+        # before it (as the elector's does) moves from the leader's key to our
+        # predecessor's: no thundering herd.
+        self._queued = asyncio.Event()
+
+    # ------------------------------------------------------------------ records
+
+    def _holder(self, kv: Any) -> str:
         """The identity in a leader key, or :class:`CorruptLeaseRecord` if it is not a candidate key."""
-        prefix = self._election_prefix(election)
+        prefix = self._prefix
         suffix = bytes(kv.key)[len(prefix) :]
         key = bytes(kv.key).decode(errors="backslashreplace")
         if not _LEASE_HEX.fullmatch(suffix) or int(suffix, 16) != kv.lease:
@@ -707,8 +838,8 @@ class EtcdBackend:
                 f"{prefix.decode(errors='backslashreplace')!r}) but is not a candidate key "
                 "PREFIX/ELECTION/<lease id hex> attached to that lease (a nested election name, "
                 f"or written by hand?); remove it with: etcdctl del {key!r}",
-                election=election,
-                backend=self.scheme,
+                election=self.election,
+                backend=self._backend.scheme,
             )
         try:
             holder = bytes(kv.value).decode("utf-8")
@@ -718,21 +849,22 @@ class EtcdBackend:
             raise CorruptLeaseRecord(
                 f"etcd key {key!r} holds the election but its value is not a UTF-8 identity "
                 f"({bytes(kv.value)[:40]!r}); remove it with: etcdctl del {key!r}",
-                election=election,
-                backend=self.scheme,
+                election=self.election,
+                backend=self._backend.scheme,
             )
         return holder
 
-    async def _record(self, election: str, kv: Any) -> LeaseRecord:
+    async def _record(self, kv: Any) -> LeaseRecord:
         """The LeaseRecord of leader key ``kv``; asks etcd for the lease's TTL unless it is ours."""
-        holder = self._holder(election, kv)
-        session = self._own_session(kv.lease)
-        candidacy = session.candidacies.get(election) if session is not None else None
+        backend = self._backend
+        holder = self._holder(kv)
+        session = backend._own_session(kv.lease)
+        candidacy = self._candidacies.get(session.lease_id) if session is not None else None
         if session is not None:
             lease_duration, expires_in = session.lease_duration, session.expires_in()
         else:
-            response = await self._call(
-                election,
+            response = await backend._call(
+                self.election,
                 lambda c: c.leasestub.LeaseTimeToLive(
                     rpc.LeaseTimeToLiveRequest(ID=kv.lease, keys=False),
                     timeout=c._timeout,
@@ -742,7 +874,7 @@ class EtcdBackend:
             lease_duration = float(response.grantedTTL)
             expires_in = response.TTL + _EXPIRY_SLACK if response.TTL >= 0 else 0.0
         return LeaseRecord(
-            election=election,
+            election=self.election,
             holder=holder,
             lease_duration=lease_duration,
             fencing_token=kv.create_revision,
@@ -753,48 +885,55 @@ class EtcdBackend:
 
     # ------------------------------------------------------------------ the Protocol
 
-    async def get(self, election: str) -> LeaseRecord | None:
-        prefix = self._election_prefix(election)
-        response = await self._call(
-            election,
+    async def get(self) -> LeaseRecord | None:
+        prefix = self._prefix
+        response = await self._backend._call(
+            self.election,
             lambda c: c.kvstub.Range(_range_first_created(prefix), timeout=c._timeout, metadata=c.metadata),
         )
         if not response.kvs:
             return None
-        return await self._record(election, response.kvs[0])
+        return await self._record(response.kvs[0])
 
     async def try_acquire(
-        self, election: str, identity: str, lease_duration: float, takeover: LeaseRecord | None
+        self, identity: str, lease_duration: float, takeover: LeaseRecord | None
     ) -> Acquisition:
         # etcd expires leases itself; ``takeover`` matters only when it is a
         # term of ours that the elector ended: that candidacy resigns first, so
         # the new term is a new key with a new create revision (fencing token).
+        backend, election = self._backend, self.election
         ended = self._held(takeover) if takeover is not None else None
-        await self._revoke_abandoned(election)
+        await backend._revoke_abandoned(election)
         if ended is not None:
-            await self._resign(election, *ended)
+            await self._resign(*ended)
         for attempt in range(2):
-            session, granted = await self._session(identity, lease_duration, election)
+            session, granted = await backend._session(identity, lease_duration, election)
             try:
-                record = await self._campaign(election, identity, lease_duration, session, granted)
+                record = await self._campaign(identity, lease_duration, session, granted)
             except LeaseLost:
                 # The session lease expired or was revoked: start a new session,
                 # as Go's callers do after Session.Done(). Once per call.
-                self._end_session(session)
+                backend._end_session(session)
                 if attempt:
                     raise
                 continue
-            candidacy = session.candidacies.get(election)
+            candidacy = self._candidacies.get(session.lease_id)
             return Acquisition(acquired=candidacy is not None and candidacy.leading, record=record)
         raise AssertionError("unreachable")
 
     async def _campaign(
-        self, election: str, identity: str, lease_duration: float, session: _Session, granted: bool
+        self, identity: str, lease_duration: float, session: _Session, granted: bool
     ) -> LeaseRecord | None:
-        """One Campaign step: make sure our candidate key exists, report the leader."""
-        prefix = self._election_prefix(election)
-        key = candidate_key(self.prefix, election, session.lease_id)
-        candidacy = session.candidacies.get(election)
+        """One Campaign step: make sure our candidate key exists, report the leader.
+
+        etcd's form of the acquire decision: the leader is the lowest create
+        revision, so a free election is ours with a new create revision (the
+        token), and a held one is reported, never adopted.
+        """
+        backend, election = self._backend, self.election
+        prefix = self._prefix
+        key = candidate_key(backend.prefix, election, session.lease_id)
+        candidacy = self._candidacies.get(session.lease_id)
         leader_op = rpc.RequestOp(request_range=_range_first_created(prefix))
         if candidacy is not None and candidacy.key == key:
             # Already queued: a read-only transaction (a linearizable read, no raft write).
@@ -822,16 +961,16 @@ class EtcdBackend:
             )
 
         if granted:
-            response = await self._txn(election, request)
+            response = await backend._txn(election, request)
         else:
             # The keepalive rides along with every attempt: it keeps a follower's
             # place in the queue, and a lease refreshed after the elector sent
             # this attempt outlives the term the elector counts from it.
             alive, response = await asyncio.gather(
-                self._keepalive(session, election), self._txn(election, request)
+                backend._keepalive(session, election), backend._txn(election, request)
             )
             if not alive:
-                raise LeaseLost("the etcd session lease expired", election=election, backend=self.scheme)
+                raise LeaseLost("the etcd session lease expired", election=election, backend=backend.scheme)
 
         if request.compare and response.succeeded:
             create_revision = response.header.revision
@@ -839,25 +978,24 @@ class EtcdBackend:
             own = _kvs(response, 0)
             if not own:
                 # Our key is gone (deleted by someone else): queue again, now.
-                session.candidacies.pop(election, None)
-                return await self._campaign(election, identity, lease_duration, session, granted=True)
+                self._candidacies.pop(session.lease_id, None)
+                return await self._campaign(identity, lease_duration, session, granted=True)
             create_revision = own[0].create_revision
             if own[0].value != identity.encode():
-                await self._proclaim(election, identity, session, key, create_revision)
+                await self._proclaim(identity, session, key, create_revision)
         if candidacy is None or candidacy.create_revision != create_revision:
             candidacy = _Candidacy(key=key, create_revision=create_revision)
-            session.candidacies[election] = candidacy
-            if election in self._queued:
-                self._queued[election].set()
+            self._candidacies[session.lease_id] = candidacy
+            self._queued.set()
 
         leaders = _kvs(response, 1)
         if not leaders:
             # Nothing under the prefix although we just wrote: our lease died in between.
-            raise LeaseLost("the etcd candidate key vanished", election=election, backend=self.scheme)
+            raise LeaseLost("the etcd candidate key vanished", election=election, backend=backend.scheme)
         leader = leaders[0]
         if bytes(leader.key) != key:
             candidacy.leading = False
-            return await self._record(election, leader)
+            return await self._record(leader)
         now = dt.datetime.now(dt.UTC)
         if not candidacy.leading:
             candidacy.leading = True
@@ -879,7 +1017,6 @@ class EtcdBackend:
 
     async def _proclaim(
         self,
-        election: str,
         identity: str,
         session: _Session,
         key: bytes,
@@ -903,45 +1040,46 @@ class EtcdBackend:
                 )
             ],
         )
-        response = await self._txn(election, request, timeout)
+        response = await self._backend._txn(self.election, request, timeout)
         if not response.succeeded:
             raise LeaseLost(
-                "our etcd candidate key was deleted or replaced", election=election, backend=self.scheme
+                "our etcd candidate key was deleted or replaced",
+                election=self.election,
+                backend=self._backend.scheme,
             )
         return int(response.header.revision)
 
     def _held(self, record: LeaseRecord) -> tuple[_Session, _Candidacy] | None:
         """The session and candidacy behind ``record``, if this backend still has them."""
-        session = self._sessions.get((record.holder, lease_ttl(record.lease_duration)))
-        if session is None or not self._live(session):
+        backend = self._backend
+        session = backend._sessions.get((record.holder, lease_ttl(record.lease_duration)))
+        if session is None or not backend._live(session):
             return None
-        candidacy = session.candidacies.get(record.election)
+        candidacy = self._candidacies.get(session.lease_id)
         if candidacy is None or candidacy.create_revision != record.fencing_token:
             return None
         return session, candidacy
 
     async def renew(self, record: LeaseRecord) -> LeaseRecord:
-        election = record.election
+        backend, election = self._backend, self.election
         held = self._held(record)
         if held is None:
             raise LeaseLost(
-                "this backend holds no such etcd candidacy", election=election, backend=self.scheme
+                "this backend holds no such etcd candidacy", election=election, backend=backend.scheme
             )
         session, candidacy = held
-        timeout = self._renew_timeout(record.lease_duration)
+        timeout = backend._renew_timeout(record.lease_duration)
         try:
             alive, mod_revision = await asyncio.gather(
-                self._keepalive(session, election, timeout),
-                self._proclaim(
-                    election, record.holder, session, candidacy.key, candidacy.create_revision, timeout
-                ),
+                backend._keepalive(session, election, timeout),
+                self._proclaim(record.holder, session, candidacy.key, candidacy.create_revision, timeout),
             )
         except LeaseLost:
-            session.candidacies.pop(election, None)
+            self._candidacies.pop(session.lease_id, None)
             raise
         if not alive:
-            self._end_session(session)
-            raise LeaseLost("the etcd session lease expired", election=election, backend=self.scheme)
+            backend._end_session(session)
+            raise LeaseLost("the etcd session lease expired", election=election, backend=backend.scheme)
         logger.debug("renewed lease", extra={"election": election, "version": mod_revision})
         return dataclasses.replace(
             record,
@@ -951,22 +1089,22 @@ class EtcdBackend:
         )
 
     async def release(self, record: LeaseRecord) -> None:
-        election = record.election
+        backend = self._backend
         held = self._held(record)
         if held is None:
             return
         session, candidacy = held
-        del session.candidacies[election]
-        if not session.candidacies:
+        del self._candidacies[session.lease_id]
+        if not backend._candidacies_on(session):
             # Go's Resign + Session.Close in one raft entry: revoking the lease
             # deletes the key with it.
-            self._end_session(session)
+            backend._end_session(session)
             with contextlib.suppress(LeaseLost):  # already expired: the key went with it
-                await self._revoke(election, session.lease_id)
+                await backend._revoke(self.election, session.lease_id)
             return
-        await self._resign(election, session, candidacy)
+        await self._resign(session, candidacy)
 
-    async def _resign(self, election: str, session: _Session, candidacy: _Candidacy) -> None:
+    async def _resign(self, session: _Session, candidacy: _Candidacy) -> None:
         """Go's ``Resign``: delete our key if it is still the one we created; forget the candidacy."""
         request = rpc.TxnRequest(
             compare=[
@@ -979,20 +1117,21 @@ class EtcdBackend:
             ],
             success=[rpc.RequestOp(request_delete_range=rpc.DeleteRangeRequest(key=candidacy.key))],
         )
-        await self._txn(election, request)
-        if session.candidacies.get(election) is candidacy:
-            del session.candidacies[election]
+        await self._backend._txn(self.election, request)
+        if self._candidacies.get(session.lease_id) is candidacy:
+            del self._candidacies[session.lease_id]
 
-    def _watch_candidacy(self, election: str) -> tuple[_Session, _Candidacy] | None:
-        """Our queued candidacy in ``election`` closest to the front, and its session, if any."""
+    def _watch_candidacy(self) -> tuple[_Session, _Candidacy] | None:
+        """Our queued candidacy in this election closest to the front, and its session, if any."""
+        backend = self._backend
         found = [
-            (s, s.candidacies[election])
-            for s in list(self._sessions.values())
-            if election in s.candidacies and self._live(s)
+            (s, self._candidacies[s.lease_id])
+            for s in list(backend._sessions.values())
+            if s.lease_id in self._candidacies and backend._live(s)
         ]
         return min(found, key=lambda pair: pair[1].create_revision) if found else None
 
-    async def watch(self, election: str) -> AsyncIterator[LeaseRecord | None]:
+    async def watch(self) -> AsyncIterator[LeaseRecord | None]:
         """Yield the leader's record, then again whenever the key we wait on changes.
 
         A candidate waits on the key just before its own (and on its own key,
@@ -1003,17 +1142,17 @@ class EtcdBackend:
         A backend that is not a candidate waits on the leader's key, or on the
         whole prefix while the election is empty (Go's ``Observe``).
         """
-        prefix = self._election_prefix(election)
-        queued = self._queued.setdefault(election, asyncio.Event())
+        prefix = self._prefix
+        queued = self._queued
         while True:
             queued.clear()
-            ours = self._watch_candidacy(election)
+            ours = self._watch_candidacy()
             candidacy = ours[1] if ours is not None else None
             ops = [rpc.RequestOp(request_range=_range_first_created(prefix))]
             if candidacy is not None:
                 ops.append(rpc.RequestOp(request_range=rpc.RangeRequest(key=candidacy.key)))
                 ops.append(rpc.RequestOp(request_range=_range_predecessor(prefix, candidacy.create_revision)))
-            response = await self._txn(election, rpc.TxnRequest(success=ops))
+            response = await self._backend._txn(self.election, rpc.TxnRequest(success=ops))
             leaders = _kvs(response, 0)
             targets: list[tuple[bytes, bytes | None]]
             if candidacy is not None and _kvs(response, 1):
@@ -1025,17 +1164,21 @@ class EtcdBackend:
                 targets = [(bytes(leaders[0].key), None)]
             else:
                 targets = [(prefix, prefix_range_end(prefix))]
-            yield await self._record(election, leaders[0]) if leaders else None
-            await self._wait_for_change(election, targets, response.header.revision + 1, queued)
+            yield await self._record(leaders[0]) if leaders else None
+            await self._wait_for_change(targets, response.header.revision + 1, queued)
 
     async def _wait_for_change(
         self,
-        election: str,
         targets: list[tuple[bytes, bytes | None]],
         start_revision: int,
         queued: asyncio.Event,
     ) -> None:
-        """Wait for the first events on any target from ``start_revision`` on, or for ``queued``."""
+        """Wait for the first events on any target from ``start_revision`` on, or for ``queued``.
+
+        The next phase's multiplexed watch hooks in here: one shared Watch
+        stream per backend, this handle's targets registered on it.
+        """
+        backend, election = self._backend, self.election
 
         async def op(client: _Client) -> None:
             call = client.watchstub.Watch(metadata=client.metadata)
@@ -1059,7 +1202,7 @@ class EtcdBackend:
                     response = reading.result()
                     if response is grpc.aio.EOF:
                         raise BackendUnavailable(
-                            "etcd ended the watch stream", election=election, backend=self.scheme
+                            "etcd ended the watch stream", election=election, backend=backend.scheme
                         )
                     if response.compact_revision:
                         return  # history compacted: read the state afresh
@@ -1068,45 +1211,16 @@ class EtcdBackend:
                         if "permission denied" in reason:
                             raise AccessDenied(
                                 f"etcd denied a watch on the election prefix ({reason}); grant the "
-                                f"user's role read on {self.prefix}",
+                                f"user's role read on {backend.prefix}",
                                 election=election,
-                                backend=self.scheme,
+                                backend=backend.scheme,
                             )
                         raise BackendUnavailable(
-                            f"etcd canceled the watch: {reason}", election=election, backend=self.scheme
+                            f"etcd canceled the watch: {reason}", election=election, backend=backend.scheme
                         )
                     if response.events:
                         return
             finally:
                 call.cancel()
 
-        await self._call(election, op)
-
-    async def aclose(self) -> None:
-        """Revoke the sessions of candidacies that do not lead, then close the connection.
-
-        A follower that leaves withdraws its key at once, so it cannot become
-        a leader nobody runs; a lease still leading is left to expire unless
-        the elector released it (``release_on_shutdown``).
-        """
-        if self._closed:
-            return
-        for session in list(self._sessions.values()):
-            if not session.alive or any(c.leading for c in session.candidacies.values()):
-                continue
-            self._end_session(session)
-            try:
-                await asyncio.wait_for(self._revoke(None, session.lease_id), timeout=min(self.timeout, 2.0))
-            except (BackendError, TimeoutError):
-                logger.debug(
-                    "could not revoke session lease on close", extra={"lease_id": f"{session.lease_id:x}"}
-                )
-        with contextlib.suppress(BackendError, TimeoutError):
-            await asyncio.wait_for(self._revoke_abandoned(None), timeout=min(self.timeout, 2.0))
-        self._closed = True
-        client, self._client = self._client, None
-        if client is not None:
-            await client.close()
-        for task in list(self._retiring):
-            task.cancel()
-        await asyncio.gather(*self._retiring, return_exceptions=True)
+        await backend._call(election, op)

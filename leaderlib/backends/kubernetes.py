@@ -36,9 +36,11 @@ record change (the elector does that, as client-go does), and only then asks
 this backend to replace exactly that version (``takeover``). ``renewTime`` is
 for humans and is never compared with a local clock.
 
-The fencing token is ``leaseTransitions``: every write that changes the holder
-adds one and every other write keeps it, and the API server refuses a write
-based on a stale resourceVersion, so it never goes down while the Lease exists.
+The fencing token is ``leaseTransitions + 1`` (so the first term's is
+``FIRST_TOKEN``, 1, as on every store; the record's ``transitions`` is
+``leaseTransitions`` itself): every write that changes the holder adds one and
+every other write keeps it, and the API server refuses a write based on a
+stale resourceVersion, so it never goes down while the Lease exists.
 
 The official ``kubernetes`` client is synchronous: each instance keeps one
 ``ApiClient`` (one pool of keep-alive connections) and runs requests on a small
@@ -79,11 +81,13 @@ from .._errors import (
     LeaseLost,
 )
 from .._logging import get_logger
-from . import Acquisition, LeaseRecord, is_takeover, parse_options, split_url
+from . import FIRST_TOKEN, Acquisition, LeaseRecord, decide, parse_options, split_url
+from ._errors import ErrorMap, Row, error_map
 
 __all__ = [
     "ROLE_YAML",
     "KubernetesBackend",
+    "KubernetesLease",
     "format_microtime",
     "lease_duration_seconds",
     "parse_microtime",
@@ -223,7 +227,7 @@ def record_from_lease(election: str, lease: dict[str, Any], *, backend: str = "k
         election=election,
         holder=holder,
         lease_duration=float(duration or 0),
-        fencing_token=transitions,
+        fencing_token=transitions + FIRST_TOKEN,
         version=version,
         transitions=transitions,
         acquire_time=times["acquireTime"],
@@ -254,6 +258,128 @@ class _Response:
 
     status: int
     body: Any
+
+
+class _StatusError(Exception):
+    """An API error answer to ``verb``, raised on a worker thread and translated by :data:`_ERRORS`."""
+
+    def __init__(self, response: _Response, verb: str) -> None:
+        super().__init__(f"{verb}: HTTP {response.status}")
+        self.status = response.status
+        self.body: dict[str, Any] = response.body if isinstance(response.body, dict) else {}
+        self.verb = verb
+
+    @property
+    def message(self) -> str:
+        return str(self.body.get("message") or f"HTTP {self.status}")
+
+
+@dataclasses.dataclass(frozen=True)
+class _At:
+    """Where a request failed, for the messages of :data:`_ERRORS`."""
+
+    namespace: str
+    host: str
+    step: str
+    """``send`` (the request), ``read`` (its answer), ``stream`` (a watch's events),
+    ``watch`` (anything else in a watch thread), ``call`` (a Lease method)."""
+
+    @property
+    def where(self) -> str:
+        return f"leases.coordination.k8s.io in namespace {self.namespace!r}"
+
+
+def _status_code(exc: BaseException) -> int | None:
+    return exc.status if isinstance(exc, _StatusError) else None
+
+
+_TRANSPORT = (urllib3.exceptions.HTTPError, OSError)
+
+#: The client's and the API server's errors as leaderlib's: transport failures
+#: by the step they happened in, error answers by HTTP status.
+_ERRORS: ErrorMap[_At] = error_map(
+    [
+        Row(
+            k8s_config.ConfigException,
+            BackendUnavailable,
+            lambda exc, at: f"cannot get credentials from the kubeconfig: {exc}",
+        ),
+        Row(
+            (*_TRANSPORT, k8s_client.ApiException),
+            BackendUnavailable,
+            lambda exc, at: f"cannot reach the Kubernetes API server at {at.host}: {exc}",
+            when=lambda exc, at: at.step == "send",
+        ),
+        Row(
+            _TRANSPORT,
+            BackendUnavailable,
+            lambda exc, at: f"the API server's answer was cut off: {exc}",
+            when=lambda exc, at: at.step == "read",
+        ),
+        Row(
+            _TRANSPORT,
+            BackendUnavailable,
+            lambda exc, at: f"the Lease watch broke: {exc}",
+            when=lambda exc, at: at.step == "stream",
+        ),
+        Row(
+            401,
+            AccessDenied,
+            lambda exc, at: (
+                f"the API server rejected the credentials (401 Unauthorized: {exc.message}); check the "
+                "kubeconfig's token or client certificate, or the pod's service account token"
+            ),
+        ),
+        Row(
+            403,
+            AccessDenied,
+            lambda exc, at: (
+                f"RBAC does not allow {exc.verb!r} on {at.where} ({exc.message}). Grant the verbs get, "
+                f"list, watch, create and update on leases with this Role and a RoleBinding to the "
+                f"service account or user:\n{ROLE_YAML.format(namespace=at.namespace)}"
+            ),
+        ),
+        Row(
+            404,
+            BackendError,
+            lambda exc, at: (
+                f"namespace {at.namespace!r} does not exist ({exc.message}); create it or fix the "
+                "backend URL kubernetes://NAMESPACE"
+            ),
+            when=lambda exc, at: (exc.body.get("details") or {}).get("kind") == "namespaces",
+        ),
+        *(
+            Row(
+                status,
+                BackendError,
+                lambda exc, at: (
+                    f"the API server refused the Lease leaderlib sent ({exc.verb} {at.where}): {exc.message}"
+                ),
+            )
+            for status in (400, 422)
+        ),
+        Row(
+            _StatusError,
+            BackendUnavailable,
+            lambda exc, at: (
+                f"the API server could not serve {exc.verb!r} on {at.where} now ({exc.status}: {exc.message})"
+            ),
+            when=lambda exc, at: exc.status == 429 or exc.status >= 500,
+        ),
+        Row(
+            _StatusError,
+            BackendError,
+            lambda exc, at: f"unexpected answer to {exc.verb!r} on {at.where}: {exc.status} {exc.message}",
+        ),
+        Row(
+            Exception,
+            BackendUnavailable,
+            lambda exc, at: f"the Lease watch failed: {exc!r}",
+            when=lambda exc, at: at.step == "watch",
+        ),
+    ],
+    code=_status_code,
+)
 
 
 class _WatchHandle:
@@ -338,14 +464,8 @@ class KubernetesBackend:
             configuration.retries = urllib3.Retry(total=0, redirect=0)
         self._api = k8s_client.ApiClient(configuration)
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="leaderlib-k8s")
-        # The last Lease object this instance read or wrote per election: the
-        # leader renews by updating it (no GET).
-        self._objects: dict[str, dict[str, Any]] = {}
-        # The last object each watch delivered, kept apart because a watch
-        # lags behind this instance's own writes: a follower takes over from it
-        # when it is exactly the version the elector asks to replace.
-        self._watched: dict[str, dict[str, Any]] = {}
-        self._objects_lock = threading.Lock()
+        self._leases: dict[str, KubernetesLease] = {}
+        self._leases_lock = threading.Lock()
         self._auth: dict[str, str] | None = None
         self._auth_read_at = 0.0
         self._auth_lock = threading.Lock()
@@ -389,7 +509,7 @@ class KubernetesBackend:
         Transport failures (refused, dropped, timed out, TLS) and credentials
         that cannot be obtained (an exec plugin failing) become BackendUnavailable.
         """
-        try:
+        with _ERRORS.translating(self._at("send"), election=election, backend=self.scheme):
             url = self._api.configuration.host + path
             if query:
                 url += "?" + urlencode(query)
@@ -400,16 +520,6 @@ class KubernetesBackend:
             return self._api.rest_client.request(  # type: ignore[no-untyped-call]
                 method, url, headers=headers, body=body, _request_timeout=timeout or self._request_timeout
             )
-        except k8s_config.ConfigException as exc:
-            raise BackendUnavailable(
-                f"cannot get credentials from the kubeconfig: {exc}", election=election, backend=self.scheme
-            ) from exc
-        except (urllib3.exceptions.HTTPError, OSError, k8s_client.ApiException) as exc:
-            raise BackendUnavailable(
-                f"cannot reach the Kubernetes API server at {self._api.configuration.host}: {exc}",
-                election=election,
-                backend=self.scheme,
-            ) from exc
 
     def _auth_headers(self) -> dict[str, str]:
         """The Authorization header, re-read from the configuration at most once a second.
@@ -437,135 +547,12 @@ class KubernetesBackend:
     ) -> _Response:
         """One API request and its decoded JSON answer (worker thread)."""
         response = self._send(method, path, election=election, query=query or [], body=body)
-        try:
+        with _ERRORS.translating(self._at("read"), election=election, backend=self.scheme):
             data = response.read()
-        except (urllib3.exceptions.HTTPError, OSError) as exc:
-            raise BackendUnavailable(
-                f"the API server's answer was cut off: {exc}", election=election, backend=self.scheme
-            ) from exc
         return _Response(response.status, _loads(data))
 
-    def _path(self, election: str) -> str:
-        return _LEASE_PATH.format(namespace=self.namespace, name=election)
-
-    def _error(self, response: _Response, verb: str, election: str) -> BackendError:
-        """The leaderlib exception for an API error answer to ``verb`` on the election's Lease."""
-        status = response.status
-        body = response.body if isinstance(response.body, dict) else {}
-        message = body.get("message") or f"HTTP {status}"
-        where = f"leases.coordination.k8s.io in namespace {self.namespace!r}"
-        if status == 401:
-            return AccessDenied(
-                f"the API server rejected the credentials (401 Unauthorized: {message}); check the "
-                "kubeconfig's token or client certificate, or the pod's service account token",
-                election=election,
-                backend=self.scheme,
-            )
-        if status == 403:
-            return AccessDenied(
-                f"RBAC does not allow {verb!r} on {where} ({message}). Grant the verbs get, list, "
-                f"watch, create and update on leases with this Role and a RoleBinding to the "
-                f"service account or user:\n{ROLE_YAML.format(namespace=self.namespace)}",
-                election=election,
-                backend=self.scheme,
-            )
-        if status == 404 and (body.get("details") or {}).get("kind") == "namespaces":
-            return BackendError(
-                f"namespace {self.namespace!r} does not exist ({message}); create it or fix the "
-                "backend URL kubernetes://NAMESPACE",
-                election=election,
-                backend=self.scheme,
-            )
-        if status in (400, 422):
-            return BackendError(
-                f"the API server refused the Lease leaderlib sent ({verb} {where}): {message}",
-                election=election,
-                backend=self.scheme,
-            )
-        if status == 429 or status >= 500:
-            return BackendUnavailable(
-                f"the API server could not serve {verb!r} on {where} now ({status}: {message})",
-                election=election,
-                backend=self.scheme,
-            )
-        return BackendError(
-            f"unexpected answer to {verb!r} on {where}: {status} {message}",
-            election=election,
-            backend=self.scheme,
-        )
-
-    def _remember(self, election: str, lease: dict[str, Any] | None) -> None:
-        with self._objects_lock:
-            if lease is None:
-                self._objects.pop(election, None)
-            else:
-                self._objects[election] = lease
-
-    def _cached(self, election: str) -> dict[str, Any] | None:
-        with self._objects_lock:
-            return self._objects.get(election)
-
-    def _copy_of(self, election: str, version: str) -> dict[str, Any] | None:
-        """The Lease object at exactly ``version``, if this instance has seen it."""
-        with self._objects_lock:
-            for known in (self._watched.get(election), self._objects.get(election)):
-                if known is not None and _version(known) == version:
-                    return known
-        return None
-
-    def _read(self, election: str) -> dict[str, Any] | None:
-        """GET the Lease (worker thread); None if there is none."""
-        response = self._request("GET", self._path(election), election=election)
-        if response.status == 404:
-            self._remember(election, None)
-            return None
-        if response.status != 200:
-            raise self._error(response, "get", election)
-        lease: dict[str, Any] = response.body
-        self._remember(election, lease)
-        return lease
-
-    def _create(self, election: str, spec: dict[str, Any]) -> dict[str, Any] | None:
-        """POST a new Lease (worker thread); None if one exists already (409)."""
-        body = {
-            "apiVersion": "coordination.k8s.io/v1",
-            "kind": "Lease",
-            "metadata": {"name": election, "namespace": self.namespace},
-            "spec": spec,
-        }
-        response = self._request(
-            "POST", _GROUP_PATH.format(namespace=self.namespace), election=election, body=body
-        )
-        if response.status == 409:
-            return None
-        if response.status != 201 and response.status != 200:
-            raise self._error(response, "create", election)
-        lease: dict[str, Any] = response.body
-        self._remember(election, lease)
-        return lease
-
-    def _update(
-        self, election: str, base: dict[str, Any], version: str, spec: dict[str, Any]
-    ) -> dict[str, Any] | None:
-        """PUT ``spec`` onto ``base`` if the Lease is still at ``version`` (worker thread).
-
-        None on a conflict (409) or if the Lease was deleted meanwhile (404).
-        ``base`` supplies the metadata (labels, annotations, owners) to keep.
-        """
-        metadata = {k: v for k, v in (base.get("metadata") or {}).items() if k != "managedFields"}
-        metadata.update(name=election, namespace=self.namespace, resourceVersion=version)
-        body = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": metadata, "spec": spec}
-        response = self._request("PUT", self._path(election), election=election, body=body)
-        if response.status in (404, 409):
-            return None
-        if response.status != 200:
-            raise self._error(response, "update", election)
-        lease: dict[str, Any] = response.body
-        self._remember(election, lease)
-        return lease
-
-    def _record(self, election: str, lease: dict[str, Any] | None) -> LeaseRecord | None:
-        return None if lease is None else record_from_lease(election, lease, backend=self.scheme)
+    def _at(self, step: str) -> _At:
+        return _At(namespace=self.namespace, host=self._api.configuration.host, step=step)
 
     def _duration(self, lease_duration: float) -> int:
         seconds = lease_duration_seconds(lease_duration)
@@ -580,262 +567,14 @@ class KubernetesBackend:
 
     # -- the Backend Protocol ---------------------------------------------------------
 
-    async def get(self, election: str) -> LeaseRecord | None:
+    def lease(self, election: str) -> KubernetesLease:
+        """The election's handle (the same one each time); ConfigError unless the name can name a Lease."""
         validate_lease_name(election)
-        return self._record(election, await self._run(lambda: self._read(election)))
-
-    async def try_acquire(
-        self, election: str, identity: str, lease_duration: float, takeover: LeaseRecord | None
-    ) -> Acquisition:
-        validate_lease_name(election)
-        seconds = self._duration(lease_duration)
-        acquired, lease = await self._run(lambda: self._acquire(election, identity, seconds, takeover))
-        return Acquisition(acquired=acquired, record=self._record(election, lease))
-
-    def _acquire(
-        self, election: str, identity: str, seconds: int, takeover: LeaseRecord | None
-    ) -> tuple[bool, dict[str, Any] | None]:
-        """client-go's tryAcquireOrRenew for a new term, minus the expiry judgement (the elector's).
-
-        Returns whether this call wrote the Lease, and the Lease as it stands
-        after one attempt (worker thread). Unlike client-go, a Lease whose
-        holder is ``identity`` is not adopted: a new term is always a new
-        ``leaseTransitions``, the fencing token.
-        """
-        now = format_microtime(self._clock.wall())
-        # A takeover of a version we hold a copy of (usually from the watch)
-        # needs no GET: the update itself checks that nothing changed since.
-        lease = None if takeover is None else self._copy_of(election, takeover.version)
-        if lease is None:
-            lease = self._read(election)
-        if lease is None:
-            created = self._create(election, lease_spec(identity, seconds, now, now, 0))
-            if created is None:  # someone created it first: we lost this round
-                return False, self._read(election)
-            logger.debug("created lease", extra={"election": election, "holder": identity})
-            return True, created
-        current = record_from_lease(election, lease, backend=self.scheme)
-        if current.is_held and not is_takeover(current, takeover):
-            return False, lease  # held by someone whose lease has not expired for the elector
-        spec = lease_spec(identity, seconds, now, now, current.transitions + 1)
-        updated = self._update(election, lease, current.version, spec)
-        if updated is None:  # lost the race: someone else wrote first
-            return False, self._read(election)
-        logger.debug("took lease", extra={"election": election, "previous": current.holder})
-        return True, updated
-
-    async def renew(self, record: LeaseRecord) -> LeaseRecord:
-        validate_lease_name(record.election)
-        seconds = self._duration(record.lease_duration)
-        lease = await self._run(lambda: self._renew(record, seconds))
-        renewed = self._record(record.election, lease)
-        assert renewed is not None
-        return renewed
-
-    def _renew(self, record: LeaseRecord, seconds: int) -> dict[str, Any]:
-        election = record.election
-        now = format_microtime(self._clock.wall())
-        base = self._cached(election)
-        if base is not None:
-            # The fast path (client-go's optimistic renewal): one update with
-            # the version we hold, no GET. Every spec field comes from
-            # ``record``; the cached object only lends its metadata (labels,
-            # annotations, owners), since it may be older than ``record``.
-            spec = lease_spec(
-                record.holder, seconds, _format_or(record.acquire_time, now), now, record.transitions
-            )
-            updated = self._update(election, base, record.version, spec)
-            if updated is not None:
-                return updated
-        # Conflict (or nothing cached): read it, and update again only if it
-        # is still ours, from what was read.
-        fresh = self._read(election)
-        if fresh is None or _holder(fresh) != record.holder:
-            raise self._lost(record, fresh)
-        spec = lease_spec(
-            record.holder,
-            seconds,
-            _spec_time(fresh, "acquireTime", now),
-            now,
-            _spec_int(fresh, "leaseTransitions", record.transitions),
-        )
-        updated = self._update(election, fresh, _version(fresh), spec)
-        if updated is None:
-            raise LeaseLost(
-                "the Lease changed again while it was being renewed",
-                election=election,
-                backend=self.scheme,
-            )
-        return updated
-
-    def _lost(self, record: LeaseRecord, lease: dict[str, Any] | None) -> LeaseLost:
-        holder = ((lease or {}).get("spec") or {}).get("holderIdentity") if lease else None
-        now_held = f"held by {holder!r}" if holder else "released" if lease else "deleted"
-        return LeaseLost(
-            f"the Lease is no longer ours: it is {now_held}",
-            election=record.election,
-            backend=self.scheme,
-        )
-
-    async def release(self, record: LeaseRecord) -> None:
-        validate_lease_name(record.election)
-        await self._run(lambda: self._release(record))
-
-    def _release(self, record: LeaseRecord) -> None:
-        """client-go's release: empty holder, leaseDurationSeconds 1, transitions kept."""
-        election = record.election
-        now = format_microtime(self._clock.wall())
-        base = self._cached(election)
-        if base is not None:
-            # As in _renew: the version and the transitions from ``record``,
-            # only the metadata from the cache.
-            spec = lease_spec("", 1, now, now, record.transitions)
-            if self._update(election, base, record.version, spec) is not None:
-                logger.debug("released lease", extra={"election": election})
-                return
-        fresh = self._read(election)
-        if fresh is None or _holder(fresh) != record.holder:
-            return  # deleted, released, or someone else's now: nothing of ours to release
-        spec = lease_spec("", 1, now, now, _spec_int(fresh, "leaseTransitions", record.transitions))
-        if self._update(election, fresh, _version(fresh), spec) is None:
-            raise BackendUnavailable(
-                "the Lease changed while it was being released", election=election, backend=self.scheme
-            )
-        logger.debug("released lease", extra={"election": election})
-
-    async def watch(self, election: str) -> AsyncIterator[LeaseRecord | None]:
-        validate_lease_name(election)
-        if self._closed:
-            raise BackendUnavailable("the backend was closed", election=election, backend=self.scheme)
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
-        handle = _WatchHandle()
-
-        def emit(kind: str, value: Any) -> None:
-            # The loop may be gone when a late event arrives after cancellation.
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(queue.put_nowait, (kind, value))
-
-        handle.thread = threading.Thread(
-            target=self._watch_thread,
-            args=(election, handle, emit),
-            name=f"leaderlib-k8s-watch-{election}",
-            daemon=True,
-        )
-        self._watches.add(handle)
-        handle.thread.start()
-        try:
-            while True:
-                kind, value = await queue.get()
-                if kind == "error":
-                    raise value
-                if kind == "lease":
-                    with self._objects_lock:
-                        self._watched[election] = value
-                    yield self._record(election, value)
-                else:  # "deleted"
-                    with self._objects_lock:
-                        self._watched.pop(election, None)
-                    yield None
-        finally:
-            handle.cancel()
-            self._watches.discard(handle)
-            with self._objects_lock:
-                self._watched.pop(election, None)
-
-    def _watch_thread(self, election: str, handle: _WatchHandle, emit: Callable[[str, Any], None]) -> None:
-        """List the Lease, then watch it from that version; re-list on 410 Gone (own thread)."""
-        try:
-            version: str | None = None
-            while not handle.stop.is_set():
-                if version is None:
-                    version = self._list_one(election, emit)
-                    continue
-                version = self._stream(election, version, handle, emit)
-        except BackendError as exc:
-            if not handle.stop.is_set():
-                emit("error", exc)
-        except Exception as exc:  # the loop must hear of any failure, or it waits forever
-            if not handle.stop.is_set():
-                error = BackendUnavailable(
-                    f"the Lease watch failed: {exc!r}", election=election, backend=self.scheme
-                )
-                error.__cause__ = exc
-                emit("error", error)
-
-    def _list_one(self, election: str, emit: Callable[[str, Any], None]) -> str:
-        """List the one Lease, hand it to the loop and return the list's resourceVersion."""
-        query = [("fieldSelector", f"metadata.name={election}")]
-        response = self._request(
-            "GET", _GROUP_PATH.format(namespace=self.namespace), election=election, query=query
-        )
-        if response.status != 200:
-            raise self._error(response, "list", election)
-        items = response.body.get("items") or []
-        if items:
-            emit("lease", items[0])
-        else:
-            emit("deleted", None)
-        version: str = response.body["metadata"]["resourceVersion"]
-        return version
-
-    def _stream(
-        self, election: str, version: str, handle: _WatchHandle, emit: Callable[[str, Any], None]
-    ) -> str | None:
-        """Follow one watch request; return the version to resume from (None: re-list)."""
-        query = [
-            ("fieldSelector", f"metadata.name={election}"),
-            ("watch", "true"),
-            ("resourceVersion", version),
-            ("allowWatchBookmarks", "true"),
-            ("timeoutSeconds", str(_WATCH_SECONDS)),
-        ]
-        response = self._send(
-            "GET",
-            _GROUP_PATH.format(namespace=self.namespace),
-            election=election,
-            query=query,
-            timeout=(self._request_timeout, _WATCH_READ_TIMEOUT),
-        )
-        stream = response.response
-        if response.status == 410:
-            stream.close()
-            return None
-        if response.status != 200:
-            data = stream.read()
-            stream.close()
-            raise self._error(_Response(response.status, _loads(data)), "watch", election)
-        if not handle.attach(stream):
-            return version
-        try:
-            buffer = b""
-            for chunk in stream.stream(amt=None, decode_content=False):
-                buffer += chunk
-                while b"\n" in buffer:
-                    line, buffer = buffer.split(b"\n", 1)
-                    if not line.strip():
-                        continue
-                    event = json.loads(line)
-                    kind, obj = event.get("type"), event.get("object") or {}
-                    if kind == "ERROR":
-                        if obj.get("code") == 410:
-                            return None  # our version is too old: re-list
-                        raise self._error(_Response(int(obj.get("code") or 500), obj), "watch", election)
-                    version = (obj.get("metadata") or {}).get("resourceVersion") or version
-                    if kind in ("ADDED", "MODIFIED"):
-                        emit("lease", obj)
-                    elif kind == "DELETED":
-                        emit("deleted", None)
-                    # BOOKMARK only moves the version on.
-            return version  # the server ended the watch: resume from where we were
-        except (urllib3.exceptions.HTTPError, OSError) as exc:
-            if handle.stop.is_set():
-                return version
-            raise BackendUnavailable(
-                f"the Lease watch broke: {exc}", election=election, backend=self.scheme
-            ) from exc
-        finally:
-            handle.detach()
+        with self._leases_lock:
+            handle = self._leases.get(election)
+            if handle is None:
+                handle = self._leases[election] = KubernetesLease(self, election)
+            return handle
 
     async def aclose(self) -> None:
         if self._closed:
@@ -853,6 +592,358 @@ class KubernetesBackend:
             self._api.close()  # type: ignore[no-untyped-call]
 
         await asyncio.to_thread(shut_down)
+
+
+class KubernetesLease:
+    """One election's Lease object: the objects last read, written and watched, and its watch."""
+
+    def __init__(self, backend: KubernetesBackend, election: str) -> None:
+        self.election = election
+        self._backend = backend
+        self._path = _LEASE_PATH.format(namespace=backend.namespace, name=election)
+        # The last Lease object this handle read or wrote: the leader renews
+        # by updating it (no GET).
+        self._object: dict[str, Any] | None = None
+        # The last object the watch delivered, kept apart because a watch lags
+        # behind this handle's own writes: a follower takes over from it when
+        # it is exactly the version the elector asks to replace.
+        self._watched: dict[str, Any] | None = None
+        self._lock = threading.Lock()
+
+    # -- requests (worker threads) ------------------------------------------------
+
+    async def _run(self, function: Callable[[], T]) -> T:
+        """``function()`` on the backend's thread pool, API error answers translated (:data:`_ERRORS`)."""
+        backend = self._backend
+
+        def translated() -> T:
+            with _ERRORS.translating(backend._at("call"), election=self.election, backend=backend.scheme):
+                return function()
+
+        return await backend._run(translated)
+
+    def _remember(self, lease: dict[str, Any] | None) -> None:
+        with self._lock:
+            self._object = lease
+
+    def _cached(self) -> dict[str, Any] | None:
+        with self._lock:
+            return self._object
+
+    def _copy_of(self, version: str) -> dict[str, Any] | None:
+        """The Lease object at exactly ``version``, if this handle has seen it."""
+        with self._lock:
+            for known in (self._watched, self._object):
+                if known is not None and _version(known) == version:
+                    return known
+        return None
+
+    def _request(self, method: str, path: str, body: dict[str, Any] | None = None) -> _Response:
+        return self._backend._request(method, path, election=self.election, body=body)
+
+    def _read(self) -> dict[str, Any] | None:
+        """GET the Lease (worker thread); None if there is none."""
+        response = self._request("GET", self._path)
+        if response.status == 404:
+            self._remember(None)
+            return None
+        if response.status != 200:
+            raise _StatusError(response, "get")
+        lease: dict[str, Any] = response.body
+        self._remember(lease)
+        return lease
+
+    def _create(self, spec: dict[str, Any]) -> dict[str, Any] | None:
+        """POST a new Lease (worker thread); None if one exists already (409)."""
+        namespace = self._backend.namespace
+        body = {
+            "apiVersion": "coordination.k8s.io/v1",
+            "kind": "Lease",
+            "metadata": {"name": self.election, "namespace": namespace},
+            "spec": spec,
+        }
+        response = self._request("POST", _GROUP_PATH.format(namespace=namespace), body)
+        if response.status == 409:
+            return None
+        if response.status != 201 and response.status != 200:
+            raise _StatusError(response, "create")
+        lease: dict[str, Any] = response.body
+        self._remember(lease)
+        return lease
+
+    def _update(self, base: dict[str, Any], version: str, spec: dict[str, Any]) -> dict[str, Any] | None:
+        """PUT ``spec`` onto ``base`` if the Lease is still at ``version`` (worker thread).
+
+        None on a conflict (409) or if the Lease was deleted meanwhile (404).
+        ``base`` supplies the metadata (labels, annotations, owners) to keep.
+        """
+        metadata = {k: v for k, v in (base.get("metadata") or {}).items() if k != "managedFields"}
+        metadata.update(name=self.election, namespace=self._backend.namespace, resourceVersion=version)
+        body = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": metadata, "spec": spec}
+        response = self._request("PUT", self._path, body)
+        if response.status in (404, 409):
+            return None
+        if response.status != 200:
+            raise _StatusError(response, "update")
+        lease: dict[str, Any] = response.body
+        self._remember(lease)
+        return lease
+
+    def _record(self, lease: dict[str, Any] | None) -> LeaseRecord | None:
+        return (
+            None if lease is None else record_from_lease(self.election, lease, backend=self._backend.scheme)
+        )
+
+    # -- the Lease Protocol ----------------------------------------------------------
+
+    async def get(self) -> LeaseRecord | None:
+        return self._record(await self._run(self._read))
+
+    async def try_acquire(
+        self, identity: str, lease_duration: float, takeover: LeaseRecord | None
+    ) -> Acquisition:
+        seconds = self._backend._duration(lease_duration)
+        acquired, lease = await self._run(lambda: self._acquire(identity, seconds, takeover))
+        return Acquisition(acquired=acquired, record=self._record(lease))
+
+    def _acquire(
+        self, identity: str, seconds: int, takeover: LeaseRecord | None
+    ) -> tuple[bool, dict[str, Any] | None]:
+        """client-go's tryAcquireOrRenew for a new term, minus the expiry judgement (the elector's).
+
+        Returns whether this call wrote the Lease, and the Lease as it stands
+        after one attempt (worker thread). :func:`decide` makes the decision;
+        unlike client-go, a Lease whose holder is ``identity`` is not adopted:
+        a new term is always a new ``leaseTransitions``, the fencing token.
+        """
+        now = format_microtime(self._backend._clock.wall())
+        # A takeover of a version we hold a copy of (usually from the watch)
+        # needs no GET: the update itself checks that nothing changed since.
+        lease = None if takeover is None else self._copy_of(takeover.version)
+        if lease is None:
+            lease = self._read()
+        current = self._record(lease)
+        decision = decide(current, takeover)
+        if not decision.new_term:
+            return False, lease  # held by someone whose lease has not expired for the elector
+        spec = lease_spec(identity, seconds, now, now, decision.fencing_token - FIRST_TOKEN)
+        if lease is None or current is None:
+            created = self._create(spec)
+            if created is None:  # someone created it first: we lost this round
+                return False, self._read()
+            logger.debug("created lease", extra={"election": self.election, "holder": identity})
+            return True, created
+        updated = self._update(lease, current.version, spec)
+        if updated is None:  # lost the race: someone else wrote first
+            return False, self._read()
+        logger.debug("took lease", extra={"election": self.election, "previous": current.holder})
+        return True, updated
+
+    async def renew(self, record: LeaseRecord) -> LeaseRecord:
+        seconds = self._backend._duration(record.lease_duration)
+        lease = await self._run(lambda: self._renew(record, seconds))
+        renewed = self._record(lease)
+        assert renewed is not None
+        return renewed
+
+    def _renew(self, record: LeaseRecord, seconds: int) -> dict[str, Any]:
+        now = format_microtime(self._backend._clock.wall())
+        base = self._cached()
+        if base is not None:
+            # The fast path (client-go's optimistic renewal): one update with
+            # the version we hold, no GET. Every spec field comes from
+            # ``record``; the cached object only lends its metadata (labels,
+            # annotations, owners), since it may be older than ``record``.
+            spec = lease_spec(
+                record.holder, seconds, _format_or(record.acquire_time, now), now, record.transitions
+            )
+            updated = self._update(base, record.version, spec)
+            if updated is not None:
+                return updated
+        # Conflict (or nothing cached): read it, and update again only if it
+        # is still ours, from what was read.
+        fresh = self._read()
+        if fresh is None or _holder(fresh) != record.holder:
+            raise self._lost(record, fresh)
+        spec = lease_spec(
+            record.holder,
+            seconds,
+            _spec_time(fresh, "acquireTime", now),
+            now,
+            _spec_int(fresh, "leaseTransitions", record.transitions),
+        )
+        updated = self._update(fresh, _version(fresh), spec)
+        if updated is None:
+            raise LeaseLost(
+                "the Lease changed again while it was being renewed",
+                election=self.election,
+                backend=self._backend.scheme,
+            )
+        return updated
+
+    def _lost(self, record: LeaseRecord, lease: dict[str, Any] | None) -> LeaseLost:
+        holder = ((lease or {}).get("spec") or {}).get("holderIdentity") if lease else None
+        now_held = f"held by {holder!r}" if holder else "released" if lease else "deleted"
+        return LeaseLost(
+            f"the Lease is no longer ours: it is {now_held}",
+            election=self.election,
+            backend=self._backend.scheme,
+        )
+
+    async def release(self, record: LeaseRecord) -> None:
+        await self._run(lambda: self._release(record))
+
+    def _release(self, record: LeaseRecord) -> None:
+        """client-go's release: empty holder, leaseDurationSeconds 1, transitions kept."""
+        now = format_microtime(self._backend._clock.wall())
+        base = self._cached()
+        if base is not None:
+            # As in _renew: the version and the transitions from ``record``,
+            # only the metadata from the cache.
+            spec = lease_spec("", 1, now, now, record.transitions)
+            if self._update(base, record.version, spec) is not None:
+                logger.debug("released lease", extra={"election": self.election})
+                return
+        fresh = self._read()
+        if fresh is None or _holder(fresh) != record.holder:
+            return  # deleted, released, or someone else's now: nothing of ours to release
+        spec = lease_spec("", 1, now, now, _spec_int(fresh, "leaseTransitions", record.transitions))
+        if self._update(fresh, _version(fresh), spec) is None:
+            raise BackendUnavailable(
+                "the Lease changed while it was being released",
+                election=self.election,
+                backend=self._backend.scheme,
+            )
+        logger.debug("released lease", extra={"election": self.election})
+
+    async def watch(self) -> AsyncIterator[LeaseRecord | None]:
+        backend, election = self._backend, self.election
+        if backend._closed:
+            raise BackendUnavailable("the backend was closed", election=election, backend=backend.scheme)
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+        handle = _WatchHandle()
+
+        def emit(kind: str, value: Any) -> None:
+            # The loop may be gone when a late event arrives after cancellation.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(queue.put_nowait, (kind, value))
+
+        handle.thread = threading.Thread(
+            target=self._watch_thread,
+            args=(handle, emit),
+            name=f"leaderlib-k8s-watch-{election}",
+            daemon=True,
+        )
+        backend._watches.add(handle)
+        handle.thread.start()
+        try:
+            while True:
+                kind, value = await queue.get()
+                if kind == "error":
+                    raise value
+                if kind == "lease":
+                    with self._lock:
+                        self._watched = value
+                    yield self._record(value)
+                else:  # "deleted"
+                    with self._lock:
+                        self._watched = None
+                    yield None
+        finally:
+            handle.cancel()
+            backend._watches.discard(handle)
+            with self._lock:
+                self._watched = None
+
+    def _watch_thread(self, handle: _WatchHandle, emit: Callable[[str, Any], None]) -> None:
+        """List the Lease, then watch it from that version; re-list on 410 Gone (own thread)."""
+        backend = self._backend
+        try:
+            # Any failure becomes a leaderlib error: the loop must hear of it, or it waits forever.
+            with _ERRORS.translating(backend._at("watch"), election=self.election, backend=backend.scheme):
+                version: str | None = None
+                while not handle.stop.is_set():
+                    if version is None:
+                        version = self._list_one(emit)
+                        continue
+                    version = self._stream(version, handle, emit)
+        except BackendError as exc:
+            if not handle.stop.is_set():
+                emit("error", exc)
+
+    def _list_one(self, emit: Callable[[str, Any], None]) -> str:
+        """List the one Lease, hand it to the loop and return the list's resourceVersion."""
+        backend = self._backend
+        query = [("fieldSelector", f"metadata.name={self.election}")]
+        response = backend._request(
+            "GET", _GROUP_PATH.format(namespace=backend.namespace), election=self.election, query=query
+        )
+        if response.status != 200:
+            raise _StatusError(response, "list")
+        items = response.body.get("items") or []
+        if items:
+            emit("lease", items[0])
+        else:
+            emit("deleted", None)
+        version: str = response.body["metadata"]["resourceVersion"]
+        return version
+
+    def _stream(self, version: str, handle: _WatchHandle, emit: Callable[[str, Any], None]) -> str | None:
+        """Follow one watch request; return the version to resume from (None: re-list)."""
+        backend = self._backend
+        query = [
+            ("fieldSelector", f"metadata.name={self.election}"),
+            ("watch", "true"),
+            ("resourceVersion", version),
+            ("allowWatchBookmarks", "true"),
+            ("timeoutSeconds", str(_WATCH_SECONDS)),
+        ]
+        response = backend._send(
+            "GET",
+            _GROUP_PATH.format(namespace=backend.namespace),
+            election=self.election,
+            query=query,
+            timeout=(backend._request_timeout, _WATCH_READ_TIMEOUT),
+        )
+        stream = response.response
+        if response.status == 410:
+            stream.close()
+            return None
+        if response.status != 200:
+            data = stream.read()
+            stream.close()
+            raise _StatusError(_Response(response.status, _loads(data)), "watch")
+        if not handle.attach(stream):
+            return version
+        try:
+            with _ERRORS.translating(backend._at("stream"), election=self.election, backend=backend.scheme):
+                buffer = b""
+                for chunk in stream.stream(amt=None, decode_content=False):
+                    buffer += chunk
+                    while b"\n" in buffer:
+                        line, buffer = buffer.split(b"\n", 1)
+                        if not line.strip():
+                            continue
+                        event = json.loads(line)
+                        kind, obj = event.get("type"), event.get("object") or {}
+                        if kind == "ERROR":
+                            if obj.get("code") == 410:
+                                return None  # our version is too old: re-list
+                            raise _StatusError(_Response(int(obj.get("code") or 500), obj), "watch")
+                        version = (obj.get("metadata") or {}).get("resourceVersion") or version
+                        if kind in ("ADDED", "MODIFIED"):
+                            emit("lease", obj)
+                        elif kind == "DELETED":
+                            emit("deleted", None)
+                        # BOOKMARK only moves the version on.
+                return version  # the server ended the watch: resume from where we were
+        except BackendUnavailable:
+            if handle.stop.is_set():
+                return version  # we closed the stream ourselves
+            raise
+        finally:
+            handle.detach()
 
 
 def _version(lease: dict[str, Any]) -> str:
@@ -926,8 +1017,7 @@ def _load_configuration(kubeconfig: str | None, context: str | None) -> k8s_clie
             ).load_and_set(configuration)
         except k8s_config.ConfigException as exc:
             raise ConfigError(
-                f"KUBERNETES_SERVICE_HOST is set but the service account in {account} "
-                f"cannot be used: {exc}",
+                f"KUBERNETES_SERVICE_HOST is set but the service account in {account} cannot be used: {exc}",
                 field="kubeconfig",
             ) from exc
         return configuration

@@ -18,10 +18,10 @@ from typing import Any, ClassVar
 
 from .._clock import Clock, SystemClock
 from .._errors import LeaseLost
-from . import Acquisition, LeaseRecord, is_takeover, parse_options, split_url
+from . import FIRST_TOKEN, Acquisition, LeaseRecord, check_election, decide, parse_options, split_url
 from ._shared import ChangeNotifier
 
-__all__ = ["MemoryBackend"]
+__all__ = ["MemoryBackend", "MemoryLease"]
 
 
 class _Store:
@@ -29,8 +29,10 @@ class _Store:
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.records: dict[str, tuple[LeaseRecord, float]] = {}  # record, expires at (monotonic)
-        self.tokens: dict[str, int] = {}
+        # Per election: the last record and when it expires (monotonic). A
+        # released or expired record stays, emptied, so its token is the base
+        # of the next term's.
+        self.records: dict[str, tuple[LeaseRecord, float]] = {}
         self.versions = itertools.count(1)
         self.changes = ChangeNotifier()
 
@@ -47,6 +49,8 @@ class MemoryBackend:
         with self._stores_lock:
             self._store = self._stores.setdefault(name, _Store())
         self._clock = clock or SystemClock()
+        self._leases: dict[str, MemoryLease] = {}
+        self._leases_lock = threading.Lock()
 
     @classmethod
     def from_url(cls, url: str, *, clock: Clock | None = None, **options: Any) -> MemoryBackend:
@@ -54,13 +58,40 @@ class MemoryBackend:
         parse_options(parts, {}, options)
         return cls(parts.netloc + parts.path, clock=clock)
 
-    def _live(self, election: str) -> tuple[LeaseRecord, float] | None:
-        """The election's record if it has not expired; caller holds the lock."""
-        entry = self._store.records.get(election)
-        if entry is not None and entry[1] <= self._clock.monotonic():
-            del self._store.records[election]
-            return None
+    def lease(self, election: str) -> MemoryLease:
+        """The election's handle (the same one each time); any non-empty name will do."""
+        check_election(election)
+        with self._leases_lock:
+            handle = self._leases.get(election)
+            if handle is None:
+                handle = self._leases[election] = MemoryLease(self, election)
+            return handle
+
+    async def aclose(self) -> None:
+        return None
+
+
+class MemoryLease:
+    """One election in a memory store."""
+
+    def __init__(self, backend: MemoryBackend, election: str) -> None:
+        self.election = election
+        self._store = backend._store
+        self._clock = backend._clock
+        self._scheme = backend.scheme
+
+    def _last(self) -> tuple[LeaseRecord, float] | None:
+        """The election's last record, an expired one emptied; caller holds the lock."""
+        entry = self._store.records.get(self.election)
+        if entry is not None and entry[0].is_held and entry[1] <= self._clock.monotonic():
+            entry = (dataclasses.replace(entry[0], holder=""), entry[1])
+            self._store.records[self.election] = entry
         return entry
+
+    def _live(self) -> tuple[LeaseRecord, float] | None:
+        """The election's record if someone holds it; caller holds the lock."""
+        entry = self._last()
+        return entry if entry is not None and entry[0].is_held else None
 
     def _with_expiry(self, entry: tuple[LeaseRecord, float] | None) -> LeaseRecord | None:
         if entry is None:
@@ -71,68 +102,61 @@ class MemoryBackend:
     def _write(self, record: LeaseRecord) -> LeaseRecord:
         """Store ``record`` with a new version and a fresh expiry; caller holds the lock."""
         record = dataclasses.replace(record, version=str(next(self._store.versions)), expires_in=None)
-        self._store.records[record.election] = (
-            record,
-            self._clock.monotonic() + record.lease_duration,
-        )
+        self._store.records[self.election] = (record, self._clock.monotonic() + record.lease_duration)
         return dataclasses.replace(record, expires_in=record.lease_duration)
 
-    async def get(self, election: str) -> LeaseRecord | None:
+    async def get(self) -> LeaseRecord | None:
         with self._store.lock:
-            return self._with_expiry(self._live(election))
+            return self._with_expiry(self._live())
 
     async def try_acquire(
-        self, election: str, identity: str, lease_duration: float, takeover: LeaseRecord | None
+        self, identity: str, lease_duration: float, takeover: LeaseRecord | None
     ) -> Acquisition:
         with self._store.lock:
-            entry = self._live(election)
-            current = entry[0] if entry else None
-            if current is not None and current.is_held and not is_takeover(current, takeover):
+            entry = self._last()
+            decision = decide(entry[0] if entry else None, takeover)
+            if not decision.new_term:
                 return Acquisition(acquired=False, record=self._with_expiry(entry))
             now = self._clock.wall()
-            token = self._store.tokens.get(election, 0) + 1
-            self._store.tokens[election] = token
             record = self._write(
                 LeaseRecord(
-                    election=election,
+                    election=self.election,
                     holder=identity,
                     lease_duration=lease_duration,
-                    fencing_token=token,
+                    fencing_token=decision.fencing_token,
                     version="",
-                    transitions=token - 1,
+                    transitions=decision.fencing_token - FIRST_TOKEN,
                     acquire_time=now,
                     renew_time=now,
                 )
             )
-        self._store.changes.notify(election)
+        self._store.changes.notify(self.election)
         return Acquisition(acquired=True, record=record)
 
     async def renew(self, record: LeaseRecord) -> LeaseRecord:
         with self._store.lock:
-            entry = self._live(record.election)
+            entry = self._live()
             if entry is None or entry[0].version != record.version:
-                raise LeaseLost("the lease is no longer ours", election=record.election, backend=self.scheme)
+                raise LeaseLost("the lease is no longer ours", election=self.election, backend=self._scheme)
             renewed = self._write(dataclasses.replace(entry[0], renew_time=self._clock.wall()))
-        self._store.changes.notify(record.election)
+        self._store.changes.notify(self.election)
         return renewed
 
     async def release(self, record: LeaseRecord) -> None:
         with self._store.lock:
-            entry = self._live(record.election)
+            entry = self._live()
             if entry is None or entry[0].version != record.version:
                 return
-            del self._store.records[record.election]
-        self._store.changes.notify(record.election)
+            released = dataclasses.replace(entry[0], holder="", version=str(next(self._store.versions)))
+            self._store.records[self.election] = (released, self._clock.monotonic())
+        self._store.changes.notify(self.election)
 
-    async def watch(self, election: str) -> AsyncIterator[LeaseRecord | None]:
-        waiter = self._store.changes.subscribe(election)
+    async def watch(self) -> AsyncIterator[LeaseRecord | None]:
+        waiter = self._store.changes.subscribe(self.election)
         try:
             while True:
-                yield await self.get(election)
+                yield await self.get()
                 await waiter[1].wait()
                 waiter[1].clear()
         finally:
-            self._store.changes.unsubscribe(election, waiter)
-
-    async def aclose(self) -> None:
-        return None
+            self._store.changes.unsubscribe(self.election, waiter)

@@ -78,13 +78,13 @@ from .._errors import (
     BackendUnavailable,
     ConfigError,
     CorruptLeaseRecord,
-    LeaderlibError,
     LeaseLost,
 )
 from .._logging import get_logger
-from . import Acquisition, LeaseRecord, parse_options, split_url
+from . import Acquisition, LeaseRecord, check_election, parse_options, split_url
+from ._errors import ErrorMap, Row, error_map
 
-__all__ = ["RedisBackend"]
+__all__ = ["RedisBackend", "RedisLease"]
 
 logger = get_logger(__name__)
 
@@ -246,6 +246,64 @@ def _iso(text: Any) -> dt.datetime | None:
         return None
 
 
+def _acl_refusal(exc: BaseException, lease: RedisLease) -> bool:
+    # An ACL refusal inside a script arrives as a plain ERR reply.
+    text = str(exc)
+    return "NOPERM" in text or "no permissions" in text or "can't run this command" in text
+
+
+#: redis-py's errors as leaderlib's; messages name the keys and the ACL grant needed.
+_ERRORS: ErrorMap[RedisLease] = error_map(
+    [
+        Row(
+            rexc.AuthenticationError,
+            AccessDenied,
+            lambda exc, lease: (
+                f"Redis refused the credentials ({exc}); check the user and password in the "
+                "URL or the username/password options"
+            ),
+        ),
+        Row(
+            (rexc.NoPermissionError, rexc.AuthorizationError),
+            AccessDenied,
+            lambda exc, lease: lease._backend._denied(exc),
+        ),
+        Row(
+            rexc.ReadOnlyError,
+            BackendUnavailable,
+            lambda exc, lease: (
+                f"Redis answered from a read-only replica ({exc}); point the URL at the master "
+                "or use redis+sentinel://"
+            ),
+        ),
+        Row(
+            rexc.ResponseError,
+            AccessDenied,
+            lambda exc, lease: lease._backend._denied(exc),
+            when=_acl_refusal,
+        ),
+        Row(
+            rexc.ResponseError,
+            CorruptLeaseRecord,
+            lambda exc, lease: (
+                f"Redis key {lease.key!r} or {lease.fencing_key!r} holds a "
+                f"value of the wrong kind ({exc}); delete it or choose another prefix"
+            ),
+            when=lambda exc, lease: "WRONGTYPE" in str(exc) or "not an integer" in str(exc),
+        ),
+        Row(
+            rexc.ResponseError, BackendUnavailable, lambda exc, lease: f"Redis answered with an error: {exc}"
+        ),
+        # ConnectionError, TimeoutError, BusyLoadingError, MasterNotFoundError...
+        Row(
+            (rexc.RedisError, OSError),
+            BackendUnavailable,
+            lambda exc, lease: f"Redis is unreachable: {type(exc).__name__}: {exc}",
+        ),
+    ]
+)
+
+
 class RedisBackend:
     """Leases in Redis; see the module docstring for URLs, options and key layout."""
 
@@ -271,6 +329,7 @@ class RedisBackend:
         self._sentinel = sentinel
         self._username: str | None = client.connection_pool.connection_kwargs.get("username")
         self._clock = clock or SystemClock()
+        self._leases: dict[str, RedisLease] = {}
 
     @classmethod
     def from_url(cls, url: str, *, clock: Clock | None = None, **options: Any) -> RedisBackend:
@@ -356,15 +415,31 @@ class RedisBackend:
             clock=clock,
         )
 
-    # -- keys ---------------------------------------------------------------
+    def _now(self) -> str:
+        return self._clock.wall().isoformat(timespec="microseconds")
 
-    def key(self, election: str) -> str:
-        """The Redis key holding ``election``'s lease; ConfigError for a name that collides.
+    def _head(self, identity: str, lease_duration: float) -> str:
+        """A new record as JSON without its closing brace; the acquire script appends the fencing token.
+
+        Formatted by hand (the identity JSON-escaped) because this runs on
+        every acquisition attempt and json.dumps with options is slower.
+        """
+        now = self._now()
+        return (
+            f'{{"holder":{json.dumps(identity)},"token":"{secrets.token_hex(8)}",'
+            f'"lease_duration":{float(lease_duration)!r},"acquire_time":"{now}","renew_time":"{now}","seq":1'
+        )
+
+    # -- the Backend Protocol -------------------------------------------------
+
+    def lease(self, election: str) -> RedisLease:
+        """The election's handle (the same one each time); ConfigError for a name that collides.
 
         Election ``E`` also owns ``E:fencing`` and ``E:events``, so a name
         ending in one of those suffixes would share another election's
         counter or channel.
         """
+        check_election(election)
         for suffix in _RESERVED_SUFFIXES:
             if election.endswith(suffix):
                 raise ConfigError(
@@ -373,21 +448,50 @@ class RedisBackend:
                     "choose a name without that ending",
                     field="election",
                 )
-        return f"{self.prefix}{election}"
+        handle = self._leases.get(election)
+        if handle is None:
+            handle = self._leases[election] = RedisLease(self, election)
+        return handle
 
-    def fencing_key(self, election: str) -> str:
-        """The Redis key counting ``election``'s leaderships (its fencing tokens)."""
-        return f"{self.key(election)}:fencing"
+    def _denied(self, exc: BaseException) -> str:
+        grant = _GRANT.format(prefix=self.prefix).replace("<user>", self._username or "<user>")
+        return f"the Redis user lacks a permission ({exc}); it needs: {grant}"
 
-    def channel(self, election: str) -> str:
-        """The pub/sub channel on which ``election``'s acquisitions and releases are announced."""
-        return f"{self.key(election)}:events"
+    async def aclose(self) -> None:
+        """Close both connection pools (and the Sentinel connections)."""
+        with contextlib.suppress(Exception):
+            await self._client.aclose()
+        with contextlib.suppress(Exception):
+            await self._watch_client.aclose()
+        if self._sentinel is not None:
+            with contextlib.suppress(Exception):
+                await self._sentinel.aclose()
+
+
+class RedisLease:
+    """One election's keys and channel in Redis (see the module docstring for the layout)."""
+
+    _backend: RedisBackend
+    key: str
+    fencing_key: str
+    channel: str
+
+    def __init__(self, backend: RedisBackend, election: str) -> None:
+        self.election = election
+        self._backend = backend
+        self.key = f"{backend.prefix}{election}"
+        """The Redis key holding the election's lease."""
+        self.fencing_key = f"{self.key}:fencing"
+        """The Redis key counting the election's leaderships (its fencing tokens)."""
+        self.channel = f"{self.key}:events"
+        """The pub/sub channel on which the election's acquisitions and releases are announced."""
 
     # -- errors ---------------------------------------------------------------
 
     @contextlib.contextmanager
-    def _translated(self, election: str) -> Iterator[None]:
-        """Turn every ``redis`` exception raised inside into leaderlib's; honour lost cancellations.
+    def _translated(self) -> Iterator[None]:
+        """Turn every ``redis`` exception raised inside into leaderlib's (:data:`_ERRORS`);
+        honour lost cancellations.
 
         On Python 3.11, ``asyncio.wait_for`` (which redis-py uses to bound a
         socket write) drops a cancellation that arrives just as the write
@@ -396,65 +500,30 @@ class RedisBackend:
         count grew during the call, the cancellation is raised here. Without
         this a cancelled watch() could block forever on its subscription.
         """
-        where = {"election": election, "backend": self.scheme}
         task = asyncio.current_task()
         cancelling = task.cancelling() if task is not None else 0
-        try:
+        with _ERRORS.translating(self, election=self.election, backend=self._backend.scheme):
             yield
-        except LeaderlibError:
-            raise
-        except rexc.AuthenticationError as exc:
-            raise AccessDenied(
-                f"Redis refused the credentials ({exc}); check the user and password in the "
-                "URL or the username/password options",
-                **where,
-            ) from exc
-        except (rexc.NoPermissionError, rexc.AuthorizationError) as exc:
-            raise AccessDenied(self._denied(exc), **where) from exc
-        except rexc.ReadOnlyError as exc:
-            raise BackendUnavailable(
-                f"Redis answered from a read-only replica ({exc}); point the URL at the master "
-                "or use redis+sentinel://",
-                **where,
-            ) from exc
-        except rexc.ResponseError as exc:
-            text = str(exc)
-            # An ACL refusal inside a script arrives as a plain ERR reply.
-            if "NOPERM" in text or "no permissions" in text or "can't run this command" in text:
-                raise AccessDenied(self._denied(exc), **where) from exc
-            if "WRONGTYPE" in text or "not an integer" in text:
-                raise CorruptLeaseRecord(
-                    f"Redis key {self.key(election)!r} or {self.fencing_key(election)!r} holds a "
-                    f"value of the wrong kind ({text}); delete it or choose another prefix",
-                    **where,
-                ) from exc
-            raise BackendUnavailable(f"Redis answered with an error: {text}", **where) from exc
-        except (rexc.RedisError, OSError) as exc:
-            # ConnectionError, TimeoutError, BusyLoadingError, MasterNotFoundError...
-            raise BackendUnavailable(f"Redis is unreachable: {type(exc).__name__}: {exc}", **where) from exc
         if task is not None and task.cancelling() > cancelling:
             raise asyncio.CancelledError()
 
-    def _denied(self, exc: Exception) -> str:
-        grant = _GRANT.format(prefix=self.prefix).replace("<user>", self._username or "<user>")
-        return f"the Redis user lacks a permission ({exc}); it needs: {grant}"
-
-    async def _run(self, election: str, script: _Script, keys: list[str], args: list[Any]) -> Any:
+    async def _run(self, script: _Script, keys: list[str], args: list[Any]) -> Any:
         """Run ``script`` by SHA, loading it once if the server does not know it (NOSCRIPT)."""
-        with self._translated(election):
+        client = self._backend._client
+        with self._translated():
             try:
-                return await self._client.evalsha(script.sha, len(keys), *keys, *args)
+                return await client.evalsha(script.sha, len(keys), *keys, *args)
             except rexc.NoScriptError:
                 # First use on this server, or it restarted / ran SCRIPT FLUSH.
                 # NOSCRIPT means nothing ran, so running it again is safe.
-                logger.debug("loading lua script", extra={"script": script.name, "election": election})
-                await self._client.script_load(script.source)
-                return await self._client.evalsha(script.sha, len(keys), *keys, *args)
+                logger.debug("loading lua script", extra={"script": script.name, "election": self.election})
+                await client.script_load(script.source)
+                return await client.evalsha(script.sha, len(keys), *keys, *args)
 
     # -- records --------------------------------------------------------------
-
-    def _record(self, election: str, raw: bytes, pttl: int | None) -> LeaseRecord:
+    def _record(self, raw: bytes, pttl: int | None) -> LeaseRecord:
         """Parse the stored JSON; raise CorruptLeaseRecord naming the key if it is not a lease."""
+        election, scheme = self.election, self._backend.scheme
         try:
             data = json.loads(raw)
             if not isinstance(data, dict):
@@ -473,21 +542,21 @@ class RedisBackend:
             reason = f"missing field {exc}" if isinstance(exc, KeyError) else str(exc)
             shown = raw[:80].decode("utf-8", "replace") if isinstance(raw, bytes) else repr(raw)
             raise CorruptLeaseRecord(
-                f"Redis key {self.key(election)!r} does not hold a leaderlib lease record "
+                f"Redis key {self.key!r} does not hold a leaderlib lease record "
                 f"({reason}; value starts {shown!r}); delete it or choose another prefix",
                 election=election,
-                backend=self.scheme,
+                backend=scheme,
             ) from exc
         if pttl == -1:
             # leaderlib always writes leases with PX: a key that never expires
             # was written by hand and would hold the election forever.
-            key = self.key(election)
+            key = self.key
             raise CorruptLeaseRecord(
                 f"Redis key {key!r} holds a lease for {holder!r} with no expiry (PTTL -1), so it "
                 f"would hold the election forever; leaderlib always sets one. Delete it "
                 f"(redis-cli DEL {key}) or give it a TTL (redis-cli PEXPIRE {key} MILLISECONDS)",
                 election=election,
-                backend=self.scheme,
+                backend=scheme,
             )
         return LeaseRecord(
             election=election,
@@ -501,113 +570,82 @@ class RedisBackend:
             expires_in=pttl / 1000 if pttl is not None and pttl >= 0 else None,
         )
 
-    def _now(self) -> str:
-        return self._clock.wall().isoformat(timespec="microseconds")
+    # -- the Lease Protocol -------------------------------------------------
 
-    def _head(self, identity: str, lease_duration: float) -> str:
-        """A new record as JSON without its closing brace; the acquire script appends the fencing token.
-
-        Formatted by hand (the identity JSON-escaped) because this runs on
-        every acquisition attempt and json.dumps with options is slower.
-        """
-        now = self._now()
-        return (
-            f'{{"holder":{json.dumps(identity)},"token":"{secrets.token_hex(8)}",'
-            f'"lease_duration":{float(lease_duration)!r},"acquire_time":"{now}","renew_time":"{now}","seq":1'
-        )
-
-    @staticmethod
-    def _token(record: LeaseRecord) -> str:
-        return record.version.partition(".")[0]
-
-    # -- the Backend Protocol -------------------------------------------------
-
-    async def get(self, election: str) -> LeaseRecord | None:
+    async def get(self) -> LeaseRecord | None:
         """The current record, in one round trip (GET and PTTL pipelined)."""
-        key = self.key(election)
-        with self._translated(election):
-            async with self._client.pipeline(transaction=False) as pipe:
+        key = self.key
+        with self._translated():
+            async with self._backend._client.pipeline(transaction=False) as pipe:
                 pipe.get(key)
                 pipe.pttl(key)
                 raw, pttl = await pipe.execute()
-        return None if raw is None else self._record(election, raw, pttl)
+        return None if raw is None else self._record(raw, pttl)
 
     async def try_acquire(
-        self, election: str, identity: str, lease_duration: float, takeover: LeaseRecord | None
+        self, identity: str, lease_duration: float, takeover: LeaseRecord | None
     ) -> Acquisition:
         """One EVALSHA: start a new term with a new fencing token, or learn who holds the lease."""
         if not identity:
             raise ConfigError("identity must not be empty", field="identity")
         value, pttl, acquired = await self._run(
-            election,
             _ACQUIRE_SCRIPT,
-            [self.key(election), self.fencing_key(election)],
+            [self.key, self.fencing_key],
             [
                 math.ceil(lease_duration * 1000),
-                self._head(identity, lease_duration),
+                self._backend._head(identity, lease_duration),
                 takeover.version if takeover is not None else "",
             ],
         )
-        record = self._record(election, value, int(pttl))
+        record = self._record(value, int(pttl))
         if acquired:
             logger.debug(
-                "acquired lease", extra={"election": election, "fencing_token": record.fencing_token}
+                "acquired lease", extra={"election": self.election, "fencing_token": record.fencing_token}
             )
         return Acquisition(acquired=bool(acquired), record=record)
 
     async def renew(self, record: LeaseRecord) -> LeaseRecord:
         """Extend our lease by compare-and-set on its acquisition token; LeaseLost if it is gone."""
         value = await self._run(
-            record.election,
             _RENEW_SCRIPT,
-            [self.key(record.election)],
-            [self._token(record), math.ceil(record.lease_duration * 1000), self._now()],
+            [self.key],
+            [_token(record), math.ceil(record.lease_duration * 1000), self._backend._now()],
         )
         if value is None:
             raise LeaseLost(
                 "the Redis lease expired or another replica holds it",
-                election=record.election,
-                backend=self.scheme,
+                election=self.election,
+                backend=self._backend.scheme,
             )
-        return self._record(record.election, value, math.ceil(record.lease_duration * 1000))
+        return self._record(value, math.ceil(record.lease_duration * 1000))
 
     async def release(self, record: LeaseRecord) -> None:
         """Delete our lease (compare-and-set on the token) and publish on the release channel."""
-        released = await self._run(
-            record.election,
-            _RELEASE_SCRIPT,
-            [self.key(record.election)],
-            [self._token(record)],
-        )
-        logger.debug("released lease", extra={"election": record.election, "released": bool(released)})
+        released = await self._run(_RELEASE_SCRIPT, [self.key], [_token(record)])
+        logger.debug("released lease", extra={"election": self.election, "released": bool(released)})
 
-    async def watch(self, election: str) -> AsyncIterator[LeaseRecord | None]:
+    async def watch(self) -> AsyncIterator[LeaseRecord | None]:
         """Yield the record now and after each acquisition or release; BackendUnavailable if the subscription drops.
 
         Renewals and expiry publish nothing: a crashed leader's lease is
         found by the elector's polling (using ``expires_in``).
         """
-        pubsub = self._watch_client.pubsub(ignore_subscribe_messages=True)
+        pubsub = self._backend._watch_client.pubsub(ignore_subscribe_messages=True)
         try:
-            with self._translated(election):
+            with self._translated():
                 # Subscribe before the first read, so a release between the
                 # two is still heard.
-                await pubsub.subscribe(self.channel(election))
+                await pubsub.subscribe(self.channel)
             while True:
-                yield await self.get(election)
-                with self._translated(election):
+                yield await self.get()
+                with self._translated():
                     while await pubsub.get_message(ignore_subscribe_messages=True, timeout=None) is None:
                         pass
         finally:
             with contextlib.suppress(Exception):
                 await pubsub.aclose()  # type: ignore[no-untyped-call]
 
-    async def aclose(self) -> None:
-        """Close both connection pools (and the Sentinel connections)."""
-        with contextlib.suppress(Exception):
-            await self._client.aclose()
-        with contextlib.suppress(Exception):
-            await self._watch_client.aclose()
-        if self._sentinel is not None:
-            with contextlib.suppress(Exception):
-                await self._sentinel.aclose()
+
+def _token(record: LeaseRecord) -> str:
+    """The acquisition's random token in a record's version ``"<token>.<seq>"``."""
+    return record.version.partition(".")[0]

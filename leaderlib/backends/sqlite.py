@@ -58,17 +58,17 @@ from urllib.parse import SplitResult, unquote
 from .._clock import boottime
 from .._errors import (
     AccessDenied,
-    BackendError,
     BackendUnavailable,
     ConfigError,
     CorruptLeaseRecord,
     LeaseLost,
 )
 from .._logging import get_logger
-from . import Acquisition, LeaseRecord, parse_options, split_url
+from . import Acquisition, LeaseRecord, check_election, decide, parse_options, split_url
+from ._errors import ErrorMap, Row, error_map
 from ._shared import ChangeNotifier
 
-__all__ = ["SQLiteBackend"]
+__all__ = ["SQLiteBackend", "SQLiteLease"]
 
 logger = get_logger(__name__)
 
@@ -155,6 +155,60 @@ def _check_path(path: str) -> None:
         )
 
 
+#: sqlite3 errors after which the connection is dropped and the file opened again.
+_REOPEN = re.compile(r"not a database|malformed|no such table")
+
+
+def _sqlite_text(exc: BaseException) -> str:
+    return str(exc).lower()
+
+
+def _is_unwritable(exc: BaseException, backend: SQLiteBackend) -> bool:
+    text = _sqlite_text(exc)
+    return ("readonly" in text or "unable to open" in text) and backend._why_unwritable() is not None
+
+
+#: sqlite3's errors as leaderlib's, messages naming the file and table.
+_ERRORS: ErrorMap[SQLiteBackend] = error_map(
+    [
+        Row(
+            sqlite3.OperationalError,
+            BackendUnavailable,
+            lambda exc, db: (
+                f"{db.path} stayed locked by another process longer than busy_timeout={db.busy_timeout}s"
+            ),
+            when=lambda exc, db: "locked" in _sqlite_text(exc) or "busy" in _sqlite_text(exc),
+        ),
+        Row(sqlite3.Error, AccessDenied, lambda exc, db: db._why_unwritable() or "", when=_is_unwritable),
+        Row(
+            sqlite3.Error,
+            CorruptLeaseRecord,
+            lambda exc, db: (
+                f"{db.path} is not a readable SQLite database ({exc}); "
+                "point sqlite:/// at a new file or restore this one"
+            ),
+            when=lambda exc, db: "not a database" in _sqlite_text(exc) or "malformed" in _sqlite_text(exc),
+        ),
+        Row(
+            sqlite3.Error,
+            CorruptLeaseRecord,
+            lambda exc, db: (
+                f"{db.path} (table {db.table}) does not have leaderlib's columns ({exc}); "
+                "choose another table= option"
+            ),
+            when=lambda exc, db: (
+                "no such column" in _sqlite_text(exc) or "has no column" in _sqlite_text(exc)
+            ),
+        ),
+        Row(
+            sqlite3.Error,
+            BackendUnavailable,
+            lambda exc, db: f"sqlite error on {db.path} (table {db.table}): {exc}",
+        ),
+    ]
+)
+
+
 @dataclasses.dataclass(frozen=True)
 class _Row:
     """One row as stored, checked for types."""
@@ -205,6 +259,9 @@ class SQLiteBackend:
 
     scheme = "sqlite"
     observation_granularity = 0.0  # the store expires leases itself
+    path: str
+    table: str
+    busy_timeout: float
     _notifiers: ClassVar[dict[str, ChangeNotifier]] = {}
     _notifiers_lock: ClassVar[threading.Lock] = threading.Lock()
 
@@ -234,6 +291,8 @@ class SQLiteBackend:
         self._conn: sqlite3.Connection | None = None  # touched only on the worker thread
         self._closed = False
         self._data_version: tuple[float, int] | None = None  # (read at, value), shared by watches
+        self._leases: dict[str, SQLiteLease] = {}
+        self._leases_lock = threading.Lock()
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> SQLiteBackend:
@@ -262,11 +321,16 @@ class SQLiteBackend:
             ) from exc
 
     def _translated(self, election: str | None, func: Callable[..., T], *args: Any) -> T:
-        """``func(*args)``, raising leaderlib's errors for sqlite3's; on the worker thread."""
-        try:
-            return func(*args)
-        except sqlite3.Error as exc:
-            raise self._translate(exc, election) from exc
+        """``func(*args)``, raising leaderlib's errors for sqlite3's (:data:`_ERRORS`); on the worker thread."""
+        with _ERRORS.translating(self, election=election, backend=self.scheme):
+            try:
+                return func(*args)
+            except sqlite3.Error as exc:
+                if _REOPEN.search(str(exc).lower()):
+                    # An unreadable file, or someone dropped the table: open
+                    # again (which recreates the table) on the next call.
+                    self._reset()
+                raise
 
     def _connection(self) -> sqlite3.Connection:
         """This instance's connection, opened (and the table created) on first use."""
@@ -293,39 +357,6 @@ class SQLiteBackend:
         logger.debug("opened sqlite lease file", extra={"path": self.path, "table": self.table})
         self._conn = conn
         return conn
-
-    def _translate(self, exc: sqlite3.Error, election: str | None) -> BackendError:
-        """The leaderlib error for a sqlite3 error, with a message that says where and why."""
-        text = str(exc).lower()
-        where = f"{self.path} (table {self.table})"
-        if isinstance(exc, sqlite3.OperationalError) and ("locked" in text or "busy" in text):
-            return BackendUnavailable(
-                f"{self.path} stayed locked by another process longer than busy_timeout={self.busy_timeout}s",
-                election=election,
-                backend=self.scheme,
-            )
-        if "readonly" in text or "unable to open" in text:
-            problem = self._why_unwritable()
-            if problem:
-                return AccessDenied(problem, election=election, backend=self.scheme)
-        if "not a database" in text or "malformed" in text:
-            self._reset()
-            return CorruptLeaseRecord(
-                f"{self.path} is not a readable SQLite database ({exc}); "
-                "point sqlite:/// at a new file or restore this one",
-                election=election,
-                backend=self.scheme,
-            )
-        if "no such column" in text or "has no column" in text:
-            return CorruptLeaseRecord(
-                f"{where} does not have leaderlib's columns ({exc}); choose another table= option",
-                election=election,
-                backend=self.scheme,
-            )
-        if "no such table" in text:
-            # Someone dropped the table: open again (which recreates it) next call.
-            self._reset()
-        return BackendUnavailable(f"sqlite error on {where}: {exc}", election=election, backend=self.scheme)
 
     def _why_unwritable(self) -> str | None:
         """Why this process cannot write the file or its directory, or None if it can."""
@@ -429,16 +460,15 @@ class SQLiteBackend:
     def _acquire_sync(
         self, election: str, identity: str, lease_duration: float, takeover: LeaseRecord | None
     ) -> Acquisition:
-        """One acquisition attempt, the Protocol's decision table in one transaction."""
+        """One acquisition attempt: :func:`decide` on the row, in one write transaction."""
 
         def attempt(conn: sqlite3.Connection) -> Acquisition:
             row = self._row(self._select(conn, election), election)
             now = boottime()
-            if (
-                row is not None
-                and row.is_live(now)
-                and not (takeover is not None and _version(takeover) == row.version)
-            ):
+            # The row as the store sees it now (an expired lease reads as released).
+            decision = decide(row.record(now) if row is not None else None, takeover)
+            if not decision.new_term:
+                assert row is not None
                 return Acquisition(acquired=False, record=row.record(now))
             wall = _wall()
             expires_at = now + lease_duration
@@ -447,13 +477,14 @@ class SQLiteBackend:
                 # ended: a new term, so a new fencing token.
                 sql = (
                     f"UPDATE {self.table} SET holder = ?, lease_duration = ?,"
-                    " fencing_token = fencing_token + 1, version = version + 1,"
+                    " fencing_token = ?, version = version + 1,"
                     " transitions = transitions + 1, acquire_time = ?, renew_time = ?, expires_at = ?"
                     " WHERE election = ? AND version = ?"
                 )
                 params: tuple[Any, ...] = (
                     identity,
                     lease_duration,
+                    decision.fencing_token,
                     wall,
                     wall,
                     expires_at,
@@ -461,8 +492,8 @@ class SQLiteBackend:
                     row.version,
                 )
             else:
-                sql = f"INSERT INTO {self.table} ({_SELECT_COLUMNS}) VALUES (?, ?, ?, 1, 1, 0, ?, ?, ?)"
-                params = (election, identity, lease_duration, wall, wall, expires_at)
+                sql = f"INSERT INTO {self.table} ({_SELECT_COLUMNS}) VALUES (?, ?, ?, ?, 1, 0, ?, ?, ?)"
+                params = (election, identity, lease_duration, decision.fencing_token, wall, wall, expires_at)
             written = self._row(self._returning(conn, sql, params), election)
             if written is None:
                 raise self._cas_failed(election)
@@ -533,72 +564,14 @@ class SQLiteBackend:
 
     # -- the Backend Protocol ----------------------------------------------
 
-    async def get(self, election: str) -> LeaseRecord | None:
-        return await self._run(election, self._get_sync, election)
-
-    async def try_acquire(
-        self, election: str, identity: str, lease_duration: float, takeover: LeaseRecord | None
-    ) -> Acquisition:
-        # The store expires leases itself (expires_at on CLOCK_BOOTTIME);
-        # ``takeover`` only matters for a term the elector itself ended.
-        if not (math.isfinite(lease_duration) and lease_duration > 0):
-            raise ConfigError(
-                f"lease_duration must be > 0 seconds, got {lease_duration!r}", field="lease_duration"
-            )
-        acquisition = await self._run(
-            election, self._acquire_sync, election, identity, lease_duration, takeover
-        )
-        if acquisition.acquired:
-            self._changes.notify(election)
-        return acquisition
-
-    async def renew(self, record: LeaseRecord) -> LeaseRecord:
-        renewed = await self._run(record.election, self._renew_sync, record)
-        if renewed is None:
-            raise LeaseLost(
-                "the lease is no longer ours (expired, released or taken over)",
-                election=record.election,
-                backend=self.scheme,
-            )
-        self._changes.notify(record.election)
-        return renewed
-
-    async def release(self, record: LeaseRecord) -> None:
-        if await self._run(record.election, self._release_sync, record):
-            self._changes.notify(record.election)
-
-    async def watch(self, election: str) -> AsyncIterator[LeaseRecord | None]:
-        waiter = self._changes.subscribe(election)
-        event = waiter[1]
-        last: tuple[str, str] | bool | None = False  # False: nothing yielded yet
-        try:
-            while True:
-                event.clear()
-                data_version = await self._run(election, self._cached_data_version, 0.0)
-                record = await self.get(election)
-                key = (record.version, record.holder) if record else None
-                if key != last:
-                    last = key
-                    yield record
-                # When the lease runs out the record reads as released, with no
-                # write to wake us: wake at its deadline too.
-                expires = (
-                    boottime() + record.expires_in
-                    if record is not None and record.is_held and record.expires_in is not None
-                    else math.inf
-                )
-                while True:
-                    timeout = min(_WATCH_POLL, max(0.0, expires - boottime()))
-                    with contextlib.suppress(TimeoutError):
-                        async with asyncio.timeout(timeout):
-                            await event.wait()
-                    if event.is_set() or boottime() >= expires:
-                        break
-                    current = await self._run(election, self._cached_data_version, _WATCH_POLL * 0.8)
-                    if current != data_version:
-                        break
-        finally:
-            self._changes.unsubscribe(election, waiter)
+    def lease(self, election: str) -> SQLiteLease:
+        """The election's handle (the same one each time); any non-empty name will do."""
+        check_election(election)
+        with self._leases_lock:
+            handle = self._leases.get(election)
+            if handle is None:
+                handle = self._leases[election] = SQLiteLease(self, election)
+            return handle
 
     def _cached_data_version(self, max_age: float) -> int:
         """PRAGMA data_version, re-read at most every ``max_age`` seconds for all watches.
@@ -623,6 +596,86 @@ class SQLiteBackend:
             await loop.run_in_executor(self._executor, self._close_sync)
         self._closed = True
         self._executor.shutdown(wait=False)
+
+
+class SQLiteLease:
+    """One election's row in a SQLite lease file."""
+
+    def __init__(self, backend: SQLiteBackend, election: str) -> None:
+        self.election = election
+        self._backend = backend
+
+    async def get(self) -> LeaseRecord | None:
+        backend = self._backend
+        return await backend._run(self.election, backend._get_sync, self.election)
+
+    async def try_acquire(
+        self, identity: str, lease_duration: float, takeover: LeaseRecord | None
+    ) -> Acquisition:
+        # The store expires leases itself (expires_at on CLOCK_BOOTTIME);
+        # ``takeover`` only matters for a term the elector itself ended.
+        if not (math.isfinite(lease_duration) and lease_duration > 0):
+            raise ConfigError(
+                f"lease_duration must be > 0 seconds, got {lease_duration!r}", field="lease_duration"
+            )
+        backend = self._backend
+        acquisition = await backend._run(
+            self.election, backend._acquire_sync, self.election, identity, lease_duration, takeover
+        )
+        if acquisition.acquired:
+            backend._changes.notify(self.election)
+        return acquisition
+
+    async def renew(self, record: LeaseRecord) -> LeaseRecord:
+        backend = self._backend
+        renewed = await backend._run(self.election, backend._renew_sync, record)
+        if renewed is None:
+            raise LeaseLost(
+                "the lease is no longer ours (expired, released or taken over)",
+                election=self.election,
+                backend=backend.scheme,
+            )
+        backend._changes.notify(self.election)
+        return renewed
+
+    async def release(self, record: LeaseRecord) -> None:
+        backend = self._backend
+        if await backend._run(self.election, backend._release_sync, record):
+            backend._changes.notify(self.election)
+
+    async def watch(self) -> AsyncIterator[LeaseRecord | None]:
+        backend, election = self._backend, self.election
+        waiter = backend._changes.subscribe(election)
+        event = waiter[1]
+        last: tuple[str, str] | bool | None = False  # False: nothing yielded yet
+        try:
+            while True:
+                event.clear()
+                data_version = await backend._run(election, backend._cached_data_version, 0.0)
+                record = await self.get()
+                key = (record.version, record.holder) if record else None
+                if key != last:
+                    last = key
+                    yield record
+                # When the lease runs out the record reads as released, with no
+                # write to wake us: wake at its deadline too.
+                expires = (
+                    boottime() + record.expires_in
+                    if record is not None and record.is_held and record.expires_in is not None
+                    else math.inf
+                )
+                while True:
+                    timeout = min(_WATCH_POLL, max(0.0, expires - boottime()))
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(timeout):
+                            await event.wait()
+                    if event.is_set() or boottime() >= expires:
+                        break
+                    current = await backend._run(election, backend._cached_data_version, _WATCH_POLL * 0.8)
+                    if current != data_version:
+                        break
+        finally:
+            backend._changes.unsubscribe(election, waiter)
 
 
 def _version(record: LeaseRecord) -> int:

@@ -15,9 +15,9 @@ from collections.abc import Callable
 
 import pytest
 
-from leaderlib import BackendUnavailable, LeaderElector, LeaseLost, LeaseRecord
+from leaderlib import BackendUnavailable, ConfigError, LeaderElector, LeaseLost, LeaseRecord
 from leaderlib._errors import CorruptLeaseRecord
-from leaderlib.backends import Backend
+from leaderlib.backends import FIRST_TOKEN, Backend, Lease
 from tests.electing import LEASE, config, running, until
 
 from .stores import Harness
@@ -51,11 +51,12 @@ async def test_one_leader_among_contenders(backends: Backends) -> None:
 
 async def test_get_reports_the_holder(backends: Backends) -> None:
     election = election_name()
-    backend = backends()
-    assert await backend.get(election) is None
-    record = (await backend.try_acquire(election, "holder-a", LEASE, None)).record
+    lease = backends().lease(election)
+    assert lease.election == election
+    assert await lease.get() is None
+    record = (await lease.try_acquire("holder-a", LEASE, None)).record
     assert record is not None and record.holder == "holder-a"
-    seen = await backends().get(election)
+    seen = await backends().lease(election).get()
     assert seen is not None
     assert seen.holder == "holder-a"
     assert seen.election == election
@@ -65,9 +66,9 @@ async def test_get_reports_the_holder(backends: Backends) -> None:
 
 async def test_second_acquirer_sees_the_holder(backends: Backends) -> None:
     election = election_name()
-    first = (await backends().try_acquire(election, "holder-a", LEASE, None)).record
+    first = (await backends().lease(election).try_acquire("holder-a", LEASE, None)).record
     assert first is not None and first.holder == "holder-a"
-    second = (await backends().try_acquire(election, "holder-b", LEASE, None)).record
+    second = (await backends().lease(election).try_acquire("holder-b", LEASE, None)).record
     assert second is not None, "a failed attempt must report the current holder"
     assert second.holder == "holder-a"
 
@@ -76,8 +77,8 @@ async def test_renew_extends_and_stale_record_is_lost(backends: Backends) -> Non
     """Renewal keeps a lease past its duration; once another holds it, renewing the old
     record raises LeaseLost and releasing it changes nothing."""
     election = election_name()
-    a, b = backends(), backends()
-    record = (await a.try_acquire(election, "holder-a", LEASE, None)).record
+    a, b = backends().lease(election), backends().lease(election)
+    record = (await a.try_acquire("holder-a", LEASE, None)).record
     assert record is not None and record.holder == "holder-a"
     for _ in range(4):  # 4 x 0.7 s > LEASE: alive only through renewals
         await asyncio.sleep(0.7)
@@ -85,16 +86,16 @@ async def test_renew_extends_and_stale_record_is_lost(backends: Backends) -> Non
         assert renewed.holder == "holder-a"
         assert renewed.fencing_token == record.fencing_token
         record = renewed
-    stolen = (await b.try_acquire(election, "holder-b", LEASE, None)).record
+    stolen = (await b.try_acquire("holder-b", LEASE, None)).record
     assert stolen is not None and stolen.holder == "holder-a", "a renewed lease must still be held"
 
     # Let A's lease expire; B takes over (by the store's expiry or by its own count).
     taken = None
     deadline = time.monotonic() + LEASE + 5
-    seen = await b.get(election)
+    seen = await b.get()
     while time.monotonic() < deadline:
         await asyncio.sleep(LEASE + 0.2)
-        taken = (await b.try_acquire(election, "holder-b", LEASE, seen)).record
+        taken = (await b.try_acquire("holder-b", LEASE, seen)).record
         if taken is not None and taken.holder == "holder-b":
             break
         seen = taken
@@ -104,7 +105,7 @@ async def test_renew_extends_and_stale_record_is_lost(backends: Backends) -> Non
     with pytest.raises(LeaseLost):
         await a.renew(record)
     await a.release(record)
-    still = await b.get(election)
+    still = await b.get()
     assert still is not None and still.holder == "holder-b", (
         "releasing a stale record must not free B's lease"
     )
@@ -113,7 +114,7 @@ async def test_renew_extends_and_stale_record_is_lost(backends: Backends) -> Non
 async def test_expired_leader_is_replaced(backends: Backends) -> None:
     """A leader that stops renewing (a crash) is replaced after the lease, not before."""
     election = election_name()
-    crashed = (await backends().try_acquire(election, "crashed", LEASE, None)).record
+    crashed = (await backends().lease(election).try_acquire("crashed", LEASE, None)).record
     assert crashed is not None and crashed.holder == "crashed"
     started = time.monotonic()
     follower = LeaderElector(election, backends(), config("follower"))
@@ -159,7 +160,7 @@ async def test_fencing_tokens_strictly_increase(backends: Backends) -> None:
             await until(lambda e=elector: e.is_leader, timeout=10)  # type: ignore[misc]
             assert elector.leadership is not None
             tokens.append(elector.leadership.fencing_token)
-    crashed = (await backends().try_acquire(election, "crashed", LEASE, None)).record
+    crashed = (await backends().lease(election).try_acquire("crashed", LEASE, None)).record
     assert crashed is not None and crashed.holder == "crashed"
     tokens.append(crashed.fencing_token)
     after = LeaderElector(election, backends(), config("after-crash"))
@@ -172,20 +173,20 @@ async def test_fencing_tokens_strictly_increase(backends: Backends) -> None:
 
 async def test_watch_reports_changes(backends: Backends) -> None:
     election = election_name()
-    watcher = backends()
+    watcher = backends().lease(election)
     seen: list[str | None] = []
     changed = asyncio.Event()
 
     async def follow() -> None:
-        async for record in watcher.watch(election):
+        async for record in watcher.watch():
             seen.append(record.holder if record is not None and record.is_held else None)
             changed.set()
 
     task = asyncio.create_task(follow())
     try:
         await asyncio.sleep(0.3)  # let the watch start
-        actor = backends()
-        record = (await actor.try_acquire(election, "holder-a", LEASE, None)).record
+        actor = backends().lease(election)
+        record = (await actor.try_acquire("holder-a", LEASE, None)).record
         assert record is not None
         await until(lambda: "holder-a" in seen, timeout=3)
         await actor.release(record)
@@ -200,7 +201,7 @@ async def test_foreign_record_is_respected_until_it_expires(harness: Harness, ba
     election = election_name()
     await harness.write_foreign(election, "someone-else", LEASE)
     written = time.monotonic()
-    seen = await backends().get(election)
+    seen = await backends().lease(election).get()
     assert seen is not None and seen.holder == "someone-else"
     elector = LeaderElector(election, backends(), config("newcomer"))
     async with running(elector):
@@ -214,16 +215,16 @@ async def test_foreign_record_is_respected_until_it_expires(harness: Harness, ba
 async def test_corrupt_record_gives_clear_error_and_is_kept(harness: Harness, backends: Backends) -> None:
     election = election_name()
     await harness.write_corrupt(election)
-    backend = backends()
+    lease = backends().lease(election)
     with pytest.raises(CorruptLeaseRecord) as caught:
-        await backend.get(election)
+        await lease.get()
     assert election in str(caught.value)
     elector = LeaderElector(election, backends(), config("careful"))
     async with running(elector):
         await asyncio.sleep(1.0)
         assert not elector.is_leader, "an unreadable record must not be overwritten"
     with pytest.raises(CorruptLeaseRecord):
-        await backend.get(election)
+        await lease.get()
 
 
 class _RenewalsFail:
@@ -233,15 +234,29 @@ class _RenewalsFail:
     def __init__(self, backend: Backend) -> None:
         self._backend = backend
         self.scheme = backend.scheme
+        self.observation_granularity = backend.observation_granularity
         self.failing = False
 
+    def lease(self, election: str) -> Lease:
+        return _RenewalsFailLease(self, self._backend.lease(election))
+
+    async def aclose(self) -> None:
+        await self._backend.aclose()
+
+
+class _RenewalsFailLease:
+    def __init__(self, backend: _RenewalsFail, inner: Lease) -> None:
+        self._backend = backend
+        self._inner = inner
+        self.election = inner.election
+
     def __getattr__(self, name: str) -> object:
-        return getattr(self._backend, name)
+        return getattr(self._inner, name)
 
     async def renew(self, record: LeaseRecord) -> LeaseRecord:
-        if self.failing:
+        if self._backend.failing:
             raise BackendUnavailable("renewals fail for this test", election=record.election, backend=None)
-        return await self._backend.renew(record)
+        return await self._inner.renew(record)
 
 
 async def test_a_new_term_after_a_lost_one_gets_a_higher_token(backends: Backends) -> None:
@@ -251,7 +266,7 @@ async def test_a_new_term_after_a_lost_one_gets_a_higher_token(backends: Backend
     lost term cannot pass for the new term's."""
     election = election_name()
     backend = _RenewalsFail(backends())
-    elector = LeaderElector(election, backend, config("comeback"))  # type: ignore[arg-type]
+    elector = LeaderElector(election, backend, config("comeback"))
     async with running(elector):
         await until(lambda: elector.is_leader, timeout=10)
         lost = elector.leadership
@@ -271,8 +286,81 @@ async def test_a_record_naming_us_is_not_adopted(backends: Backends) -> None:
     whose holder is our identity is taken over only as exactly the version we ended, and
     that is a new term with a new token."""
     election = election_name()
-    first = await backends().try_acquire(election, "same-name", LEASE, None)
+    first = await backends().lease(election).try_acquire("same-name", LEASE, None)
     assert first.acquired and first.record is not None
-    other = await backends().try_acquire(election, "same-name", LEASE, None)
+    other = await backends().lease(election).try_acquire("same-name", LEASE, None)
     assert not other.acquired, "another candidacy with the same identity adopted a live lease"
     assert other.record is not None and other.record.fencing_token == first.record.fencing_token
+
+
+async def test_first_token_and_each_new_term_adds_one(harness: Harness, backends: Backends) -> None:
+    """Tokens start at FIRST_TOKEN on every store, and each new term (a takeover of exactly
+    the version we ended, or a release) gets the previous token + 1. etcd's token is the
+    candidate key's create revision, etcd's own counter: it only strictly increases."""
+    election = election_name()
+    lease = backends().lease(election)
+    first = await lease.try_acquire("term-1", LEASE, None)
+    assert first.acquired and first.record is not None
+    again = await lease.try_acquire("term-2", LEASE, first.record)
+    assert again.acquired and again.record is not None, "an exact takeover is a new term"
+    assert again.record.holder == "term-2"
+    await lease.release(again.record)
+    last = await backends().lease(election).try_acquire("term-3", LEASE, None)
+    assert last.acquired and last.record is not None, "a released lease is free"
+    tokens = [first.record.fencing_token, again.record.fencing_token, last.record.fencing_token]
+    if getattr(harness, "consecutive_tokens", True):
+        assert tokens == [FIRST_TOKEN, FIRST_TOKEN + 1, FIRST_TOKEN + 2]
+    else:
+        assert FIRST_TOKEN <= tokens[0] < tokens[1] < tokens[2], tokens
+
+
+async def test_elections_on_one_backend_are_independent(backends: Backends) -> None:
+    """Two handles of one backend object: each acquires, renews, releases and watches its
+    own election, and nothing one does shows in the other."""
+    backend = backends()
+    one, two = backend.lease(election_name()), backend.lease(election_name())
+    assert one.election != two.election
+    assert backend.lease(one.election) is one, "lease() returns the election's one handle"
+    seen: dict[str, list[str | None]] = {one.election: [], two.election: []}
+
+    async def follow(lease: Lease) -> None:
+        async for record in lease.watch():
+            assert record is None or record.election == lease.election
+            seen[lease.election].append(record.holder if record is not None and record.is_held else None)
+
+    watches = [asyncio.create_task(follow(one)), asyncio.create_task(follow(two))]
+    try:
+        await asyncio.sleep(0.3)  # let the watches start
+        a = (await one.try_acquire("holder-a", LEASE, None)).record
+        assert a is not None and a.holder == "holder-a" and a.election == one.election
+        await until(lambda: "holder-a" in seen[one.election], timeout=3)
+        b = (await two.try_acquire("holder-b", LEASE, None)).record
+        assert b is not None and b.holder == "holder-b" and b.election == two.election
+        await until(lambda: "holder-b" in seen[two.election], timeout=3)
+        a = await one.renew(a)
+        b = await two.renew(b)
+        await one.release(a)
+        await until(lambda: seen[one.election][-1] is None, timeout=3)
+        held = await two.get()
+        assert held is not None and held.holder == "holder-b", "releasing one election freed the other"
+        assert "holder-b" not in seen[one.election] and "holder-a" not in seen[two.election]
+        b = await two.renew(b)
+        assert b.holder == "holder-b"
+        await two.release(b)
+        await until(lambda: seen[two.election][-1] is None, timeout=3)
+    finally:
+        for task in watches:
+            task.cancel()
+        await asyncio.gather(*watches, return_exceptions=True)
+
+
+async def test_a_bad_election_name_is_refused_at_construction(harness: Harness, backends: Backends) -> None:
+    """Every store refuses an empty name, and each its own bad names, when the handle (and
+    so the elector) is made, before any request."""
+    backend = backends()
+    for name in ("", *harness.bad_election_names):
+        with pytest.raises(ConfigError) as caught:
+            backend.lease(name)
+        assert caught.value.field == "election", name
+        with pytest.raises(ConfigError):
+            LeaderElector(name, backend, config("careful"))

@@ -10,7 +10,9 @@ come back with ``expires_in=None``, so the elector must count
     backend.script("try_acquire", Delay(1.5))  # fake-clock seconds, then the real call
     backend.script("renew", Conflict("other")) # another replica takes the lease first
 
-and reads back every call with the fake time it was made (``backend.calls``).
+and reads back every call of any of its leases with the fake time it was made
+(``backend.calls``; each :class:`Call` names its election and has the
+:class:`~leaderlib.backends.Lease` method's own arguments).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
 from leaderlib import Acquisition, BackendError, FakeClock, LeaseLost, LeaseRecord
-from leaderlib.backends import is_takeover
+from leaderlib.backends import FIRST_TOKEN, decide
 
 __all__ = [
     "Behaviour",
@@ -34,6 +36,7 @@ __all__ = [
     "Raise",
     "Return",
     "ScriptedBackend",
+    "ScriptedLease",
 ]
 
 
@@ -57,18 +60,20 @@ class PausingClock(FakeClock):
 
 @dataclasses.dataclass(frozen=True)
 class Call:
-    """One backend call as the elector made it."""
+    """One lease call as the elector made it."""
 
     method: str
     at: float
     """Fake monotonic time the call was made (before any scripted delay)."""
+    election: str
     args: tuple[Any, ...]
+    """The Lease method's arguments (for ``aclose``, none)."""
 
 
 class Behaviour(Protocol):
     """What one scripted call does before (or instead of) the store's normal answer."""
 
-    async def act(self, backend: ScriptedBackend, method: str, args: tuple[Any, ...]) -> Any:
+    async def act(self, backend: ScriptedBackend, method: str, call: Call) -> Any:
         """Return :data:`PROCEED` to go on with the normal call, or the value to return."""
         ...
 
@@ -83,19 +88,17 @@ class Raise(Behaviour):
 
     error: BaseException | type[BackendError]
 
-    async def act(self, backend: ScriptedBackend, method: str, args: tuple[Any, ...]) -> Any:
+    async def act(self, backend: ScriptedBackend, method: str, call: Call) -> Any:
         if isinstance(self.error, BaseException):
             raise self.error
-        raise self.error(
-            f"scripted failure of {method}", election=backend.election_of(args), backend="scripted"
-        )
+        raise self.error(f"scripted failure of {method}", election=call.election, backend="scripted")
 
 
 @dataclasses.dataclass
 class Hang(Behaviour):
     """Never answer: await a future nobody resolves, so only the caller's timeout ends the call."""
 
-    async def act(self, backend: ScriptedBackend, method: str, args: tuple[Any, ...]) -> Any:
+    async def act(self, backend: ScriptedBackend, method: str, call: Call) -> Any:
         await asyncio.get_running_loop().create_future()
 
 
@@ -105,7 +108,7 @@ class Delay(Behaviour):
 
     seconds: float
 
-    async def act(self, backend: ScriptedBackend, method: str, args: tuple[Any, ...]) -> Any:
+    async def act(self, backend: ScriptedBackend, method: str, call: Call) -> Any:
         await backend.clock.sleep(self.seconds)
         return PROCEED
 
@@ -116,7 +119,7 @@ class Return(Behaviour):
 
     value: Any
 
-    async def act(self, backend: ScriptedBackend, method: str, args: tuple[Any, ...]) -> Any:
+    async def act(self, backend: ScriptedBackend, method: str, call: Call) -> Any:
         return self.value
 
 
@@ -126,9 +129,13 @@ class Conflict(Behaviour):
 
     holder: str = "other"
 
-    async def act(self, backend: ScriptedBackend, method: str, args: tuple[Any, ...]) -> Any:
-        backend.seize(backend.election_of(args), self.holder)
+    async def act(self, backend: ScriptedBackend, method: str, call: Call) -> Any:
+        backend.seize(call.election, self.holder)
         return PROCEED
+
+
+#: What :meth:`ScriptedBackend.script` can script: the Lease methods, and the backend's aclose.
+SCRIPTABLE = frozenset({"get", "try_acquire", "renew", "release", "watch", "aclose"})
 
 
 class ScriptedBackend:
@@ -138,6 +145,8 @@ class ScriptedBackend:
     lease itself: a held record is replaced only by a ``takeover`` of exactly
     its version. ``server_expiry=True`` expires records ``lease_duration``
     after their last write, on the fake clock, and reports ``expires_in``.
+    The acquire decision is :func:`leaderlib.backends.decide`, as on the
+    stores that decide in Python.
     """
 
     scheme = "scripted"
@@ -147,18 +156,20 @@ class ScriptedBackend:
         self.clock = clock
         self.server_expiry = server_expiry
         self.calls: list[Call] = []
-        self._records: dict[str, tuple[LeaseRecord, float]] = {}  # record, expires at (monotonic)
-        self._tokens: dict[str, int] = {}
+        # Per election: the last record (a released one kept, emptied) and when it expires.
+        self._records: dict[str, tuple[LeaseRecord, float]] = {}
         self._versions = itertools.count(1)
         self._scripts: dict[str, list[list[Any]]] = {}  # method -> [[behaviour, remaining or None]]
         self._changed = asyncio.Event()
+        self._leases: dict[str, ScriptedLease] = {}
 
     # -- scripting ------------------------------------------------------------
 
     def script(self, method: str, behaviour: Behaviour, *, times: int | None = 1) -> None:
-        """Queue ``behaviour`` for the next ``times`` calls of ``method`` (None: every call)."""
-        if not hasattr(self, method):
-            raise AttributeError(f"the Backend Protocol has no method {method!r}")
+        """Queue ``behaviour`` for the next ``times`` calls of ``method`` (None: every call),
+        on any of this backend's leases."""
+        if method not in SCRIPTABLE:
+            raise AttributeError(f"the Lease Protocol has no method {method!r}")
         self._scripts.setdefault(method, []).append([behaviour, times])
 
     def clear(self, method: str | None = None) -> None:
@@ -176,17 +187,10 @@ class ScriptedBackend:
         """The fake times at which ``method`` was called."""
         return [call.at for call in self.calls_to(method)]
 
-    @staticmethod
-    def election_of(args: tuple[Any, ...]) -> str:
-        """The election a call is about (its first argument, or that record's election)."""
-        if not args:
-            return ""
-        first = args[0]
-        return first.election if isinstance(first, LeaseRecord) else str(first)
-
-    async def _enter(self, method: str, args: tuple[Any, ...]) -> Any:
+    async def _enter(self, method: str, election: str, args: tuple[Any, ...]) -> Any:
         """Record the call and run its scripted behaviour, if any."""
-        self.calls.append(Call(method, self.clock.monotonic(), args))
+        call = Call(method, self.clock.monotonic(), election, args)
+        self.calls.append(call)
         queue = self._scripts.get(method)
         if not queue:
             return PROCEED
@@ -195,21 +199,30 @@ class ScriptedBackend:
             entry[1] -= 1
             if entry[1] <= 0:
                 queue.pop(0)
-        return await entry[0].act(self, method, args)
+        return await entry[0].act(self, method, call)
 
     # -- the store, also usable directly as "another replica" -------------------
+
+    def _last(self, election: str) -> LeaseRecord | None:
+        """The election's last record, one the store expired shown as released (for decide)."""
+        entry = self._records.get(election)
+        if entry is None:
+            return None
+        record, expires_at = entry
+        if self.server_expiry and record.is_held and expires_at <= self.clock.monotonic():
+            return dataclasses.replace(record, holder="")
+        return record
 
     def current(self, election: str) -> LeaseRecord | None:
         """The election's live record, as the store would return it."""
         entry = self._records.get(election)
-        if entry is None:
+        if entry is None or not entry[0].is_held:
             return None
         record, expires_at = entry
         if not self.server_expiry:
             return record
         remaining = expires_at - self.clock.monotonic()
         if remaining <= 0:
-            del self._records[election]
             return None
         return dataclasses.replace(record, expires_in=remaining)
 
@@ -219,9 +232,7 @@ class ScriptedBackend:
         self._notify()
         return self.current(record.election) or record
 
-    def _new_term(self, election: str, holder: str, lease_duration: float) -> LeaseRecord:
-        token = self._tokens.get(election, 0) + 1
-        self._tokens[election] = token
+    def _new_term(self, election: str, holder: str, lease_duration: float, token: int) -> LeaseRecord:
         now = self.clock.wall()
         return self._write(
             LeaseRecord(
@@ -230,7 +241,7 @@ class ScriptedBackend:
                 lease_duration=lease_duration,
                 fencing_token=token,
                 version="",
-                transitions=token - 1,
+                transitions=token - FIRST_TOKEN,
                 acquire_time=now,
                 renew_time=now,
             )
@@ -244,7 +255,9 @@ class ScriptedBackend:
         if lease_duration is None:
             current = self.current(election)
             lease_duration = current.lease_duration if current is not None else 10.0
-        return self._new_term(election, holder, lease_duration)
+        # As if it took over exactly what the store holds: a new term, the next token.
+        last = self._last(election)
+        return self._new_term(election, holder, lease_duration, decide(last, last).fencing_token)
 
     def touch(self, election: str) -> LeaseRecord:
         """The current holder renews: same term, new version."""
@@ -258,51 +271,70 @@ class ScriptedBackend:
 
     # -- the Backend Protocol ---------------------------------------------------
 
-    async def get(self, election: str) -> LeaseRecord | None:
-        scripted = await self._enter("get", (election,))
+    def lease(self, election: str) -> ScriptedLease:
+        handle = self._leases.get(election)
+        if handle is None:
+            handle = self._leases[election] = ScriptedLease(self, election)
+        return handle
+
+    async def aclose(self) -> None:
+        await self._enter("aclose", "", ())
+
+
+class ScriptedLease:
+    """One election on a :class:`ScriptedBackend`; every call is recorded and may be scripted."""
+
+    def __init__(self, backend: ScriptedBackend, election: str) -> None:
+        self.election = election
+        self._backend = backend
+
+    async def get(self) -> LeaseRecord | None:
+        backend = self._backend
+        scripted = await backend._enter("get", self.election, ())
         if scripted is not PROCEED:
             return scripted  # type: ignore[no-any-return]
-        return self.current(election)
+        return backend.current(self.election)
 
     async def try_acquire(
-        self, election: str, identity: str, lease_duration: float, takeover: LeaseRecord | None
+        self, identity: str, lease_duration: float, takeover: LeaseRecord | None
     ) -> Acquisition:
-        scripted = await self._enter("try_acquire", (election, identity, lease_duration, takeover))
+        backend = self._backend
+        scripted = await backend._enter("try_acquire", self.election, (identity, lease_duration, takeover))
         if scripted is not PROCEED:
             return scripted  # type: ignore[no-any-return]
-        current = self.current(election)
-        if current is None or not current.is_held:
-            return Acquisition(acquired=True, record=self._new_term(election, identity, lease_duration))
-        if is_takeover(current, takeover):
-            return Acquisition(acquired=True, record=self._new_term(election, identity, lease_duration))
-        return Acquisition(acquired=False, record=current)
+        decision = decide(backend._last(self.election), takeover)
+        if not decision.new_term:
+            return Acquisition(acquired=False, record=backend.current(self.election))
+        record = backend._new_term(self.election, identity, lease_duration, decision.fencing_token)
+        return Acquisition(acquired=True, record=record)
 
     async def renew(self, record: LeaseRecord) -> LeaseRecord:
-        scripted = await self._enter("renew", (record,))
+        backend = self._backend
+        scripted = await backend._enter("renew", self.election, (record,))
         if scripted is not PROCEED:
             return scripted  # type: ignore[no-any-return]
-        current = self.current(record.election)
+        current = backend.current(self.election)
         if current is None or current.version != record.version:
-            raise LeaseLost("the lease is no longer ours", election=record.election, backend=self.scheme)
-        return self._write(dataclasses.replace(current, renew_time=self.clock.wall()))
+            raise LeaseLost("the lease is no longer ours", election=self.election, backend=backend.scheme)
+        return backend._write(dataclasses.replace(current, renew_time=backend.clock.wall()))
 
     async def release(self, record: LeaseRecord) -> None:
-        scripted = await self._enter("release", (record,))
+        backend = self._backend
+        scripted = await backend._enter("release", self.election, (record,))
         if scripted is not PROCEED:
             return
-        current = self.current(record.election)
+        current = backend.current(self.election)
         if current is not None and current.version == record.version:
-            del self._records[record.election]
-            self._notify()
+            released = dataclasses.replace(current, holder="", version=str(next(backend._versions)))
+            backend._records[self.election] = (released, backend.clock.monotonic())
+            backend._notify()
 
-    async def watch(self, election: str) -> AsyncIterator[LeaseRecord | None]:
-        scripted = await self._enter("watch", (election,))
+    async def watch(self) -> AsyncIterator[LeaseRecord | None]:
+        backend = self._backend
+        scripted = await backend._enter("watch", self.election, ())
         if scripted is not PROCEED:
             return
         while True:
-            changed = self._changed
-            yield self.current(election)
+            changed = backend._changed
+            yield backend.current(self.election)
             await changed.wait()
-
-    async def aclose(self) -> None:
-        await self._enter("aclose", ())

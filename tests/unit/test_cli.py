@@ -18,12 +18,12 @@ from leaderlib import AccessDenied, ConfigError, Service
 from leaderlib._demo import _measured, run_demo
 from leaderlib._health import serve_health
 from leaderlib.backends import backend_from_url
-from leaderlib.backends.memory import MemoryBackend
+from leaderlib.backends.memory import MemoryBackend, MemoryLease
 from leaderlib.cli import _parser, load_target, main, redact_url
 
 
 def test_status_shows_the_holder(capsys: pytest.CaptureFixture[str]) -> None:
-    asyncio.run(MemoryBackend("cli-status").try_acquire("billing", "pod-a", 30.0, None))
+    asyncio.run(MemoryBackend("cli-status").lease("billing").try_acquire("pod-a", 30.0, None))
     assert main(["status", "billing", "--backend", "memory://cli-status", "--json"]) == 0
     shown = json.loads(capsys.readouterr().out)
     assert shown["record"]["holder"] == "pod-a"
@@ -83,11 +83,16 @@ def test_testenv_has_its_own_help(capsys: pytest.CaptureFixture[str]) -> None:
 # --- issue 10: errors of `leaderlib run`, what MODULE:ATTR may name, status, demo, packaging
 
 
+class _RefusingLease(MemoryLease):
+    async def try_acquire(self, identity: str, lease_duration: float, takeover: Any) -> Any:
+        raise AccessDenied("wrong password", election=self.election, backend="memory")
+
+
 class _Refusing(MemoryBackend):
     """A store that refuses this replica's credentials."""
 
-    async def try_acquire(self, election: str, identity: str, lease_duration: float, takeover: Any) -> Any:
-        raise AccessDenied("wrong password", election=election, backend="memory")
+    def lease(self, election: str) -> MemoryLease:
+        return _RefusingLease(self, election)
 
 
 async def test_a_fatal_store_error_leaves_run_as_itself_not_an_exception_group() -> None:
@@ -168,9 +173,10 @@ def test_status_of_a_released_lease_shows_its_token_and_transitions(
     async def hold_and_release() -> None:
         backend = backend_from_url(url)
         try:
-            record = (await backend.try_acquire("billing", "pod-a", 30.0, None)).record
+            lease = backend.lease("billing")
+            record = (await lease.try_acquire("pod-a", 30.0, None)).record
             assert record is not None
-            await backend.release(record)
+            await lease.release(record)
         finally:
             await backend.aclose()
 

@@ -86,7 +86,7 @@ async def test_acquires_a_free_lease_at_once(clock: PausingClock, backend: Scrip
         assert elector.state is ElectorState.LEADING
         assert elector.leader == "me"
         [call] = backend.calls_to("try_acquire")
-        assert (call.at, call.args) == (T0, (ELECTION, "me", LEASE, None))
+        assert (call.at, call.election, call.args) == (T0, ELECTION, ("me", LEASE, None))
         assert leadership.identity == "me"
         assert leadership.fencing_token == 1
         assert leadership.valid_until == T0 + DEADLINE
@@ -117,14 +117,14 @@ async def test_takes_over_only_lease_duration_after_its_own_last_observation(
             backend.touch(ELECTION)
         await clock.advance(start + takeover_at - clock.monotonic() - 0.001)
         assert not elector.is_leader
-        assert all(call.args[3] is None for call in backend.calls_to("try_acquire"))
+        assert all(call.args[2] is None for call in backend.calls_to("try_acquire"))
 
         await clock.advance(2 * SLACK)
         assert elector.is_leader
-        takeovers = [call for call in backend.calls_to("try_acquire") if call.args[3] is not None]
+        takeovers = [call for call in backend.calls_to("try_acquire") if call.args[2] is not None]
         assert takeovers[0].at == pytest.approx(start + takeover_at, abs=SLACK)
         assert takeovers[0].at >= start + takeover_at
-        assert takeovers[0].args[3].holder == "other"
+        assert takeovers[0].args[2].holder == "other"
         assert current_leadership(elector).fencing_token == held.fencing_token + 1
 
 
@@ -540,7 +540,7 @@ async def test_corrupt_record_is_logged_and_retried_never_replaced(
         await clock.advance(5 * RETRY)
         attempts = backend.calls_to("try_acquire")
         assert len(attempts) >= 5  # it keeps trying...
-        assert all(call.args[3] is None for call in attempts)  # ...never asking to replace what it saw
+        assert all(call.args[2] is None for call in attempts)  # ...never asking to replace what it saw
         assert not elector.is_leader and not task.done()
         errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
         assert [constant_message(r) for r in errors] == ["acquisition attempt failed; will retry"]
@@ -575,7 +575,7 @@ async def test_on_new_leader_is_called_with_each_holder(
     async with running(elector, clock):
         assert seen == ["other"]
         await clock.advance(1)
-        await backend.release(held)  # the other replica shuts down cleanly
+        await backend.lease(ELECTION).release(held)  # the other replica shuts down cleanly
         await clock.settle()
         assert seen == ["other", None, "me"]
         assert elector.is_leader

@@ -5,13 +5,14 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 import inspect
+import typing
 from types import ModuleType
 
 import pytest
 
 import leaderlib
 from leaderlib import backends
-from leaderlib.backends import Backend
+from leaderlib.backends import Backend, Lease
 
 
 def isort_key(name: str) -> tuple[int, str]:
@@ -54,6 +55,7 @@ def test_all_pins_the_public_api() -> None:
         "LeaderElector",
         "LeaderlibError",
         "Leadership",
+        "Lease",
         "LeaseLost",
         "LeaseRecord",
         "Mode",
@@ -102,8 +104,17 @@ def test_every_backend_module_and_class_is_documented(entry: importlib.metadata.
     # Every Protocol method, none optional (STYLE rule 2). `scheme` may be set per instance
     # (one class serves redis:// and rediss://), so only the methods are checked on the class.
     methods = [name for name, value in vars(Backend).items() if not name.startswith("_") and callable(value)]
-    assert set(methods) == {"get", "try_acquire", "renew", "release", "watch", "aclose"}
+    assert set(methods) == {"lease", "aclose"}
     assert [name for name in methods if not callable(getattr(cls, name, None))] == []
+    # The per-election handle `lease()` returns (its class, from the annotation).
+    handle = typing.get_type_hints(cls.lease)["return"]
+    assert handle.__doc__ and handle.__doc__.strip()
+    lease_methods = [
+        name for name, value in vars(Lease).items() if not name.startswith("_") and callable(value)
+    ]
+    assert set(lease_methods) == {"get", "try_acquire", "renew", "release", "watch"}
+    assert [name for name in lease_methods if not callable(getattr(handle, name, None))] == []
+    assert sorted(Lease.__annotations__) == ["election"]
     # The data members: `scheme` (checked per instance elsewhere) and how finely the
     # store's other electors see renewals, which the elector reads at construction.
     assert sorted(Backend.__annotations__) == ["observation_granularity", "scheme"]

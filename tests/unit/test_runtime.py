@@ -325,7 +325,7 @@ async def test_per_job_mode_holds_one_election_per_job(clock: PausingClock) -> N
     async with serving(service, clock):
         await clock.advance(10)
         assert seen == {"invoices": "billing.invoices", "reminders": "billing.reminders"}
-        elections = {call.args[0] for call in backend.calls_to("try_acquire")}
+        elections = {call.election for call in backend.calls_to("try_acquire")}
         assert elections == {"billing.invoices", "billing.reminders"}
         for election in elections:
             record = backend.current(election)

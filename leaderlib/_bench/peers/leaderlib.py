@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from typing import ClassVar
 
 from leaderlib import Acquisition, Backend, ElectionConfig, LeaderElector, LeaseRecord, backend_from_url
+from leaderlib.backends import Lease
 
 from ..stores import Target
 from . import BENCH_TIMING, Emit, Peer
@@ -31,7 +32,7 @@ def bench_config(identity: str = "", **overrides: float | bool) -> ElectionConfi
 
 
 class ObservedBackend:
-    """A backend that reports each renewal as it is sent (``emit("renew")``) and counts them."""
+    """A backend whose leases report each renewal as it is sent (``emit("renew")``) and count them."""
 
     def __init__(self, inner: Backend, emit: Emit | None = None) -> None:
         self.inner = inner
@@ -41,28 +42,40 @@ class ObservedBackend:
         self.renewals: dict[str, list[float]] = {}
         """Election -> CLOCK_MONOTONIC times each renewal was sent."""
 
-    async def get(self, election: str) -> LeaseRecord | None:
-        return await self.inner.get(election)
+    def lease(self, election: str) -> ObservedLease:
+        return ObservedLease(self, self.inner.lease(election))
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+class ObservedLease:
+    """One election's handle on an :class:`ObservedBackend`."""
+
+    def __init__(self, backend: ObservedBackend, inner: Lease) -> None:
+        self.backend = backend
+        self.inner = inner
+        self.election = inner.election
+
+    async def get(self) -> LeaseRecord | None:
+        return await self.inner.get()
 
     async def try_acquire(
-        self, election: str, identity: str, lease_duration: float, takeover: LeaseRecord | None
+        self, identity: str, lease_duration: float, takeover: LeaseRecord | None
     ) -> Acquisition:
-        return await self.inner.try_acquire(election, identity, lease_duration, takeover)
+        return await self.inner.try_acquire(identity, lease_duration, takeover)
 
     async def renew(self, record: LeaseRecord) -> LeaseRecord:
-        self.renewals.setdefault(record.election, []).append(time.monotonic())
-        if self.emit is not None:
-            self.emit("renew")
+        self.backend.renewals.setdefault(self.election, []).append(time.monotonic())
+        if self.backend.emit is not None:
+            self.backend.emit("renew")
         return await self.inner.renew(record)
 
     async def release(self, record: LeaseRecord) -> None:
         await self.inner.release(record)
 
-    def watch(self, election: str) -> AsyncIterator[LeaseRecord | None]:
-        return self.inner.watch(election)
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()
+    def watch(self) -> AsyncIterator[LeaseRecord | None]:
+        return self.inner.watch()
 
 
 async def run_until_leading(elector: LeaderElector, leading: asyncio.Event) -> asyncio.Task[None]:
@@ -92,7 +105,7 @@ class LeaderlibPeer(Peer):
         prefix = f"bench-acquire-{uuid.uuid4().hex[:6]}"
         samples = []
         try:
-            await backend.get(f"{prefix}-warm")  # a warm connection, as a running service has
+            await backend.lease(f"{prefix}-warm").get()  # a warm connection, as a running service has
             for i in range(n):
                 leading = asyncio.Event()
 
@@ -110,21 +123,22 @@ class LeaderlibPeer(Peer):
         return samples
 
     async def try_acquire_samples(self, target: Target, n: int) -> list[float]:
-        """Seconds per ``Backend.try_acquire`` on a fresh election (the elector's first attempt)."""
+        """Seconds per ``Lease.try_acquire`` on a fresh election (the elector's first attempt)."""
         backend = backend_from_url(target.url)
         prefix = f"bench-try-{uuid.uuid4().hex[:6]}"
         samples, records = [], []
         try:
-            await backend.get(f"{prefix}-warm")
+            await backend.lease(f"{prefix}-warm").get()
             for i in range(n):
                 started = time.perf_counter()
-                acquisition = await backend.try_acquire(f"{prefix}-{i}", "bench", BENCH_TIMING.lease, None)
+                lease = backend.lease(f"{prefix}-{i}")
+                acquisition = await lease.try_acquire("bench", BENCH_TIMING.lease, None)
                 samples.append(time.perf_counter() - started)
                 if not acquisition.acquired or acquisition.record is None:
                     raise RuntimeError(f"try_acquire on a fresh election did not acquire: {acquisition}")
-                records.append(acquisition.record)
-            for record in records:
-                await backend.release(record)
+                records.append((lease, acquisition.record))
+            for lease, record in records:
+                await lease.release(record)
         finally:
             await backend.aclose()
         return samples
@@ -132,17 +146,16 @@ class LeaderlibPeer(Peer):
     async def renew_samples(self, target: Target, n: int) -> list[float]:
         backend = backend_from_url(target.url)
         try:
-            acquisition = await backend.try_acquire(
-                f"bench-renew-{uuid.uuid4().hex[:6]}", "bench", BENCH_TIMING.lease, None
-            )
+            lease = backend.lease(f"bench-renew-{uuid.uuid4().hex[:6]}")
+            acquisition = await lease.try_acquire("bench", BENCH_TIMING.lease, None)
             record = acquisition.record
             assert record is not None
             samples = []
             for _ in range(n):
                 started = time.perf_counter()
-                record = await backend.renew(record)
+                record = await lease.renew(record)
                 samples.append(time.perf_counter() - started)
-            await backend.release(record)
+            await lease.release(record)
         finally:
             await backend.aclose()
         return samples

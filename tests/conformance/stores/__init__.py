@@ -5,6 +5,10 @@ modules by itself, so a new backend adds a module here and nothing else. A
 harness may pull real servers from the session fixtures of
 ``leaderlib.testing.pytest_plugin`` with ``request.getfixturevalue``.
 
+A harness may set ``consecutive_tokens = False`` where the fencing token is
+a store-wide counter (etcd's create revision) rather than one per election;
+the suite then checks only that tokens strictly increase.
+
 A module sets ``CORRUPTIBLE = False`` only where no unreadable record can
 exist (``memory://`` holds Python objects); the corrupt-record test is then
 not generated for it.
@@ -22,6 +26,9 @@ class Harness(Protocol):
 
     url: str
     """The backend URL the suite's electors use."""
+
+    bad_election_names: tuple[str, ...]
+    """Names this store refuses (besides ""), each a ConfigError from ``backend.lease``."""
 
     def backend(self) -> Backend:
         """A new backend instance, as one replica would make it (own connection)."""

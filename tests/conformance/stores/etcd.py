@@ -21,6 +21,10 @@ CORRUPTIBLE = True
 
 class EtcdHarness:
     corruptible = True
+    # Nested names: "jobs/nightly"'s keys would lie under election "jobs"'s prefix.
+    bad_election_names = ("jobs/nightly", "/leading")
+    # The token is the candidate key's create revision: etcd's store-wide counter.
+    consecutive_tokens = False
 
     def __init__(self, url: str, endpoint: str) -> None:
         self.url = url

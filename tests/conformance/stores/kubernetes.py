@@ -79,6 +79,9 @@ def admin_put_lease(server: KubeAPIServer, lease: dict[str, Any]) -> dict[str, A
 
 
 class KubernetesHarness:
+    # Not DNS-1123 subdomains, so not Lease names.
+    bad_election_names = ("Not_A_Name", "UPPER", "-dash-first", "a" * 254)
+
     def __init__(self, server: KubeAPIServer) -> None:
         self.server = server
         self.url = f"{server.backend_url}?kubeconfig={server.kubeconfig}"

@@ -13,6 +13,8 @@ CORRUPTIBLE = False
 
 
 class MemoryHarness:
+    bad_election_names = ()  # any non-empty name will do
+
     def __init__(self) -> None:
         self.url = f"memory://conformance-{uuid.uuid4().hex[:8]}"
 
@@ -21,7 +23,7 @@ class MemoryHarness:
 
     async def write_foreign(self, election: str, holder: str, lease_duration: float) -> None:
         backend = MemoryBackend.from_url(self.url)
-        await backend.try_acquire(election, holder, lease_duration, None)
+        await backend.lease(election).try_acquire(holder, lease_duration, None)
 
     async def write_corrupt(self, election: str) -> None:
         raise AssertionError("memory:// holds Python objects; a corrupt record cannot exist")

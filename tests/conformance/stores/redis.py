@@ -23,6 +23,9 @@ def _server(request: pytest.FixtureRequest) -> RedisServer:
 
 
 class RedisHarness:
+    # The suffixes of an election's own counter and channel.
+    bad_election_names = ("nightly:fencing", "nightly:events")
+
     def __init__(self, server: RedisServer) -> None:
         self.server = server
         # A prefix per test keeps tests apart even on a shared server.

@@ -28,6 +28,7 @@ def boottime() -> float:
 
 class SQLiteHarness:
     corruptible = True
+    bad_election_names = ()  # any non-empty name will do
 
     def __init__(self, directory: Path) -> None:
         self.path = directory / "leases.db"
@@ -40,7 +41,7 @@ class SQLiteHarness:
         # Let leaderlib create the file and table, then write behind its back.
         backend = SQLiteBackend.from_url(self.url)
         try:
-            await backend.get("conformance-setup")
+            await backend.lease("conformance-setup").get()
         finally:
             await backend.aclose()
 
