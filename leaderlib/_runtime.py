@@ -42,7 +42,7 @@ from ._elector import LeaderElector, Leadership
 from ._errors import ConfigError, LeaderlibError, NotLeader
 from ._health import serve_health
 from ._logging import get_logger
-from ._telemetry import instruments, tracer
+from ._telemetry import instruments, start_job, tracer
 from ._triggers import Trigger, make_trigger
 from .backends import Backend, backend_from_url, known_schemes, split_url
 
@@ -411,6 +411,9 @@ class Service:
             )
             for election, jobs in groups.items()
         ]
+        for election, jobs in groups.items():
+            for job in jobs:
+                start_job({"job": job.name, "election": election})
         logger.info(
             "service starting",
             extra={

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from opentelemetry import metrics, trace
 
-__all__ = ["instruments", "tracer"]
+__all__ = ["instruments", "start_election", "start_job", "tracer"]
 
 #: Fine buckets under 10 ms, where acquisition and renewal latency live on loopback.
 _LATENCY_MS_BUCKETS = (0.25, 0.5, 1, 2, 3, 5, 7.5, 10, 15, 25, 50, 100, 250, 500, 1000, 2500, 5000)
@@ -23,6 +23,9 @@ tracer = trace.get_tracer("leaderlib")
 #: stop (stopping; the lease is then released unless ``release_on_shutdown`` is
 #: false, so "released" would not always be true).
 TRANSITION_OUTCOMES = ("acquired", "lost", "stopping")
+
+#: The outcomes ``leaderlib.job.runs`` counts.
+JOB_OUTCOMES = ("ok", "error", "cancelled")
 
 
 class _Instruments:
@@ -73,3 +76,24 @@ class _Instruments:
 
 
 instruments = _Instruments()
+
+
+# Series start at 0 the moment an election or job exists, not at their first
+# event: a follower then reports is_leader 0 (no series at all cannot be told
+# from a replica that was not scraped), and Prometheus's rate() and increase()
+# see a counter's first increment (a series born at 1 hides it, so the first
+# failover or the first failed run would go unseen by an alert).
+
+
+def start_election(attributes: dict[str, str]) -> None:
+    """Create an election's series (``election``, ``backend``) at 0."""
+    instruments.is_leader.add(0, attributes)
+    for outcome in TRANSITION_OUTCOMES:
+        instruments.transitions.add(0, {**attributes, "outcome": outcome})
+
+
+def start_job(attributes: dict[str, str]) -> None:
+    """Create a job's counters (``job``, ``election``) at 0."""
+    instruments.job_skipped.add(0, attributes)
+    for outcome in JOB_OUTCOMES:
+        instruments.job_runs.add(0, {**attributes, "outcome": outcome})

@@ -29,7 +29,8 @@ async def test_transition_outcomes_are_the_documented_ones(
 
     class Counter:
         def add(self, amount: int, attributes: dict[str, str]) -> None:
-            seen.append(attributes["outcome"])
+            if amount:  # not the series made at 0 when the election starts
+                seen.append(attributes["outcome"])
 
     monkeypatch.setattr(_telemetry.instruments, "transitions", Counter())
     elector = LeaderElector("metrics", MemoryBackend("unit-errors-metrics", clock=clock), clock=clock)
