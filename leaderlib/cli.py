@@ -24,6 +24,7 @@ from ._config import load_settings
 from ._errors import BackendError, ConfigError, LeaderlibError
 from ._logging import configure_logging, get_logger
 from ._runtime import Service
+from ._sdk import configure_sdk
 from .backends import Backend, LeaseRecord, backend_from_url
 
 __all__ = ["load_target", "main", "redact_url"]
@@ -109,7 +110,8 @@ def _parser() -> argparse.ArgumentParser:
         "--metrics-port",
         type=_port,
         metavar="PORT",
-        help="serve Prometheus metrics on this port (needs leaderlib[cli])",
+        help="serve Prometheus metrics on this port (needs leaderlib[cli]); OTLP export follows the "
+        "standard OTEL_* variables (OTEL_EXPORTER_OTLP_ENDPOINT...; needs leaderlib[otlp])",
     )
     run.add_argument(
         "--metrics-host",
@@ -328,31 +330,12 @@ def _run(args: argparse.Namespace) -> int:
     # The settings are resolved once more, by the service's own rules, with the flags:
     # --backend wins over the code; the code's config= wins over --config FILE.
     service.configure(file=args.config, backend=args.backend)
-    if args.metrics_port:
-        _serve_metrics(args.metrics_host, args.metrics_port)
+    # Prometheus (--metrics-port) and OTLP (the standard OTEL_* variables) are the
+    # command's choice: the library only records through the OpenTelemetry API.
+    prometheus = (args.metrics_host, args.metrics_port) if args.metrics_port else None
+    configure_sdk(service_name=service.name, prometheus=prometheus)
     health = (args.health_host, args.health_port) if args.health_port is not None else None
     return service.run_forever(health_address=health)
-
-
-def _serve_metrics(host: str, port: int) -> None:
-    """Configure the OpenTelemetry SDK with a Prometheus endpoint on host:port (needs leaderlib[cli])."""
-    try:
-        from opentelemetry import metrics
-        from opentelemetry.exporter.prometheus import PrometheusMetricReader
-        from opentelemetry.sdk.metrics import MeterProvider
-        from prometheus_client import start_http_server
-    except ImportError as exc:
-        from ._errors import BackendNotInstalled
-
-        raise BackendNotInstalled(
-            f"--metrics-port needs {exc.name}; install it with: pip install 'leaderlib[cli]'"
-        ) from exc
-    try:
-        start_http_server(port, addr=host)
-    except OSError as exc:
-        reason = os.strerror(exc.errno) if isinstance(exc.errno, int) and exc.errno > 0 else exc.strerror
-        raise ConfigError(f"cannot listen on {host}:{port}: {reason or exc}", field="--metrics-port") from exc
-    metrics.set_meter_provider(MeterProvider(metric_readers=[PrometheusMetricReader()]))
 
 
 async def _status(args: argparse.Namespace) -> int:
