@@ -65,14 +65,15 @@ async def run_target(
     if "load" in scenarios_:
         for peer in peers:
             rows.append(await load.load(target, peer, plan))
+    if "tick" in scenarios_:
+        progress(f"{store} · tick · {plan.tick_window:g} s per subject")
+        rows += await scenarios.tick(target, plan, [p.key for p in peers])
+    # Scale last: it overloads the store on purpose.
     if "scale" in scenarios_:
         for peer in peers:
             rows.append(
                 await scale.scale(target, plan) if peer.key == "leaderlib" else scale.peer_scale(target, peer)
             )
-    if "tick" in scenarios_:
-        progress(f"{store} · tick · {plan.tick_window:g} s per subject")
-        rows += await scenarios.tick(target, plan, [p.key for p in peers])
     raw = next((r for r in rows if r.scenario == "raw" and r.status == "ok" and r.samples), None)
     if raw is not None:
         raw_median = raw.stats()["median"]

@@ -10,7 +10,6 @@ threads. Timing is leaderlib's defaults (lease 10 s, renew every 2 s).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import os
 import threading
@@ -63,7 +62,7 @@ def _resources(target: Target) -> dict[str, float]:
     }
 
 
-async def one_scale(target: Target, elections: int, plan: Plan) -> dict[str, Any]:
+async def one_scale(target: Target, elections: int, plan: Plan, row_note: list[str]) -> dict[str, Any]:
     config = _config()
     backend = ObservedBackend(backend_from_url(target.url))
     lost: list[str] = []
@@ -110,12 +109,17 @@ async def one_scale(target: Target, elections: int, plan: Plan) -> dict[str, Any
         }
     finally:
         stopping = True
-        for task in tasks:
+        for elector in electors:
+            elector.stop()
+        # asyncio.wait, not wait_for: a task that does not end in time is abandoned
+        # (cancelled, never awaited), so the teardown is bounded whatever the store does.
+        _, pending = await asyncio.wait(tasks, timeout=30.0)
+        for task in pending:
             task.cancel()
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 60.0)
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(backend.aclose(), 30.0)
+        closing = asyncio.ensure_future(backend.aclose())
+        await asyncio.wait({closing}, timeout=15.0)
+        if pending or not closing.done():
+            row_note.append(f"E={elections}: {len(pending)} electors and the backend did not stop in time")
 
 
 async def scale(target: Target, plan: Plan) -> Row:
@@ -123,11 +127,14 @@ async def scale(target: Target, plan: Plan) -> Row:
         target.store, "scale", "leaderlib", unit="elections",
         settings="leaderlib defaults (lease 10 s, renew_interval 2 s); one backend object",
     )  # fmt: skip
+    notes: list[str] = []
     row.extra["pid"] = os.getpid()
     for elections in plan.elections:
         progress(f"{target.store} · scale · {elections} elections in one process")
         try:
-            row.points.append(await one_scale(target, elections, plan))
+            row.points.append(await one_scale(target, elections, plan, notes))
+            if notes:
+                row.extra["note"] = "; ".join(notes)
         except Exception as exc:
             row.status, row.why = "error", f"E={elections}: {type(exc).__name__}: {exc}"[:300]
             break
