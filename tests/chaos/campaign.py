@@ -124,7 +124,7 @@ def run_store(
             if leader is None:
                 say(f"[{store.name}] no leader for 60 s before fault {n}")
                 leader = next(r for r in replicas if r.alive())
-            fault = inject(n, plan, store, replicas, leader, ledger.forget)
+            fault = inject(n, plan, store, replicas, leader, ledger)
             faults.append(fault)
             say(f"[{store.name}] {n}/{count} {fault.kind} {fault.target}: {fault.detail}")
             # A killed replica comes back as a new process, as a supervisor would restart it.

@@ -16,10 +16,11 @@ import dataclasses
 import random
 import signal
 import time
-from collections.abc import Callable
 from typing import Any
 
-from .ledger import boottime
+from leaderlib.testing.toxiproxy import Proxy, ToxiproxyError
+
+from .ledger import LedgerServer, boottime
 from .replicas import Replica
 from .stores import Store
 
@@ -74,7 +75,7 @@ def draw(rng: random.Random, store: Store, timing: Timing) -> Plan:
     lease = timing.lease
     if kind in ("pause", "suspend"):
         # Longer than the lease: someone else must have taken over when it wakes.
-        return Plan(kind, lease + rng.uniform(0.5, 2.0))
+        return Plan(kind, lease + rng.uniform(0.5, 2.0), pick=rng.random())
     if kind.startswith("wall_step"):
         size = rng.choice([2.0, 7.0, 60.0, 600.0, 3600.0, 4 * 3600.0]) * rng.uniform(0.8, 1.2)
         return Plan(kind, rng.uniform(2.0, 4.0), amount=size * rng.choice([-1, 1]), pick=rng.random())
@@ -94,8 +95,28 @@ def draw(rng: random.Random, store: Store, timing: Timing) -> Plan:
     return Plan(kind, down, pick=rng.random())
 
 
+def _heal(proxy: Proxy, *, deliver: bool) -> bool:
+    """Remove the proxy's toxics: held bytes delivered in order (``deliver``), or every
+    connection reset with them. Returns False if delivering had to give way to a reset.
+
+    Removing a toxic that holds bytes of a busy gRPC connection has been seen to hang
+    in Toxiproxy 2.5.0 (its API call times out); disabling the proxy closes the
+    connections, which unblocks it.
+    """
+    if deliver:
+        try:
+            proxy.heal()
+            return True
+        except ToxiproxyError:
+            pass
+    proxy.disable()
+    proxy.heal()
+    proxy.enable()
+    return not deliver
+
+
 def inject(
-    n: int, plan: Plan, store: Store, replicas: list[Replica], leader: Replica, forget: Callable[[int], None]
+    n: int, plan: Plan, store: Store, replicas: list[Replica], leader: Replica, ledger: LedgerServer
 ) -> Fault:
     """Apply ``plan`` (``leader`` is the replica leading now); block until healed."""
     kind = plan.kind
@@ -108,10 +129,13 @@ def inject(
     majority = True
     detail = ""
     if kind == "kill":
-        forget(target.pid)
+        ledger.forget(target.pid)
         target.kill()
         detail = "SIGKILL"
     elif kind == "pause":
+        if plan.pick < 0.5:  # half the pauses land inside a run, just after its checked write
+            ledger.wait_for_act(target.pid, 2.0)
+        start = boottime()
         target.signal(signal.SIGSTOP)
         time.sleep(plan.duration)
         target.signal(signal.SIGCONT)
@@ -119,6 +143,9 @@ def inject(
     elif kind == "suspend":
         # Stopped, and on waking its CLOCK_MONOTONIC reads as if no time had passed,
         # while CLOCK_BOOTTIME (and the store, and the others) moved on.
+        if plan.pick < 0.5:
+            ledger.wait_for_act(target.pid, 2.0)
+        start = boottime()
         target.signal(signal.SIGSTOP)
         time.sleep(plan.duration)
         target.hold_monotonic(boottime() - start)
@@ -141,21 +168,14 @@ def inject(
             else:
                 proxy.reset_peer()
         time.sleep(plan.duration)
-        for proxy in proxies:
-            if kind == "one_way_reset":
-                # Healed by reset: every connection dropped, the held answers with them.
-                proxy.disable()
-                proxy.heal()
-                proxy.enable()
-            else:
-                proxy.heal()  # held bytes are delivered, in order
+        delivered = all(_heal(proxy, deliver=kind != "one_way_reset") for proxy in proxies)
         detail = {
             "delay": f"answers +{plan.amount:.1f}s for {plan.duration:.1f}s",
             "black_hole": f"held both ways {plan.duration:.1f}s, delivered",
             "one_way_deliver": f"answers held {plan.duration:.1f}s, delivered",
             "one_way_reset": f"answers held {plan.duration:.1f}s, connections reset",
             "reset": f"reset_peer {plan.duration:.1f}s",
-        }[kind]
+        }[kind] + ("" if delivered else " (delivery hung in Toxiproxy: reset instead)")
     elif kind == "slow_store":
         target_name = "all"
         for proxies in store.proxies:
@@ -164,7 +184,7 @@ def inject(
         time.sleep(plan.duration)
         for proxies in store.proxies:
             for proxy in proxies:
-                proxy.heal()
+                _heal(proxy, deliver=True)
         majority = False
         detail = f"every answer +{plan.amount:.1f}s for {plan.duration:.1f}s"
         return Fault(n, store.name, kind, target_name, None, start, boottime(), majority, detail)

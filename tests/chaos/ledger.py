@@ -72,6 +72,8 @@ class LedgerServer:
         self._lock = threading.Lock()
         self.open_terms: dict[int, tuple[str, int]] = {}
         """pid -> (election, token) of each term begun and not yet logged as ended."""
+        self._acted = threading.Condition(self._lock)
+        self._acts: dict[int, int] = {}
         self._thread = threading.Thread(target=self._serve, name="chaos-ledger", daemon=True)
         self._thread.start()
 
@@ -147,7 +149,18 @@ class LedgerServer:
                 ),
             )
             self._db.execute("COMMIT")
+            if m["kind"] == "act":
+                self._acts[m["pid"]] = self._acts.get(m["pid"], 0) + 1
+                self._acted.notify_all()
             return {"accepted": accepted, "id": m.get("id")}
+
+    def wait_for_act(self, pid: int, timeout: float) -> bool:
+        """Block until replica ``pid``'s next ``act`` write has been applied: a fault
+        injected right then catches it inside its run, between its checked and its
+        unchecked write (where fencing matters)."""
+        with self._acted:
+            seen = self._acts.get(pid, 0)
+            return self._acted.wait_for(lambda: self._acts.get(pid, 0) > seen, timeout)
 
     def forget(self, pid: int) -> None:
         """A replica process is gone (SIGKILL): its open term will never log its end."""
