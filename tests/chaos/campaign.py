@@ -133,7 +133,7 @@ def run_store(
                 if not replica.alive():
                     replica.spawn()
             _wait_leader(ledger, replicas, 60)
-            time.sleep(random.Random(f"{seed}:{store.name}:{n}").uniform(0.5, 1.5))
+            time.sleep(random.Random(f"{seed}:{store.name}:{n}").uniform(0.3, 1.0))
         time.sleep(LEASE)
     finally:
         boot_end, wall_end = boottime(), time.time()
@@ -163,15 +163,22 @@ def run_campaign(
     print(f"chaos campaign: CHAOS_SEED={seed} CHAOS_FAULTS={count} stores={','.join(stores)} files in {work}")
     with ToxiproxyServer() as toxi:
 
-        def one(name: str) -> StoreRun:
+        def one(name: str) -> StoreRun | None:
             store = STORES[name](work / name)
             try:
                 return run_store(store, seed, count, work / name, toxi.client, max_outage=max_outage)
+            except Exception as exc:  # one store's harness failure must not lose the others' report
+                print(f"[{name}] campaign aborted: {exc!r}; files in {work / name}")
+                return None
             finally:
                 store.close()
 
         with concurrent.futures.ThreadPoolExecutor(max(1, parallel)) as pool:
-            runs = list(pool.map(one, stores))
+            results = list(pool.map(one, stores))
+    runs = [r for r in results if r is not None]
+    aborted = [name for name, r in zip(stores, results, strict=True) if r is None]
+    if aborted:
+        print(f"ABORTED (harness): {aborted}")
     write_report(runs, out)
     return runs
 
@@ -198,6 +205,7 @@ def main(argv: list[str] | None = None) -> int:
         max_outage=args.max_outage,
     )
     failed = [r.store for r in runs if r.account["problems"] or not verdict(r)[0]]
+    failed += [s for s in args.stores.split(",") if s not in {r.store for r in runs}]
     print(json.dumps({r.store: r.account["totals"] for r in runs}))
     print(
         f"report in {args.out}/; CHAOS_SEED={args.seed}; " + (f"FAILED: {failed}" if failed else "all passed")

@@ -110,7 +110,14 @@ def _heal(proxy: Proxy, *, deliver: bool) -> bool:
         except ToxiproxyError:
             pass
     proxy.disable()
-    proxy.heal()
+    for attempt in range(5):
+        try:
+            proxy.heal()
+            break
+        except ToxiproxyError:
+            if attempt == 4:
+                raise
+            time.sleep(1.0)
     proxy.enable()
     return not deliver
 
