@@ -44,7 +44,7 @@ from ._errors import (
     NotLeader,
 )
 from ._logging import get_logger
-from ._telemetry import instruments, tracer
+from ._telemetry import instruments, start_election, tracer
 from .backends import Acquisition, Backend, Lease, LeaseRecord, check_election
 
 __all__ = ["ElectorState", "LeaderElector", "Leadership"]
@@ -204,6 +204,10 @@ class LeaderElector:
         # metric: records naming us while we follow must not restart that count.
         self._holder_version: str | None = None
         self._holder_changed_at = 0.0
+        # Who held it then. Kept when the store next reports the lease free (SQLite
+        # reports an expired lease as unheld before we take it), so that the
+        # takeover still counts as a failover from that holder.
+        self._previous_holder: str | None = None
         self._changed = asyncio.Event()
         self._stopping = asyncio.Event()
         self._ended: LeaseRecord | None = None
@@ -258,6 +262,7 @@ class LeaderElector:
         if self.state is not ElectorState.IDLE:
             raise RuntimeError("a LeaderElector runs once; make a new one")
         self.state = ElectorState.FOLLOWING
+        start_election(self._attributes)
         logger.info(
             "joining election",
             extra={
@@ -396,6 +401,7 @@ class LeaderElector:
         if holder not in (None, self.identity) and version != self._holder_version:
             self._holder_version = version
             self._holder_changed_at = self.clock.monotonic()
+            self._previous_holder = holder
         if holder == self.identity and self.state is not ElectorState.LEADING:
             # A record naming us while we do not lead is not a leader to announce:
             # a term of ours that ended, or one try_acquire has yet to confirm.
@@ -473,9 +479,8 @@ class LeaderElector:
     async def _lead(self, record: LeaseRecord, sent: float) -> None:
         """Hold the term: run the leader's work and renew until the term ends."""
         leadership = Leadership(record=record, valid_until=sent + self.renew_deadline, clock=self.clock)
-        previous_seen_at = (
-            self._holder_changed_at if self._observed_holder not in (None, self.identity) else None
-        )
+        previous_seen_at = self._holder_changed_at if self._previous_holder is not None else None
+        self._previous_holder = None  # the next term's failover is from whoever holds it after this one
         self.leadership = leadership
         self.state = ElectorState.LEADING
         self._observe(record)
