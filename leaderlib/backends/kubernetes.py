@@ -817,6 +817,11 @@ class KubernetesLease:
         logger.debug("released lease", extra={"election": self.election})
 
     async def watch(self) -> AsyncIterator[LeaseRecord | None]:
+        """Yield the Lease (None: deleted) as this handle's watch thread lists and streams it.
+
+        One thread per watch for now; a watch per namespace on the backend,
+        dispatching events by name to the handles (their ``_watched``), replaces it next.
+        """
         backend, election = self._backend, self.election
         if backend._closed:
             raise BackendUnavailable("the backend was closed", election=election, backend=backend.scheme)

@@ -628,7 +628,9 @@ class RedisLease:
         """Yield the record now and after each acquisition or release; BackendUnavailable if the subscription drops.
 
         Renewals and expiry publish nothing: a crashed leader's lease is
-        found by the elector's polling (using ``expires_in``).
+        found by the elector's polling (using ``expires_in``). Each watch has
+        its own subscription for now; one pub/sub connection per backend,
+        dispatching by :attr:`channel` to the handles, replaces it next.
         """
         pubsub = self._backend._watch_client.pubsub(ignore_subscribe_messages=True)
         try:

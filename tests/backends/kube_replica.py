@@ -31,7 +31,7 @@ from typing import Any
 
 from leaderlib import ElectionConfig, LeaderElector, Leadership, LeaseRecord
 from leaderlib.backends import Acquisition
-from leaderlib.backends.kubernetes import KubernetesBackend
+from leaderlib.backends.kubernetes import KubernetesBackend, KubernetesLease
 
 _identity = ""
 _elector: LeaderElector | None = None
@@ -59,18 +59,32 @@ class StampedBackend:
         self.scheme = backend.scheme
         self.observation_granularity = backend.observation_granularity
 
+    def lease(self, election: str) -> StampedLease:
+        return StampedLease(self._backend.lease(election))
+
+    async def aclose(self) -> None:
+        await self._backend.aclose()
+
+
+class StampedLease:
+    """One election's Lease, stamping each acquisition and renewal as it is sent."""
+
+    def __init__(self, lease: KubernetesLease) -> None:
+        self._lease = lease
+        self.election = lease.election
+
     def __getattr__(self, name: str) -> Any:
-        return getattr(self._backend, name)
+        return getattr(self._lease, name)
 
     async def try_acquire(
-        self, election: str, identity: str, lease_duration: float, takeover: LeaseRecord | None
+        self, identity: str, lease_duration: float, takeover: LeaseRecord | None
     ) -> Acquisition:
         emit("acquire_sent")
-        return await self._backend.try_acquire(election, identity, lease_duration, takeover)
+        return await self._lease.try_acquire(identity, lease_duration, takeover)
 
     async def renew(self, record: LeaseRecord) -> LeaseRecord:
         emit("renew_sent", fencing_token=record.fencing_token)
-        return await self._backend.renew(record)
+        return await self._lease.renew(record)
 
 
 async def lead(leadership: Leadership) -> None:

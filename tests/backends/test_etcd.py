@@ -102,7 +102,7 @@ async def test_key_layout_is_go_concurrency(
     make: Callable[..., EtcdBackend], etcd_server: EtcdServer
 ) -> None:
     election = name()
-    record = (await make().try_acquire(election, "replica-1", 2.0, None)).record
+    record = (await make().lease(election).try_acquire("replica-1", 2.0, None)).record
     assert record is not None and record.holder == "replica-1"
     async with raw_client(etcd_server) as client:
         found = await client.get_prefix(f"{DEFAULT_PREFIX}{election}/".encode())
@@ -119,12 +119,12 @@ async def test_key_layout_is_go_concurrency(
 
 async def test_renewal_proclaims_so_version_changes(make: Callable[..., EtcdBackend]) -> None:
     backend = make()
-    record = (await backend.try_acquire(name(), "a", 2.0, None)).record
+    record = (await backend.lease(name()).try_acquire("a", 2.0, None)).record
     assert record is not None
-    renewed = await backend.renew(record)
+    renewed = await backend.lease(record.election).renew(record)
     assert renewed.version != record.version
     assert renewed.fencing_token == record.fencing_token
-    seen = await make().get(record.election)
+    seen = await make().lease(record.election).get()
     assert seen is not None and seen.version == renewed.version
     assert seen.expires_in is not None and 0 < seen.expires_in <= 3.0
 
@@ -134,17 +134,17 @@ async def test_one_session_serves_many_elections(
 ) -> None:
     backend = make()
     first, second = name(), name()
-    one = (await backend.try_acquire(first, "svc", 2.0, None)).record
-    two = (await backend.try_acquire(second, "svc", 2.0, None)).record
+    one = (await backend.lease(first).try_acquire("svc", 2.0, None)).record
+    two = (await backend.lease(second).try_acquire("svc", 2.0, None)).record
     assert one is not None and two is not None
     async with raw_client(etcd_server) as client:
         leases = {
             (await client.get_prefix(f"{DEFAULT_PREFIX}{e}/".encode()))[0].lease for e in (first, second)
         }
     assert len(leases) == 1, "Go's model: one session lease, one key per election"
-    await backend.release(one)
-    assert await make().get(first) is None
-    renewed = await backend.renew(two)  # the shared lease was not revoked
+    await backend.lease(one.election).release(one)
+    assert await make().lease(first).get() is None
+    renewed = await backend.lease(two.election).renew(two)  # the shared lease was not revoked
     assert renewed.holder == "svc"
 
 
@@ -156,14 +156,14 @@ async def test_revoked_session_is_lost_and_replaced(
 ) -> None:
     backend = make()
     election = name()
-    record = (await backend.try_acquire(election, "a", 2.0, None)).record
+    record = (await backend.lease(election).try_acquire("a", 2.0, None)).record
     assert record is not None
     async with raw_client(etcd_server) as client:
         kv = (await client.get_prefix(f"{DEFAULT_PREFIX}{election}/".encode()))[0]
         await client.revoke_lease(kv.lease)
     with pytest.raises(LeaseLost):
-        await backend.renew(record)
-    again = (await backend.try_acquire(election, "a", 2.0, None)).record
+        await backend.lease(record.election).renew(record)
+    again = (await backend.lease(election).try_acquire("a", 2.0, None)).record
     assert again is not None and again.holder == "a"
     assert again.fencing_token > record.fencing_token, "a new session is a new leadership"
 
@@ -173,14 +173,14 @@ async def test_key_deleted_by_someone_else_is_lost(
 ) -> None:
     backend = make()
     election = name()
-    record = (await backend.try_acquire(election, "a", 2.0, None)).record
+    record = (await backend.lease(election).try_acquire("a", 2.0, None)).record
     assert record is not None
     async with raw_client(etcd_server) as client:
         await client.delete_prefix(f"{DEFAULT_PREFIX}{election}/".encode())
     with pytest.raises(LeaseLost):
-        await backend.renew(record)
-    await backend.release(record)  # a no-op now
-    again = (await backend.try_acquire(election, "a", 2.0, None)).record
+        await backend.lease(record.election).renew(record)
+    await backend.lease(record.election).release(record)  # a no-op now
+    again = (await backend.lease(election).try_acquire("a", 2.0, None)).record
     assert again is not None and again.holder == "a" and again.fencing_token > record.fencing_token
 
 
@@ -189,23 +189,23 @@ async def test_corrupt_key_behind_the_leader_is_ignored(
 ) -> None:
     backend = make()
     election = name()
-    record = (await backend.try_acquire(election, "a", 2.0, None)).record
+    record = (await backend.lease(election).try_acquire("a", 2.0, None)).record
     assert record is not None
     async with raw_client(etcd_server) as client:
         await client.put(f"{DEFAULT_PREFIX}{election}/zz-junk".encode(), b"\xff")
-    assert (await backend.renew(record)).holder == "a"
-    await backend.release(record)
+    assert (await backend.lease(record.election).renew(record)).holder == "a"
+    await backend.lease(record.election).release(record)
     with pytest.raises(CorruptLeaseRecord, match="etcdctl del"):
-        await make().get(election)
+        await make().lease(election).get()
 
 
 async def test_closing_a_follower_withdraws_its_candidacy(
     make: Callable[..., EtcdBackend], etcd_server: EtcdServer
 ) -> None:
     election = name()
-    leader = (await make().try_acquire(election, "leader", 2.0, None)).record
+    leader = (await make().lease(election).try_acquire("leader", 2.0, None)).record
     follower = EtcdBackend.from_url(etcd_server.url)
-    seen = (await follower.try_acquire(election, "follower", 2.0, None)).record
+    seen = (await follower.lease(election).try_acquire("follower", 2.0, None)).record
     assert leader is not None and seen is not None and seen.holder == "leader"
     await follower.aclose()
     async with raw_client(etcd_server) as client:
@@ -218,24 +218,24 @@ async def test_only_the_next_candidate_is_woken(make: Callable[..., EtcdBackend]
     even when it started watching before it queued (as the elector does)."""
     election = name()
     leader_backend = make()
-    leader = (await leader_backend.try_acquire(election, "leader", 2.0, None)).record
+    leader = (await leader_backend.lease(election).try_acquire("leader", 2.0, None)).record
     second, third = make(), make()
-    await second.try_acquire(election, "second", 2.0, None)
+    await second.lease(election).try_acquire("second", 2.0, None)
     counts = {"second": 0, "third": 0}
 
     async def follow(label: str, backend: EtcdBackend) -> None:
-        async for _ in backend.watch(election):
+        async for _ in backend.lease(election).watch():
             counts[label] += 1
 
     tasks = [asyncio.create_task(follow("second", second)), asyncio.create_task(follow("third", third))]
     try:
         await asyncio.sleep(0.3)  # third watches the leader's key: it has no key yet
-        await third.try_acquire(election, "third", 2.0, None)
+        await third.lease(election).try_acquire("third", 2.0, None)
         await asyncio.sleep(0.3)  # now it waits on second's key
         before = dict(counts)
         assert leader is not None
         for _ in range(3):
-            leader = await leader_backend.renew(leader)
+            leader = await leader_backend.lease(leader.election).renew(leader)
             await asyncio.sleep(0.1)
         assert counts["second"] - before["second"] >= 3, "the next in line follows the leader"
         assert counts["third"] == before["third"], "the third candidate waits on the second only"
@@ -250,25 +250,25 @@ async def test_watch_yields_only_records_etcd_holds(make: Callable[..., EtcdBack
     (our own key, with its real mod revision), never a record it made up."""
     election = name()
     leader_backend, heir = make(), make()
-    leader = (await leader_backend.try_acquire(election, "leader", 2.0, None)).record
+    leader = (await leader_backend.lease(election).try_acquire("leader", 2.0, None)).record
     assert leader is not None
-    queued = await heir.try_acquire(election, "heir", 2.0, None)
+    queued = await heir.lease(election).try_acquire("heir", 2.0, None)
     assert not queued.acquired
     seen: list[LeaseRecord | None] = []
 
     async def follow() -> None:
-        async for record in heir.watch(election):
+        async for record in heir.lease(election).watch():
             seen.append(record)
 
     task = asyncio.create_task(follow())
     try:
         await until(lambda: bool(seen), 5, "the first record")
-        await leader_backend.release(leader)
+        await leader_backend.lease(leader.election).release(leader)
         await until(lambda: seen[-1] is not None and seen[-1].holder == "heir", 5, "the heir's record")
         record = seen[-1]
         assert record is not None
         assert record.version.isdigit(), f"a made-up version: {record.version!r}"
-        held = await make().get(election)
+        held = await make().lease(election).get()
         assert held is not None and (held.version, held.fencing_token) == (
             record.version,
             record.fencing_token,
@@ -494,7 +494,7 @@ async def test_dead_first_endpoint_is_skipped(
 ) -> None:
     dead = f"127.0.0.1:{free_port()}"
     backend = make(f"etcd://{dead},{etcd_server.endpoint}")
-    record = (await backend.try_acquire(name(), "a", 2.0, None)).record
+    record = (await backend.lease(name()).try_acquire("a", 2.0, None)).record
     assert record is not None and record.holder == "a"
     assert backend.endpoint == etcd_server.endpoint
 
@@ -503,7 +503,7 @@ async def test_no_member_reachable_is_unavailable(make: Callable[..., EtcdBacken
     backend = make(f"etcd://127.0.0.1:{free_port()},127.0.0.1:{free_port()}?timeout=2")
     started_at = time.monotonic()
     with pytest.raises(BackendUnavailable, match="UNAVAILABLE"):
-        await backend.get(name())
+        await backend.lease(name()).get()
     assert time.monotonic() - started_at < 3
 
 
@@ -540,7 +540,7 @@ async def test_wrong_password_fails_fast(auth_server: EtcdServer) -> None:
     try:
         started_at = time.monotonic()
         with pytest.raises(AccessDenied, match="wrong user name or password"):
-            await backend.try_acquire(name(), "a", 2.0, None)
+            await backend.lease(name()).try_acquire("a", 2.0, None)
         assert time.monotonic() - started_at < 1.0
     finally:
         await backend.aclose()
@@ -550,7 +550,7 @@ async def test_missing_permission_says_what_to_grant(auth_server: EtcdServer) ->
     backend = EtcdBackend.from_url(f"etcd://outsider:pw@{auth_server.endpoint}")
     try:
         with pytest.raises(AccessDenied, match=f"readwrite {DEFAULT_PREFIX}"):
-            await backend.try_acquire(name(), "a", 2.0, None)
+            await backend.lease(name()).try_acquire("a", 2.0, None)
     finally:
         await backend.aclose()
 
@@ -567,16 +567,16 @@ async def test_etcds_with_generated_certificates() -> None:
         plaintext = EtcdBackend.from_url(f"etcd://{server.endpoint}?timeout=2")
         try:
             election = name()
-            record = (await a.try_acquire(election, "tls-a", 2.0, None)).record
+            record = (await a.lease(election).try_acquire("tls-a", 2.0, None)).record
             assert record is not None and record.holder == "tls-a"
-            seen = (await b.try_acquire(election, "tls-b", 2.0, None)).record
+            seen = (await b.lease(election).try_acquire("tls-b", 2.0, None)).record
             assert seen is not None and seen.holder == "tls-a"
-            await a.release(await a.renew(record))
-            taken = (await b.try_acquire(election, "tls-b", 2.0, None)).record
+            await a.lease(election).release(await a.lease(election).renew(record))
+            taken = (await b.lease(election).try_acquire("tls-b", 2.0, None)).record
             assert taken is not None and taken.holder == "tls-b"
             for wrong in (untrusted, plaintext):  # no CA to trust the server / no TLS at all
                 with pytest.raises(BackendUnavailable):
-                    await wrong.get(election)
+                    await wrong.lease(election).get()
         finally:
             for backend in (a, b, untrusted, plaintext):
                 await backend.aclose()

@@ -151,11 +151,10 @@ async def test_a_cut_off_follower_next_in_line_is_passed_over(
             await asyncio.sleep(1.0)  # every follower queued and watching
             leader = next(i for i, e in enumerate(electors) if e.is_leader)
             queued = {
-                i: s.candidacies[election].create_revision
+                i: candidacy.create_revision
                 for i, b in enumerate(backends)
                 if i != leader
-                for s in b._sessions.values()
-                if election in s.candidacies
+                for candidacy in b.lease(election)._candidacies.values()
             }
             assert len(queued) == 2, queued
             victim = min(queued, key=queued.__getitem__)
@@ -189,7 +188,7 @@ async def test_an_abandoned_session_is_never_ours_and_is_revoked(
     backend = EtcdBackend.from_url(f"etcd://{proxy.listen}")
     observer = EtcdBackend.from_url(etcd_server.url)
     try:
-        first = await backend.try_acquire(election, "replica", LEASE, None)
+        first = await backend.lease(election).try_acquire("replica", LEASE, None)
         assert first.acquired and first.record is not None
         record = first.record
         with proxy.fault(*proxy.one_way_cut()):
@@ -197,7 +196,7 @@ async def test_an_abandoned_session_is_never_ours_and_is_revoked(
             lost = None
             while time.monotonic() - cut < 2 * LEASE + 1:  # renew as a leader would, then campaign
                 try:
-                    await asyncio.wait_for(backend.renew(record), 0.5)
+                    await asyncio.wait_for(backend.lease(record.election).renew(record), 0.5)
                 except LeaseLost as exc:
                     lost = time.monotonic() - cut
                     print(f"renew raised LeaseLost {lost:.3f}s after the cut: {exc}")
@@ -206,15 +205,15 @@ async def test_an_abandoned_session_is_never_ours_and_is_revoked(
                     pass
                 await asyncio.sleep(0.1)
             assert lost is not None and lost <= LEASE + 0.5, "the unanswered session was kept"
-            still = await observer.get(election)
+            still = await observer.lease(election).get()
             assert still is not None and still.fencing_token == record.fencing_token, (
                 "the old key should still lead here (the keepalives that reached etcd kept it)"
             )
-        again = await backend.try_acquire(election, "replica", LEASE, None)
+        again = await backend.lease(election).try_acquire("replica", LEASE, None)
         assert not (
             again.acquired and again.record is not None and again.record.fencing_token == record.fencing_token
         ), "an abandoned session's key was reported as ours"
-        now = await observer.get(election)
+        now = await observer.lease(election).get()
         assert now is not None and now.fencing_token > record.fencing_token, (
             "the abandoned session's key lingers: it was not revoked once etcd answered"
         )

@@ -26,7 +26,7 @@ import yaml
 from leaderlib import LeaderElector
 from leaderlib._clock import FakeClock
 from leaderlib._errors import AccessDenied, BackendError, BackendUnavailable, ConfigError, LeaseLost
-from leaderlib.backends import backend_from_url
+from leaderlib.backends import FIRST_TOKEN, backend_from_url
 from leaderlib.backends.kubernetes import ROLE_YAML, KubernetesBackend
 from leaderlib.testing.servers import KubeAPIServer
 from tests.conformance.stores.kubernetes import admin_put_lease, client_go_lease, kube_server
@@ -77,19 +77,20 @@ async def test_entry_point_and_record_as_client_go_writes_it(
     try:
         assert isinstance(backend, KubernetesBackend)
         election = name()
-        record = (await backend.try_acquire(election, "replica-a", 1.5, None)).record
+        record = (await backend.lease(election).try_acquire("replica-a", 1.5, None)).record
         assert record is not None and record.holder == "replica-a"
         assert record.lease_duration == 2.0, "1.5 s is rounded up to whole seconds"
         spec = admin_get(server, election)["spec"]
         assert spec["holderIdentity"] == "replica-a"
         assert spec["leaseDurationSeconds"] == 2
-        assert spec["leaseTransitions"] == 0 == record.fencing_token
+        assert spec["leaseTransitions"] == 0 == record.transitions
+        assert record.fencing_token == FIRST_TOKEN  # leaseTransitions + 1
         assert spec["acquireTime"] == spec["renewTime"]
         assert spec["acquireTime"].endswith("Z") and len(spec["acquireTime"].split(".")[1]) == 7
         assert record.version == admin_get(server, election)["metadata"]["resourceVersion"]
         # A Lease naming us is not adopted; replacing our own ended term is a new term.
-        assert not (await backend.try_acquire(election, "replica-a", 1.5, None)).acquired
-        again = await backend.try_acquire(election, "replica-a", 1.5, record)
+        assert not (await backend.lease(election).try_acquire("replica-a", 1.5, None)).acquired
+        again = await backend.lease(election).try_acquire("replica-a", 1.5, record)
         assert again.acquired and again.record is not None
         assert again.record.fencing_token == record.fencing_token + 1
         assert admin_get(server, election)["spec"]["leaseTransitions"] == 1
@@ -118,10 +119,10 @@ async def test_microtime_bytes_on_the_wire(
     # A wall clock that stands on a whole second: isoformat() would give "...:05+00:00".
     backend._clock = FakeClock(wall_start=dt.datetime(2026, 11, 28, 12, 0, 5, tzinfo=dt.UTC))
     election = name()
-    record = (await backend.try_acquire(election, "replica-a", 2, None)).record
+    record = (await backend.lease(election).try_acquire("replica-a", 2, None)).record
     assert record is not None
-    record = await backend.renew(record)
-    await backend.release(record)
+    record = await backend.lease(record.election).renew(record)
+    await backend.lease(record.election).release(record)
     assert len(sent) == 3, sent
     for body in sent:
         assert b'"2026-11-28T12:00:05.000000Z"' in body, body
@@ -135,7 +136,7 @@ async def test_microtime_bytes_on_the_wire(
 async def test_first_create_race_has_one_winner(make: Callable[..., KubernetesBackend]) -> None:
     election = name()
     attempts = await asyncio.gather(
-        *(make().try_acquire(election, f"replica-{i}", 2, None) for i in range(5))
+        *(make().lease(election).try_acquire(f"replica-{i}", 2, None) for i in range(5))
     )
     assert sum(a.acquired for a in attempts) == 1, attempts
     results = [a.record for a in attempts]
@@ -148,7 +149,7 @@ async def test_renew_fast_path_is_one_update(
 ) -> None:
     backend = make()
     election = name()
-    record = (await backend.try_acquire(election, "replica-a", 2, None)).record
+    record = (await backend.lease(election).try_acquire("replica-a", 2, None)).record
     assert record is not None
     methods: list[str] = []
     pool = backend._api.rest_client.pool_manager
@@ -160,7 +161,7 @@ async def test_renew_fast_path_is_one_update(
 
     pool.request = recording
     for _ in range(3):
-        renewed = await backend.renew(record)
+        renewed = await backend.lease(record.election).renew(record)
         assert renewed.version != record.version
         assert renewed.fencing_token == record.fencing_token
         assert renewed.acquire_time == record.acquire_time
@@ -174,12 +175,12 @@ async def test_renew_after_foreign_metadata_change_keeps_the_lease(
     """A conflict from a write that left us holder (a label added) is a GET + update, not a loss."""
     backend = make()
     election = name()
-    record = (await backend.try_acquire(election, "replica-a", 2, None)).record
+    record = (await backend.lease(election).try_acquire("replica-a", 2, None)).record
     assert record is not None
     lease = admin_get(server, election)
     lease["metadata"]["labels"] = {"team": "billing"}
     server.admin_request("PUT", f"{LEASES.format(namespace=server.namespace)}/{election}", lease)
-    renewed = await backend.renew(record)
+    renewed = await backend.lease(record.election).renew(record)
     assert renewed.holder == "replica-a" and renewed.fencing_token == record.fencing_token
     after = admin_get(server, election)
     assert after["metadata"]["labels"] == {"team": "billing"}, "renewal must keep the Lease's labels"
@@ -190,14 +191,14 @@ async def test_renew_of_a_taken_lease_is_lost(
 ) -> None:
     backend = make()
     election = name()
-    record = (await backend.try_acquire(election, "replica-a", 2, None)).record
+    record = (await backend.lease(election).try_acquire("replica-a", 2, None)).record
     assert record is not None
     await asyncio.to_thread(
         admin_put_lease, server, client_go_lease(server, election, "go-controller", 2, transitions=1)
     )
     with pytest.raises(LeaseLost, match="go-controller"):
-        await backend.renew(record)
-    await backend.release(record)  # a no-op: not ours any more
+        await backend.lease(record.election).renew(record)
+    await backend.lease(record.election).release(record)  # a no-op: not ours any more
     assert admin_get(server, election)["spec"]["holderIdentity"] == "go-controller"
 
 
@@ -208,25 +209,26 @@ async def test_a_stale_cached_object_never_lowers_the_token(
     renewal or release write an older leaseTransitions (the token would repeat)."""
     election = name()
     a, b = make(), make()
-    first = (await a.try_acquire(election, "replica-a", 2, None)).record
+    first = (await a.lease(election).try_acquire("replica-a", 2, None)).record
     assert first is not None
-    await a.release(first)
-    watch = b.watch(election)
+    await a.lease(first.election).release(first)
+    watch = b.lease(election).watch()
     released = await anext(watch)  # b's watch now holds the released object (transitions 0)
     assert released is not None and not released.is_held
-    taken = (await b.try_acquire(election, "replica-b", 2, released)).record
-    assert taken is not None and taken.fencing_token == 1
+    taken = (await b.lease(election).try_acquire("replica-b", 2, released)).record
+    assert taken is not None and taken.fencing_token == 2  # leaseTransitions 1, + 1
     stale = await anext(watch)  # b's own write, seen late; then force an older copy in
     assert stale is not None
-    b._objects[election] = b._watched[election] = admin_get(server, election) | {
+    handle = b.lease(election)
+    handle._object = handle._watched = admin_get(server, election) | {
         "spec": {**admin_get(server, election)["spec"], "leaseTransitions": 0}
     }
-    renewed = await b.renew(taken)
-    assert renewed.fencing_token == 1
-    await b.release(renewed)
+    renewed = await handle.renew(taken)
+    assert renewed.fencing_token == 2
+    await b.lease(renewed.election).release(renewed)
     assert admin_get(server, election)["spec"]["leaseTransitions"] == 1
-    again = (await a.try_acquire(election, "replica-a", 2, None)).record
-    assert again is not None and again.fencing_token == 2
+    again = (await a.lease(election).try_acquire("replica-a", 2, None)).record
+    assert again is not None and again.fencing_token == 3
     await watch.aclose()
 
 
@@ -241,16 +243,17 @@ async def test_client_go_record_respected_until_expiry_by_own_clock(
     election = name()
     await asyncio.to_thread(admin_put_lease, server, client_go_lease(server, election, "go-controller", 2))
     backend = make()
-    seen = await backend.get(election)
+    seen = await backend.lease(election).get()
     seen_at = time.monotonic()
     assert seen is not None and seen.holder == "go-controller" and seen.expires_in is None
-    held = (await backend.try_acquire(election, "replica-a", 2, None)).record
+    held = (await backend.lease(election).try_acquire("replica-a", 2, None)).record
     assert held is not None and held.holder == "go-controller", "no takeover without the elector's say-so"
     elector = LeaderElector(election, make(), config("replica-a"))
     async with running(elector):
         await until(lambda: elector.is_leader, timeout=10)
         assert time.monotonic() - seen_at >= 1.9
-        assert elector.leadership is not None and elector.leadership.fencing_token == 1
+        # client-go created it (leaseTransitions 0, token 1); our term is the next.
+        assert elector.leadership is not None and elector.leadership.fencing_token == 2
     spec = admin_get(server, election)["spec"]
     # What client-go expects to take over at once after our release.
     assert spec["holderIdentity"] == "" and spec["leaseDurationSeconds"] == 1
@@ -264,16 +267,16 @@ async def test_takeover_needs_the_version_seen(
     election = name()
     await asyncio.to_thread(admin_put_lease, server, client_go_lease(server, election, "go-controller", 2))
     backend = make()
-    stale = await backend.get(election)
+    stale = await backend.lease(election).get()
     assert stale is not None
     # The Go controller renews: a new resourceVersion.
     await asyncio.to_thread(admin_put_lease, server, client_go_lease(server, election, "go-controller", 2))
-    result = (await backend.try_acquire(election, "replica-a", 2, stale)).record
+    result = (await backend.lease(election).try_acquire("replica-a", 2, stale)).record
     assert result is not None and result.holder == "go-controller"
     assert result.version != stale.version
-    taken = (await backend.try_acquire(election, "replica-a", 2, result)).record
+    taken = (await backend.lease(election).try_acquire("replica-a", 2, result)).record
     assert taken is not None and taken.holder == "replica-a"
-    assert taken.transitions == 1 == taken.fencing_token
+    assert taken.transitions == 1 and taken.fencing_token == 2  # token: leaseTransitions + 1
 
 
 @pytest.mark.parametrize("skew", [dt.timedelta(days=-3650), dt.timedelta(days=3650)])
@@ -302,8 +305,8 @@ async def test_released_by_client_go_is_free_at_once(
     election = name()
     released = client_go_lease(server, election, "", 1, transitions=7)
     await asyncio.to_thread(admin_put_lease, server, released)
-    record = (await make().try_acquire(election, "replica-a", 2, None)).record
-    assert record is not None and record.holder == "replica-a" and record.fencing_token == 8
+    record = (await make().lease(election).try_acquire("replica-a", 2, None)).record
+    assert record is not None and record.holder == "replica-a" and record.fencing_token == 9
 
 
 # --- errors -----------------------------------------------------------------------
@@ -340,7 +343,7 @@ async def wait_for_rbac(backend: KubernetesBackend) -> None:
     deadline = time.monotonic() + 10
     while True:
         try:
-            await backend.get(name())
+            await backend.lease(name()).get()
             return
         except AccessDenied:
             if time.monotonic() > deadline:
@@ -355,10 +358,10 @@ async def test_without_update_the_error_names_the_missing_verb(
     backend = make(namespace)
     await wait_for_rbac(backend)
     election = name()
-    first = (await backend.try_acquire(election, "replica-a", 2, None)).record  # create is allowed
+    first = (await backend.lease(election).try_acquire("replica-a", 2, None)).record  # create is allowed
     assert first is not None and first.holder == "replica-a"
     with pytest.raises(AccessDenied) as caught:
-        await backend.renew(first)
+        await backend.lease(first.election).renew(first)
     message = str(caught.value)
     assert "'update'" in message and f"namespace {namespace!r}" in message
     assert "leases.coordination.k8s.io" in message and "kind: Role" in message
@@ -398,17 +401,17 @@ async def test_with_the_documented_role_it_works(
     a, b = make(namespace), make(namespace)
     await wait_for_rbac(a)
     election = name()
-    record = (await a.try_acquire(election, "replica-a", 2, None)).record
+    record = (await a.lease(election).try_acquire("replica-a", 2, None)).record
     assert record is not None and record.holder == "replica-a"
-    record = await a.renew(record)
-    watch = b.watch(election)
+    record = await a.lease(record.election).renew(record)
+    watch = b.lease(election).watch()
     first = await anext(watch)
     assert first is not None and first.holder == "replica-a"
-    await a.release(record)
+    await a.lease(record.election).release(record)
     released = await asyncio.wait_for(anext(watch), 5)
     assert released is not None and not released.is_held
     await watch.aclose()
-    taken = (await b.try_acquire(election, "replica-b", 2, released)).record
+    taken = (await b.lease(election).try_acquire("replica-b", 2, released)).record
     assert taken is not None and taken.holder == "replica-b"
 
 
@@ -417,7 +420,7 @@ async def test_missing_namespace_and_bad_credentials(
 ) -> None:
     missing = make("no-such-namespace")
     with pytest.raises(BackendError) as caught:
-        await missing.try_acquire(name(), "replica-a", 2, None)
+        await missing.lease(name()).try_acquire("replica-a", 2, None)
     # Without RBAC there the elector is refused first; as admin it is told the namespace is missing.
     assert "no-such-namespace" in str(caught.value)
     admin = KubernetesBackend.from_url(
@@ -425,7 +428,7 @@ async def test_missing_namespace_and_bad_credentials(
     )
     try:
         with pytest.raises(BackendError, match="namespace 'no-such-namespace' does not exist"):
-            await admin.try_acquire(name(), "replica-a", 2, None)
+            await admin.lease(name()).try_acquire("replica-a", 2, None)
     finally:
         await admin.aclose()
     config_text = server.kubeconfig.read_text().replace(server.elector_token, "wrong-token")
@@ -434,11 +437,11 @@ async def test_missing_namespace_and_bad_credentials(
     wrong = KubernetesBackend.from_url(server.backend_url, kubeconfig=str(bad))
     try:
         with pytest.raises(AccessDenied, match="401"):
-            await wrong.get(name())
+            await wrong.lease(name()).get()
     finally:
         await wrong.aclose()
     with pytest.raises(ConfigError, match="DNS-1123"):
-        await make().try_acquire("Not_A_Name", "replica-a", 2, None)
+        await make().lease("Not_A_Name").try_acquire("replica-a", 2, None)
 
 
 async def test_unreachable_server_is_unavailable(tmp_path: Any, server: KubeAPIServer) -> None:
@@ -450,8 +453,8 @@ async def test_unreachable_server_is_unavailable(tmp_path: Any, server: KubeAPIS
     backend = KubernetesBackend.from_url(server.backend_url, kubeconfig=str(path), request_timeout=2)
     try:
         with pytest.raises(BackendUnavailable):
-            await backend.try_acquire(name(), "replica-a", 2, None)
-        watch = backend.watch(name())
+            await backend.lease(name()).try_acquire("replica-a", 2, None)
+        watch = backend.lease(name()).watch()
         with pytest.raises(BackendUnavailable):
             await asyncio.wait_for(anext(watch), 10)
     finally:
@@ -491,13 +494,13 @@ async def test_watch_resumes_after_the_stream_ends_and_after_410(
     monkeypatch.setattr(module, "_WATCH_SECONDS", 1)  # the server ends each watch after 1 s
     backend, actor = make(), make()
     election = name()
-    record = (await actor.try_acquire(election, "replica-a", 2, None)).record
+    record = (await actor.lease(election).try_acquire("replica-a", 2, None)).record
     assert record is not None
-    watch = backend.watch(election)
+    watch = backend.lease(election).watch()
     first = await anext(watch)
     assert first is not None and first.version == record.version
     await asyncio.sleep(2.5)  # at least two server-side ends of the watch
-    record = await actor.renew(record)
+    record = await actor.lease(record.election).renew(record)
     nxt = await asyncio.wait_for(anext(watch), 5)
     assert nxt is not None and nxt.version == record.version
 
@@ -521,23 +524,24 @@ async def test_watch_relists_after_410_gone(
     url = f"{server.backend_url}?kubeconfig={server.kubeconfig}"
     backend, actor = KubernetesBackend.from_url(url), KubernetesBackend.from_url(url)
     lists: list[str] = []
-    list_one = backend._list_one
+    election = name()
+    handle = backend.lease(election)
+    list_one = handle._list_one
 
-    def counting(election: str, emit: Callable[[str, Any], None]) -> str:
+    def counting(emit: Callable[[str, Any], None]) -> str:
         lists.append(election)
-        return list_one(election, emit)
+        return list_one(emit)
 
-    backend._list_one = counting  # type: ignore[method-assign]
+    handle._list_one = counting  # type: ignore[method-assign]
     try:
-        election = name()
-        record = (await actor.try_acquire(election, "replica-a", 2, None)).record
+        record = (await actor.lease(election).try_acquire("replica-a", 2, None)).record
         assert record is not None
-        watch = backend.watch(election)
+        watch = backend.lease(election).watch()
         assert (await anext(watch)) is not None
         assert lists == [election]
         # Other writes move etcd on; compacting them away makes our version too old.
         for _ in range(3):
-            await actor.try_acquire(name(), "replica-b", 2, None)
+            await actor.lease(name()).try_acquire("replica-b", 2, None)
         revision = json.loads(server.etcd.etcdctl("endpoint", "status", "-w", "json"))[0]["Status"]["header"][
             "revision"
         ]
@@ -545,7 +549,7 @@ async def test_watch_relists_after_410_gone(
         await until(lambda: len(lists) >= 2, timeout=5)  # the resumed watch got 410 and re-listed
         relisted = await asyncio.wait_for(anext(watch), 5)
         assert relisted is not None and relisted.version == record.version
-        record = await actor.renew(record)
+        record = await actor.lease(record.election).renew(record)
         latest = await asyncio.wait_for(anext(watch), 5)
         assert latest is not None and latest.version == record.version
         await watch.aclose()
@@ -559,13 +563,13 @@ async def test_watch_reports_deletion_and_recreation(
 ) -> None:
     backend, actor = make(), make()
     election = name()
-    record = (await actor.try_acquire(election, "replica-a", 2, None)).record
+    record = (await actor.lease(election).try_acquire("replica-a", 2, None)).record
     assert record is not None
-    watch = backend.watch(election)
+    watch = backend.lease(election).watch()
     assert (await anext(watch)) is not None
     server.admin_request("DELETE", f"{LEASES.format(namespace=server.namespace)}/{election}")
     assert await asyncio.wait_for(anext(watch), 5) is None
-    again = (await actor.try_acquire(election, "replica-b", 2, None)).record
+    again = (await actor.lease(election).try_acquire("replica-b", 2, None)).record
     assert again is not None and again.holder == "replica-b"
     seen = await asyncio.wait_for(anext(watch), 5)
     assert seen is not None and seen.holder == "replica-b"
@@ -579,7 +583,7 @@ async def test_no_threads_left_after_cancel_and_aclose(make: Callable[..., Kuber
     for _ in range(3):
 
         async def follow(election: str = name()) -> None:
-            async for _record in backend.watch(election):
+            async for _record in backend.lease(election).watch():
                 pass
 
         tasks.append(asyncio.create_task(follow()))
@@ -614,12 +618,12 @@ async def test_hung_api_server_is_unavailable_within_the_timeout(uncached_server
         f"{server.backend_url}?kubeconfig={server.kubeconfig}&request_timeout=0.5"
     )
     try:
-        assert await backend.get(name()) is None  # connected and working
+        assert await backend.lease(name()).get() is None  # connected and working
         os.kill(server._proc.pid, signal.SIGSTOP)
         try:
             started = time.monotonic()
             with pytest.raises(BackendUnavailable, match="cannot reach"):
-                await backend.try_acquire(name(), "replica-a", 2, None)
+                await backend.lease(name()).try_acquire("replica-a", 2, None)
             elapsed = time.monotonic() - started
         finally:
             os.kill(server._proc.pid, signal.SIGCONT)
@@ -627,7 +631,7 @@ async def test_hung_api_server_is_unavailable_within_the_timeout(uncached_server
         deadline = time.monotonic() + 10
         while True:  # and it works again once the server answers
             try:
-                record = (await backend.try_acquire(name(), "replica-a", 2, None)).record
+                record = (await backend.lease(name()).try_acquire("replica-a", 2, None)).record
                 break
             except BackendUnavailable:
                 if time.monotonic() > deadline:

@@ -16,8 +16,9 @@ sides' own CLOCK_BOOTTIME stamps:
   from SIGSTOP it still believes it leads until its next renewal fails,
   which the SIGSTOP test shows but cannot hold against it.
 
-No two terms may overlap and ``leaseTransitions`` (the fencing token) must
-grow with each one.
+No two terms may overlap and ``leaseTransitions`` must grow with each one
+(leaderlib's fencing token is ``leaseTransitions + 1``; terms here compare
+``leaseTransitions``).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from typing import Any
 import pytest
 
 from leaderlib import LeaderElector
+from leaderlib.backends import FIRST_TOKEN
 from leaderlib.backends.kubernetes import KubernetesBackend
 from leaderlib.testing.clientgo import ClientGoElector, ElectorEvent
 from leaderlib.testing.servers import KubeAPIServer
@@ -92,8 +94,9 @@ def lease_spec(kube: KubeAPIServer, name: str) -> dict[str, Any]:
 
 
 def leaderlib_term(replica: ClientGoElector, token: int) -> Term:
-    """The replica's term with ``token``: from its start to the earlier of its work's
-    cancellation and renew_deadline past its last request sent in the term."""
+    """The replica's term with fencing token ``token``: from its start to the earlier of its
+    work's cancellation and renew_deadline past its last request sent in the term; its
+    ``token`` is the term's leaseTransitions (the fencing token - FIRST_TOKEN), as client-go's."""
     events = replica.events
     deadline = next(e for e in events if e.event == "ready").extra["renew_deadline"]
     started = next(e for e in events if e.event == "started_leading" and e.extra["fencing_token"] == token)
@@ -104,9 +107,12 @@ def leaderlib_term(replica: ClientGoElector, token: int) -> Term:
             sent = [event]
         if event.event == "work_cancelled" and event.extra["fencing_token"] == token:
             return Term(
-                replica.identity, started.boottime, min(event.boottime, sent[0].boottime + deadline), token
+                replica.identity,
+                started.boottime,
+                min(event.boottime, sent[0].boottime + deadline),
+                token - FIRST_TOKEN,
             )
-    return Term(replica.identity, started.boottime, sent[0].boottime + deadline, token)
+    return Term(replica.identity, started.boottime, sent[0].boottime + deadline, token - FIRST_TOKEN)
 
 
 def client_go_term(go: ClientGoElector, token: int, cut: float | None) -> Term:
@@ -234,7 +240,7 @@ def test_client_go_hands_over_to_leaderlib(
         lost = go.wait_for("stopped_leading", timeout=DEADLINE + 10)
         assert lost.extra["reason"] == "lost"
     ours_token = took.extra["fencing_token"]
-    assert ours_token == lease_spec(kube_apiserver, name)["leaseTransitions"]
+    assert ours_token == lease_spec(kube_apiserver, name)["leaseTransitions"] + FIRST_TOKEN
     assert_no_overlap(
         [
             client_go_term(go, go_token, cut=None if how == "graceful" else cut),

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from leaderlib._errors import ConfigError, CorruptLeaseRecord
+from leaderlib.backends import FIRST_TOKEN
 from leaderlib.backends.kubernetes import (
     ROLE_YAML,
     KubernetesBackend,
@@ -104,7 +105,8 @@ def test_record_from_client_go_lease() -> None:
     )
     assert record.holder == "pod-a"
     assert record.lease_duration == 15.0
-    assert record.fencing_token == 3 == record.transitions
+    assert record.transitions == 3
+    assert record.fencing_token == 4, "the token is leaseTransitions + 1: FIRST_TOKEN for a new Lease"
     assert record.version == "4711"
     assert record.acquire_time == dt.datetime(2026, 11, 28, 12, 0, 5, tzinfo=UTC)
     assert record.renew_time == dt.datetime(2026, 11, 28, 12, 0, 9, 250000, tzinfo=UTC)
@@ -115,7 +117,7 @@ def test_released_and_empty_leases_are_free() -> None:
     released = record_from_lease("jobs", lease(holderIdentity="", leaseDurationSeconds=1, leaseTransitions=4))
     assert not released.is_held and released.transitions == 4
     empty = record_from_lease("jobs", lease())
-    assert not empty.is_held and empty.fencing_token == 0
+    assert not empty.is_held and empty.fencing_token == FIRST_TOKEN
 
 
 @pytest.mark.parametrize(

@@ -56,16 +56,16 @@ async def opened(url: str) -> AsyncIterator[RedisBackend]:
 
 async def full_cycle(backend: RedisBackend, name: str) -> None:
     """Acquire, observe, renew, watch, release: every call the elector makes."""
-    record = (await backend.try_acquire(name, "replica-a", LEASE, None)).record
+    record = (await backend.lease(name).try_acquire("replica-a", LEASE, None)).record
     assert record is not None and record.holder == "replica-a"
-    seen = await backend.get(name)
+    seen = await backend.lease(name).get()
     assert seen is not None and seen.holder == "replica-a" and seen.fencing_token == record.fencing_token
-    renewed = await backend.renew(record)
+    renewed = await backend.lease(record.election).renew(record)
     assert renewed.version != record.version and renewed.fencing_token == record.fencing_token
     heard: list[LeaseRecord | None] = []
 
     async def follow() -> None:
-        async for item in backend.watch(name):
+        async for item in backend.lease(name).watch():
             heard.append(item)
 
     task = asyncio.create_task(follow())
@@ -74,7 +74,7 @@ async def full_cycle(backend: RedisBackend, name: str) -> None:
             if heard:
                 break
             await asyncio.sleep(0.01)
-        await backend.release(renewed)
+        await backend.lease(renewed.election).release(renewed)
         for _ in range(200):
             if len(heard) >= 2:
                 break
@@ -85,7 +85,7 @@ async def full_cycle(backend: RedisBackend, name: str) -> None:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
-    assert await backend.get(name) is None
+    assert await backend.lease(name).get() is None
 
 
 # --------------------------------------------------------------------------- URLs
@@ -146,9 +146,10 @@ def test_keywords_win_over_query_string() -> None:
     assert backend.prefix == "kw:"
     kwargs = backend._client.connection_pool.connection_kwargs
     assert kwargs["password"] == "kw-pw" and kwargs["socket_timeout"] == 3.0
-    assert backend.key("jobs") == "kw:jobs"
-    assert backend.fencing_key("jobs") == "kw:jobs:fencing"
-    assert backend.channel("jobs") == "kw:jobs:events"
+    lease = backend.lease("jobs")
+    assert lease.key == "kw:jobs"
+    assert lease.fencing_key == "kw:jobs:fencing"
+    assert lease.channel == "kw:jobs:events"
 
 
 @pytest.mark.parametrize(
@@ -176,11 +177,11 @@ def test_bad_urls_name_the_field(url: str, field: str) -> None:
 async def test_uncontended_acquisition_is_one_round_trip(redis_server: RedisServer) -> None:
     """The acquisition is one EVALSHA (after the script is known): no GET, no second command."""
     async with opened(redis_server.url) as backend:
-        await backend.try_acquire(election(), "warm-up", LEASE, None)  # loads the script
+        await backend.lease(election()).try_acquire("warm-up", LEASE, None)  # loads the script
         admin = aioredis.Redis(**redis_server.redis_kwargs())
         try:
             before = await admin.info("commandstats")
-            await backend.try_acquire(election(), "replica-a", LEASE, None)
+            await backend.lease(election()).try_acquire("replica-a", LEASE, None)
             after = await admin.info("commandstats")
         finally:
             await admin.aclose()
@@ -200,33 +201,33 @@ async def test_a_new_term_over_our_own_ended_record(redis_server: RedisServer) -
     a new fencing token, the old term's token no longer renews, a full lease again."""
     name = election()
     async with opened(redis_server.url) as backend:
-        first = (await backend.try_acquire(name, "replica-a", LEASE, None)).record
+        first = (await backend.lease(name).try_acquire("replica-a", LEASE, None)).record
         assert first is not None
         await asyncio.sleep(0.3)
-        refused = await backend.try_acquire(name, "replica-a", LEASE, None)
+        refused = await backend.lease(name).try_acquire("replica-a", LEASE, None)
         assert not refused.acquired
-        again = await backend.try_acquire(name, "replica-a", LEASE, first)
+        again = await backend.lease(name).try_acquire("replica-a", LEASE, first)
         assert again.acquired and again.record is not None
         assert again.record.fencing_token == first.fencing_token + 1
         assert again.record.expires_in == pytest.approx(LEASE)
         with pytest.raises(LeaseLost):
-            await backend.renew(first)
+            await backend.lease(first.election).renew(first)
 
 
 async def test_noscript_after_script_flush_is_reloaded(redis_server: RedisServer) -> None:
     name = election()
     async with opened(redis_server.url) as backend:
-        record = (await backend.try_acquire(name, "replica-a", LEASE, None)).record
+        record = (await backend.lease(name).try_acquire("replica-a", LEASE, None)).record
         assert record is not None
         admin = aioredis.Redis(**redis_server.redis_kwargs())
         try:
             await admin.script_flush()
         finally:
             await admin.aclose()
-        renewed = await backend.renew(record)
+        renewed = await backend.lease(record.election).renew(record)
         assert renewed.fencing_token == record.fencing_token
-        await backend.release(renewed)
-        assert await backend.get(name) is None
+        await backend.lease(renewed.election).release(renewed)
+        assert await backend.lease(name).get() is None
 
 
 @pytest.mark.parametrize(
@@ -248,7 +249,10 @@ async def test_unreadable_values_are_corrupt_records_naming_the_key(
     try:
         await admin.set(f"leaderlib:{name}", value)
         async with opened(redis_server.url) as backend:
-            for call in (backend.get(name), backend.try_acquire(name, "replica-a", LEASE, None)):
+            for call in (
+                backend.lease(name).get(),
+                backend.lease(name).try_acquire("replica-a", LEASE, None),
+            ):
                 with pytest.raises(CorruptLeaseRecord) as caught:
                     await call
                 assert f"leaderlib:{name}" in str(caught.value)
@@ -265,9 +269,9 @@ async def test_wrong_kinds_of_keys_are_corrupt_records(redis_server: RedisServer
         await admin.set(f"leaderlib:{counter_is_text}:fencing", "seven")
         async with opened(redis_server.url) as backend:
             with pytest.raises(CorruptLeaseRecord, match="wrong kind"):
-                await backend.try_acquire(lease_is_hash, "replica-a", LEASE, None)
+                await backend.lease(lease_is_hash).try_acquire("replica-a", LEASE, None)
             with pytest.raises(CorruptLeaseRecord, match=f"leaderlib:{counter_is_text}:fencing"):
-                await backend.try_acquire(counter_is_text, "replica-a", LEASE, None)
+                await backend.lease(counter_is_text).try_acquire("replica-a", LEASE, None)
         assert await admin.get(f"leaderlib:{counter_is_text}") is None, "nothing may be written"
     finally:
         await admin.aclose()
@@ -279,7 +283,7 @@ async def test_watch_fails_when_its_connection_is_killed(redis_server: RedisServ
         heard = asyncio.Event()
 
         async def follow() -> None:
-            async for _ in backend.watch(name):
+            async for _ in backend.lease(name).watch():
                 heard.set()
 
         task = asyncio.create_task(follow())
@@ -299,7 +303,7 @@ async def test_unreachable_server_is_unavailable_quickly() -> None:
     async with opened(f"redis://127.0.0.1:{free_port()}?socket_connect_timeout=0.5") as backend:
         started_at = time.monotonic()
         with pytest.raises(BackendUnavailable) as caught:
-            await backend.try_acquire(election(), "replica-a", LEASE, None)
+            await backend.lease(election()).try_acquire("replica-a", LEASE, None)
         assert time.monotonic() - started_at < 2.0
         assert caught.value.backend == "redis" and caught.value.election
 
@@ -323,8 +327,8 @@ async def test_acl_user_outside_its_prefix_is_told_what_to_grant(acl_server: Red
     url = acl_server.url_for("elector", "s3cret")  # default prefix leaderlib:, not granted
     async with opened(url) as backend:
         for call in (
-            backend.try_acquire(election(), "replica-a", LEASE, None),
-            backend.get(election()),
+            backend.lease(election()).try_acquire("replica-a", LEASE, None),
+            backend.lease(election()).get(),
         ):
             with pytest.raises(AccessDenied) as caught:
                 await call
@@ -364,9 +368,9 @@ async def test_acl_user_missing_a_command_is_denied_and_writes_nothing(acl_serve
     name = election()
     async with opened(acl_server.url_for("nopublish", "pw") + "?prefix=app:") as backend:
         with pytest.raises(AccessDenied, match=r"\+publish"):
-            await backend.try_acquire(name, "replica-a", LEASE, None)
+            await backend.lease(name).try_acquire("replica-a", LEASE, None)
     async with opened(acl_server.url_for("elector", "s3cret") + "?prefix=app:") as backend:
-        assert await backend.get(name) is None, "a refused acquisition must leave no lease behind"
+        assert await backend.lease(name).get() is None, "a refused acquisition must leave no lease behind"
 
 
 @pytest.mark.parametrize("credentials", [("elector", "wrong"), ("nobody", "s3cret"), (None, None)])
@@ -376,7 +380,7 @@ async def test_wrong_credentials_fail_fast_and_clearly(
     async with opened(acl_server.url_for(*credentials) + "?prefix=app:") as backend:
         started_at = time.monotonic()
         with pytest.raises(AccessDenied) as caught:
-            await backend.try_acquire(election(), "replica-a", LEASE, None)
+            await backend.lease(election()).try_acquire("replica-a", LEASE, None)
         assert time.monotonic() - started_at < 1.0
         assert "credentials" in str(caught.value) or "permission" in str(caught.value)
 
@@ -397,7 +401,7 @@ async def test_tls(client_auth: bool) -> None:
         # Without the CA the server's certificate cannot be verified: no silent downgrade.
         async with opened(server.url) as backend:
             with pytest.raises(BackendUnavailable):
-                await backend.get(election())
+                await backend.lease(election()).get()
 
 
 # --------------------------------------------------------------------------- restarts
@@ -420,15 +424,17 @@ async def test_restart_with_persistence_renews_the_same_lease(tmp_path: Path) ->
     name = election()
     try:
         async with opened(server.url) as leader, opened(server.url) as other:
-            record = (await leader.try_acquire(name, "leader", LEASE * 3, None)).record
+            record = (await leader.lease(name).try_acquire("leader", LEASE * 3, None)).record
             assert record is not None and record.holder == "leader"
             server = restart(server, tmp_path, **options)
             with pytest.raises(BackendUnavailable):
-                await leader.renew(record)  # down: the elector retries until its deadline
+                await leader.lease(record.election).renew(
+                    record
+                )  # down: the elector retries until its deadline
             server.start()
-            renewed = await leader.renew(record)
+            renewed = await leader.lease(record.election).renew(record)
             assert renewed.holder == "leader" and renewed.fencing_token == record.fencing_token
-            taken = (await other.try_acquire(name, "other", LEASE, None)).record
+            taken = (await other.lease(name).try_acquire("other", LEASE, None)).record
             assert taken is not None and taken.holder == "leader", "never two leaders"
     finally:
         server.stop()
@@ -441,16 +447,16 @@ async def test_restart_without_persistence_loses_the_lease_loudly(tmp_path: Path
     name = election()
     try:
         async with opened(server.url) as leader, opened(server.url) as other:
-            record = (await leader.try_acquire(name, "leader", LEASE, None)).record
+            record = (await leader.lease(name).try_acquire("leader", LEASE, None)).record
             assert record is not None
             server = restart(server, tmp_path)
             server.start()
-            taken = (await other.try_acquire(name, "other", LEASE, None)).record
+            taken = (await other.lease(name).try_acquire("other", LEASE, None)).record
             assert taken is not None and taken.holder == "other"
             with pytest.raises(LeaseLost):
-                await leader.renew(record)
-            await leader.release(record)
-            still = await other.get(name)
+                await leader.lease(record.election).renew(record)
+            await leader.lease(record.election).release(record)
+            still = await other.lease(name).get()
             assert still is not None and still.holder == "other"
     finally:
         server.stop()
@@ -464,7 +470,7 @@ async def test_foreign_record_in_the_documented_format_is_read(redis_server: Red
         value = {"holder": "other-impl", "token": "abc", "fencing_token": 7, "lease_duration": LEASE}
         await admin.set(f"leaderlib:{name}", json.dumps(value), px=int(LEASE * 1000))
         async with opened(redis_server.url) as backend:
-            held = (await backend.try_acquire(name, "replica-a", LEASE, None)).record
+            held = (await backend.lease(name).try_acquire("replica-a", LEASE, None)).record
             assert held is not None and held.holder == "other-impl" and held.fencing_token == 7
             assert held.expires_in is not None and 0 < held.expires_in <= LEASE
     finally:

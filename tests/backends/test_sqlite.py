@@ -75,17 +75,17 @@ CONTENDER = textwrap.dedent(
         backend = SQLiteBackend.from_url(url)
         tokens = []
         first = {}
-        await backend.get("warm-up")  # open the file before the race starts
+        await backend.lease("warm-up").get()  # open the file before the race starts
         while time.time() < start:
             await asyncio.sleep(0.001)
-        record = (await backend.try_acquire("race", me, 5.0, None)).record
+        record = (await backend.lease("race").try_acquire(me, 5.0, None)).record
         first = {"holder": record.holder, "token": record.fencing_token}
         # Then churn: acquire and release as fast as possible on another election.
         for _ in range(rounds):
-            record = (await backend.try_acquire("churn", me, 5.0, None)).record
+            record = (await backend.lease("churn").try_acquire(me, 5.0, None)).record
             if record is not None and record.holder == me:
                 tokens.append(record.fencing_token)
-                await backend.release(record)
+                await backend.lease(record.election).release(record)
         await backend.aclose()
         print(json.dumps({"first": first, "tokens": tokens}))
 
@@ -136,10 +136,10 @@ HOLDER = textwrap.dedent(
 
     async def main(url):
         backend = SQLiteBackend.from_url(url)
-        record = (await backend.try_acquire("watched", "other-process", 5.0, None)).record
+        record = (await backend.lease("watched").try_acquire("other-process", 5.0, None)).record
         print("held", flush=True)
         sys.stdin.readline()
-        await backend.release(record)
+        await backend.lease(record.election).release(record)
         print("released", flush=True)
         await backend.aclose()
 
@@ -166,7 +166,7 @@ async def test_watch_sees_another_process_release(backend: SQLiteBackend, db: Pa
         released = asyncio.Event()
 
         async def follow() -> None:
-            async for record in backend.watch("watched"):
+            async for record in backend.lease("watched").watch():
                 seen.append(record.holder if record else "<none>")
                 if record is not None and not record.is_held:
                     released.set()
@@ -193,45 +193,45 @@ async def test_watch_sees_another_process_release(backend: SQLiteBackend, db: Pa
 
 
 async def test_expiry_follows_the_boot_clock_not_the_wall_times(backend: SQLiteBackend, db: Path) -> None:
-    await backend.get("setup")
+    await backend.lease("setup").get()
     # Wall times far in the past, deadline ahead on the boot clock: held.
     put_row(db, "old-wall", "a", expires_at=boottime() + 1.5, wall="2001-01-01T00:00:00+00:00")
-    record = (await backend.try_acquire("old-wall", "b", 2.0, None)).record
+    record = (await backend.lease("old-wall").try_acquire("b", 2.0, None)).record
     assert record is not None and record.holder == "a"
     assert record.expires_in is not None and 1.0 < record.expires_in <= 1.5
 
     # Wall times a year ahead, deadline passed on the boot clock: free.
     put_row(db, "future-wall", "a", expires_at=boottime() - 0.01, wall="2099-01-01T00:00:00+00:00")
-    seen = await backend.get("future-wall")
+    seen = await backend.lease("future-wall").get()
     assert seen is not None and not seen.is_held and seen.expires_in == 0.0
-    taken = (await backend.try_acquire("future-wall", "b", 2.0, None)).record
+    taken = (await backend.lease("future-wall").try_acquire("b", 2.0, None)).record
     assert taken is not None and taken.holder == "b" and taken.fencing_token == 6
 
 
 async def test_deadline_from_before_a_reboot_is_ignored(backend: SQLiteBackend, db: Path) -> None:
     """CLOCK_BOOTTIME restarts at a reboot, so an old deadline may lie far ahead. No
     deadline can be more than lease_duration away; such a row is from another boot."""
-    await backend.get("setup")
+    await backend.lease("setup").get()
     put_row(db, "rebooted", "a", expires_at=boottime() + 100_000, lease_duration=2.0)
-    taken = (await backend.try_acquire("rebooted", "b", 2.0, None)).record
+    taken = (await backend.lease("rebooted").try_acquire("b", 2.0, None)).record
     assert taken is not None and taken.holder == "b"
 
 
 async def test_renewing_an_expired_lease_is_lost(backend: SQLiteBackend, db: Path) -> None:
-    record = (await backend.try_acquire("lapsed", "a", 2.0, None)).record
+    record = (await backend.lease("lapsed").try_acquire("a", 2.0, None)).record
     assert record is not None
     raw(db, f"UPDATE {TABLE} SET expires_at = ? WHERE election = 'lapsed'", (boottime() - 0.01,))
     with pytest.raises(LeaseLost):
-        await backend.renew(record)
+        await backend.lease(record.election).renew(record)
 
 
 async def test_watch_wakes_when_the_lease_runs_out(backend: SQLiteBackend) -> None:
     """Expiry writes nothing, so the watch wakes at the deadline on its own."""
-    await backend.try_acquire("short", "a", 0.4, None)
+    await backend.lease("short").try_acquire("a", 0.4, None)
     holders: list[str] = []
 
     async def follow() -> None:
-        async for record in backend.watch("short"):
+        async for record in backend.lease("short").watch():
             holders.append(record.holder if record else "<none>")
             if record is not None and not record.is_held:
                 return
@@ -246,22 +246,22 @@ async def test_watch_wakes_when_the_lease_runs_out(backend: SQLiteBackend) -> No
 
 
 async def test_release_keeps_the_fencing_counter(backend: SQLiteBackend, db: Path) -> None:
-    first = (await backend.try_acquire("e", "a", 2.0, None)).record
+    first = (await backend.lease("e").try_acquire("a", 2.0, None)).record
     assert first is not None and first.fencing_token == 1
-    await backend.release(first)
+    await backend.lease(first.election).release(first)
     assert raw(db, f"SELECT holder, fencing_token FROM {TABLE} WHERE election = 'e'") == [("", 1)]
-    released = await backend.get("e")
+    released = await backend.lease("e").get()
     assert released is not None and not released.is_held
-    second = (await backend.try_acquire("e", "a", 2.0, None)).record
+    second = (await backend.lease("e").try_acquire("a", 2.0, None)).record
     assert second is not None and second.fencing_token == 2 and second.transitions == 1
 
 
 async def test_release_of_a_stale_record_does_nothing(backend: SQLiteBackend) -> None:
-    record = (await backend.try_acquire("e", "a", 2.0, None)).record
+    record = (await backend.lease("e").try_acquire("a", 2.0, None)).record
     assert record is not None
-    renewed = await backend.renew(record)
-    await backend.release(record)
-    still = await backend.get("e")
+    renewed = await backend.lease(record.election).renew(record)
+    await backend.lease(record.election).release(record)
+    still = await backend.lease("e").get()
     assert still is not None and still.holder == "a" and still.version == renewed.version
 
 
@@ -270,7 +270,7 @@ async def test_wal_mode_and_table_option(db: Path) -> None:
     try:
         assert isinstance(backend, SQLiteBackend)
         assert backend.busy_timeout == 0.5
-        await backend.try_acquire("e", "a", 2.0, None)
+        await backend.lease("e").try_acquire("a", 2.0, None)
     finally:
         await backend.aclose()
     assert raw(db, "PRAGMA journal_mode") == [("wal",)]
@@ -279,16 +279,16 @@ async def test_wal_mode_and_table_option(db: Path) -> None:
 
 async def test_locked_beyond_busy_timeout_is_unavailable(db: Path) -> None:
     backend = SQLiteBackend.from_url(f"sqlite://{db}", busy_timeout=0.2)
-    await backend.get("setup")
+    await backend.lease("setup").get()
     blocker = sqlite3.connect(db, isolation_level=None)
     try:
         blocker.execute("BEGIN IMMEDIATE")
         started = time.monotonic()
         with pytest.raises(BackendUnavailable, match="locked"):
-            await backend.try_acquire("e", "a", 2.0, None)
+            await backend.lease("e").try_acquire("a", 2.0, None)
         assert 0.15 < time.monotonic() - started < 2.0
         blocker.execute("ROLLBACK")
-        record = (await backend.try_acquire("e", "a", 2.0, None)).record
+        record = (await backend.lease("e").try_acquire("a", 2.0, None)).record
         assert record is not None and record.holder == "a"
     finally:
         blocker.close()
@@ -297,21 +297,21 @@ async def test_locked_beyond_busy_timeout_is_unavailable(db: Path) -> None:
 
 async def test_closed_backend_is_unavailable(db: Path) -> None:
     backend = SQLiteBackend.from_url(f"sqlite://{db}")
-    await backend.get("e")
+    await backend.lease("e").get()
     await backend.aclose()
     with pytest.raises(BackendUnavailable, match="closed"):
-        await backend.get("e")
+        await backend.lease("e").get()
 
 
 # -- clear errors ----------------------------------------------------------------
 
 
 async def test_corrupt_row_names_file_table_and_column(backend: SQLiteBackend, db: Path) -> None:
-    await backend.get("setup")
+    await backend.lease("setup").get()
     put_row(db, "bad", "a", expires_at=boottime() + 2)
     raw(db, f"UPDATE {TABLE} SET fencing_token = 'seven' WHERE election = 'bad'")
     with pytest.raises(CorruptLeaseRecord) as caught:
-        await backend.try_acquire("bad", "b", 2.0, None)
+        await backend.lease("bad").try_acquire("b", 2.0, None)
     message = str(caught.value)
     assert str(db) in message and TABLE in message and "'bad'" in message
     assert "fencing_token='seven'" in message
@@ -322,7 +322,7 @@ async def test_foreign_table_without_our_columns(db: Path) -> None:
     backend = SQLiteBackend.from_url(f"sqlite://{db}")
     try:
         with pytest.raises(CorruptLeaseRecord, match="columns"):
-            await backend.get("e")
+            await backend.lease("e").get()
     finally:
         await backend.aclose()
 
@@ -345,7 +345,7 @@ async def test_file_replaced_by_garbage_after_start(db: Path) -> None:
     try:
         db.write_bytes(b"garbage " * 512)
         with pytest.raises(CorruptLeaseRecord, match="not a readable SQLite database"):
-            await backend.get("e")
+            await backend.lease("e").get()
     finally:
         await backend.aclose()
 
@@ -355,7 +355,7 @@ async def test_unwritable_directory_says_what_to_grant() -> None:
     backend = SQLiteBackend.from_url("sqlite:///proc/leaderlib-test.db")
     try:
         with pytest.raises(AccessDenied, match="write permission"):
-            await backend.get("e")
+            await backend.lease("e").get()
     finally:
         await backend.aclose()
 

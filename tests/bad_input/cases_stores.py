@@ -42,7 +42,7 @@ async def _redis_key_without_ttl(ctx: Context) -> Seen:
     finally:
         await client.aclose()
     async with _backend(server.url) as backend:
-        return await raised(lambda: backend.try_acquire(election, "me", 2.0, None))
+        return await raised(lambda: backend.lease(election).try_acquire("me", 2.0, None))
 
 
 @case("store.redis-not-a-lease")
@@ -54,23 +54,30 @@ async def _redis_key_not_a_lease(ctx: Context) -> Seen:
     finally:
         await client.aclose()
     async with _backend(server.url) as backend:
-        return await raised(lambda: backend.get(election))
+        return await raised(lambda: backend.lease(election).get())
 
 
 @case("store.redis-reserved-suffix")
 async def _redis_reserved_suffix(ctx: Context) -> Seen:
     async with _backend(_redis(ctx).url) as backend:
-        return await raised(lambda: backend.try_acquire("nightly:fencing", "me", 2.0, None))
+        return await raised(lambda: backend.lease("nightly:fencing").try_acquire("me", 2.0, None))
 
 
 @case("store.redis-wrong-password")
 async def _redis_wrong_password(ctx: Context) -> Seen:
     with RedisServer(password="the-password", directory=ctx.tmp_path / "redis") as server:
         async with _backend(server.url_for(None, "not-the-password")) as backend:
-            return await raised(lambda: backend.get(_name()))
+            return await raised(lambda: backend.lease(_name()).get())
 
 
 @case("store.redis-unreachable")
 async def _redis_unreachable(ctx: Context) -> Seen:
     async with _backend(f"redis://127.0.0.1:{free_port()}?socket_connect_timeout=0.5") as backend:
-        return await raised(lambda: backend.get(_name()))
+        return await raised(lambda: backend.lease(_name()).get())
+
+
+@case("store.etcd-nested-name")
+async def _etcd_nested_name(ctx: Context) -> Seen:
+    # Refused when the handle is made: no etcd needs to answer.
+    async with _backend("etcd://127.0.0.1:2379") as backend:
+        return await raised(lambda: backend.lease("jobs/nightly"))

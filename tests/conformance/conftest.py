@@ -25,17 +25,37 @@ def _store_modules() -> dict[str, ModuleType]:
 STORES = _store_modules()
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--store-module",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="also run the suite on the store whose harness module (make_harness) this is, "
+        "e.g. a third-party backend's; repeatable",
+    )
+
+
+def _stores(config: pytest.Config) -> dict[str, ModuleType]:
+    """The suite's own stores, and those given with --store-module (named by their last part)."""
+    found = dict(STORES)
+    for name in config.getoption("--store-module", default=[]):
+        found[name.rpartition(".")[2]] = importlib.import_module(name)
+    return found
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "harness" in metafunc.fixturenames:
-        names = list(STORES)
+        stores = _stores(metafunc.config)
+        names = list(stores)
         if metafunc.definition.get_closest_marker("corruptible"):
-            names = [name for name in names if getattr(STORES[name], "CORRUPTIBLE", True)]
+            names = [name for name in names if getattr(stores[name], "CORRUPTIBLE", True)]
         metafunc.parametrize("store_name", names)
 
 
 @pytest.fixture
 def harness(store_name: str, request: pytest.FixtureRequest) -> Harness:
-    module = STORES[store_name]
+    module = _stores(request.config)[store_name]
     made: Harness = module.make_harness(request)
     return made
 

@@ -461,7 +461,7 @@ def test_leaderlib_in_a_pod_of_another_namespace_is_denied(
     async def attempt(url: str) -> None:
         backend = KubernetesBackend.from_url(url)
         try:
-            await backend.get("message-poller")
+            await backend.lease("message-poller").get()
         finally:
             await backend.aclose()
 

@@ -523,7 +523,9 @@ async def test_access_denied_that_lasts_past_the_grace_makes_run_raise(
     backend.script("try_acquire", Raise(AccessDenied), times=None)
     await clock.advance(DEADLINE + DENIAL_GRACE / 2)
     assert not task.done()
-    assert "acquisition attempts still failing" in [constant_message(r) for r in caplog.records]  # a reminder while it lasts
+    assert "acquisition attempts still failing" in [
+        constant_message(r) for r in caplog.records
+    ]  # a reminder while it lasts
     await clock.advance(DENIAL_GRACE / 2 + 2 * RETRY)
     assert task.done()
     with pytest.raises(AccessDenied):
@@ -545,7 +547,9 @@ async def test_corrupt_record_is_logged_and_retried_never_replaced(
         errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
         assert [constant_message(r) for r in errors] == ["acquisition attempt failed; will retry"]
         assert "scripted failure" in errors[0].__dict__["error"]
-        assert "acquisition attempt failed again" in [constant_message(r) for r in caplog.records]  # repeats go to DEBUG
+        assert "acquisition attempt failed again" in [
+            constant_message(r) for r in caplog.records
+        ]  # repeats go to DEBUG
 
         backend.clear("try_acquire")  # repaired by an operator
         await clock.advance(RETRY + 0.01)
