@@ -1,0 +1,121 @@
+"""The Lua scripts of the Redis backend, run by SHA, and the ACL grant they need.
+
+Every write of a lease runs in one script, so it is one round trip, and
+every write a follower must hear PUBLISHes its result inside that script:
+a follower's watch builds the new record from the message alone.
+Messages on ``P E :events``::
+
+    acquired <pttl_ms> <value>    a new term; value is the stored JSON record
+    renewed <pttl_ms> <value>     the same term, extended
+    released                      the lease was deleted
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+
+__all__ = ["ACQUIRE", "GRANT", "RELEASE", "RENEW", "Script"]
+
+# Start a new term if nobody holds the lease, or if it is exactly the version
+# the elector judged ended (ARGV[3]); otherwise report who holds it. One
+# round trip either way.
+#   KEYS[1]  the lease key            KEYS[2]  the fencing counter key
+#   ARGV[1]  lease in milliseconds
+#   ARGV[2]  the new record as a JSON object without its closing brace and
+#            without fencing_token/transitions, which the script appends
+#            (holder, random token, lease_duration, acquire/renew time, seq 1)
+#   ARGV[3]  the takeover version "<token>.<seq>", or "" for none
+#   returns  {value, pttl_ms, acquired}: the value now at KEYS[1], and 1 if
+#            this call wrote it
+#   publishes 'acquired <pttl_ms> <value>' on KEYS[1]..':events' for a new term
+# A live lease is never adopted because its holder names us: every new term
+# gets a new fencing token, and only the exact version the elector ended
+# (its own lost term, say) may be replaced before Redis expires it.
+# Redis does not undo a script's writes when a later command in it fails,
+# so everything that can fail (INCR on a broken counter, PUBLISH without the
+# ACL channel permission) runs before the SET. Subscribers still hear the
+# PUBLISH only after the script, when the SET is in place. INCR comes after
+# the GET so a failed attempt never burns a token. The record is built by
+# concatenation and the arguments are few: this is the hot path, measured
+# against a bare SET NX PX.
+_ACQUIRE = """
+local current = redis.call('GET', KEYS[1])
+if current then
+  local ended = false
+  if ARGV[3] ~= '' then
+    local ok, rec = pcall(cjson.decode, current)
+    ended = ok and type(rec) == 'table' and (tostring(rec.token) .. '.' .. tostring(rec.seq)) == ARGV[3]
+  end
+  if not ended then
+    return {current, redis.call('PTTL', KEYS[1]), 0}
+  end
+end
+local fencing = redis.call('INCR', KEYS[2])
+local value = ARGV[2] .. ',"fencing_token":' .. fencing .. ',"transitions":' .. (fencing - 1) .. '}'
+redis.call('PUBLISH', KEYS[1] .. ':events', 'acquired ' .. ARGV[1] .. ' ' .. value)
+redis.call('SET', KEYS[1], value, 'PX', ARGV[1])
+return {value, tonumber(ARGV[1]), 1}
+"""
+
+# Extend the lease if it is still the one acquired with ARGV[1], and tell
+# the followers the new record, so they need not read it.
+#   KEYS[1]  the lease key
+#   ARGV[1]  the acquisition's random token   ARGV[2]  lease in milliseconds
+#   ARGV[3]  wall time now, ISO-8601
+#   returns  the new value, or false if the key holds anything else (lease lost)
+#   publishes 'renewed <pttl_ms> <value>' on KEYS[1]..':events'
+# PUBLISH before SET: if the ACL refuses the channel, nothing was written.
+_RENEW = """
+local current = redis.call('GET', KEYS[1])
+if not current then return false end
+local ok, rec = pcall(cjson.decode, current)
+if not ok or type(rec) ~= 'table' or rec.token ~= ARGV[1] then return false end
+rec.seq = (tonumber(rec.seq) or 0) + 1
+rec.renew_time = ARGV[3]
+local value = cjson.encode(rec)
+redis.call('PUBLISH', KEYS[1] .. ':events', 'renewed ' .. ARGV[2] .. ' ' .. value)
+redis.call('SET', KEYS[1], value, 'PX', ARGV[2])
+return value
+"""
+
+# Delete the lease if it is still the one acquired with ARGV[1], and tell
+# the followers at once.
+#   KEYS[1]  the lease key
+#   ARGV[1]  the acquisition's random token
+#   returns  1 if released, 0 if the lease was no longer ours
+#   publishes 'released' on KEYS[1]..':events'
+# PUBLISH before DEL: if the ACL refuses the channel, the lease stays ours.
+_RELEASE = """
+local current = redis.call('GET', KEYS[1])
+if not current then return 0 end
+local ok, rec = pcall(cjson.decode, current)
+if not ok or type(rec) ~= 'table' or rec.token ~= ARGV[1] then return 0 end
+redis.call('PUBLISH', KEYS[1] .. ':events', 'released')
+redis.call('DEL', KEYS[1])
+return 1
+"""
+
+#: What a least-privilege ACL user needs, for error messages and the docs.
+GRANT = (
+    "ACL SETUSER <user> on >PASSWORD resetkeys ~{prefix}* resetchannels &{prefix}* "
+    "+get +pttl +evalsha +script|load +subscribe +unsubscribe +ping "
+    "+set +incr +del +publish"
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Script:
+    """A Lua script run by SHA; its source is sent once per server (SCRIPT LOAD on NOSCRIPT)."""
+
+    name: str
+    source: str
+
+    @property
+    def sha(self) -> str:
+        return hashlib.sha1(self.source.encode()).hexdigest()  # Redis names scripts by SHA1
+
+
+ACQUIRE = Script("acquire", _ACQUIRE)
+RENEW = Script("renew", _RENEW)
+RELEASE = Script("release", _RELEASE)
