@@ -209,6 +209,11 @@ class LeaderElector:
         # takeover still counts as a failover from that holder.
         self._previous_holder: str | None = None
         self._changed = asyncio.Event()
+        # The watch task, started after the first attempt that did not acquire and
+        # kept until run() returns; live while it has yielded since it last
+        # (re)started and has not raised: only then may a follower stop polling.
+        self._watcher: asyncio.Task[None] | None = None
+        self._watch_live = False
         self._stopping = asyncio.Event()
         self._ended: LeaseRecord | None = None
         # Store failures, for logging and for judging access denials.
@@ -278,28 +283,53 @@ class LeaderElector:
                     break
                 await self._lead(*acquired)
         finally:
+            await self._stop_watch()
             self.state = ElectorState.STOPPED
             logger.info("left election", extra={"election": self.election, "identity": self.identity})
 
     async def _campaign(self) -> tuple[LeaseRecord, float] | None:
-        """Try until this replica holds the lease; return the record and when it was asked for."""
-        watcher = asyncio.create_task(self._watch(), name=f"leaderlib-watch-{self.election}")
-        try:
-            while not self._stopping.is_set():
-                takeover = self._takeover_candidate()
-                self._changed.clear()
-                sent = self.clock.monotonic()
-                acquisition = await self._attempt(takeover)
-                if acquisition is not None:
-                    self._ended = None  # the store answered: its record is what counts now
-                    if acquisition.acquired and acquisition.record is not None:
-                        return acquisition.record, sent
-                await self._wait_before_retry()
-            return None
-        finally:
-            watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watcher
+        """Try until this replica holds the lease; return the record and when it was asked for.
+
+        The first attempt goes out before the watch is opened, so that setting
+        the watch up (a new connection on some stores) never delays it; the
+        watch starts only if that attempt did not acquire, and then lasts
+        until run() returns.
+        """
+        while not self._stopping.is_set():
+            takeover = self._takeover_candidate()
+            self._changed.clear()
+            sent = self.clock.monotonic()
+            acquisition = await self._attempt(takeover)
+            if acquisition is not None:
+                self._ended = None  # the store answered: its record is what counts now
+                if acquisition.acquired and acquisition.record is not None:
+                    return acquisition.record, sent
+            self._start_watch()
+            await self._wait_before_retry(answered=acquisition is not None)
+            self._check_watch()
+        return None
+
+    def _start_watch(self) -> None:
+        """Start the watch task unless it runs; a store's watch reads the record after
+        subscribing, so a release since the attempt is not missed."""
+        if self._watcher is None:
+            self._watcher = asyncio.create_task(self._watch(), name=f"leaderlib-watch-{self.election}")
+
+    def _check_watch(self) -> None:
+        """Raise what ended the watch task if it was an error polling cannot fix (ConfigError)."""
+        watcher = self._watcher
+        if watcher is not None and watcher.done() and not watcher.cancelled():
+            self._watcher = None
+            watcher.result()
+
+    async def _stop_watch(self) -> None:
+        watcher, self._watcher = self._watcher, None
+        self._watch_live = False
+        if watcher is None:
+            return
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher
 
     async def _attempt(self, takeover: LeaseRecord | None) -> Acquisition | None:
         """One acquisition attempt, bounded by the renew deadline; errors become None."""
@@ -433,28 +463,61 @@ class LeaderElector:
             return record
         return None
 
-    async def _wait_before_retry(self) -> None:
-        """Sleep a jittered retry period, less if the lease expires sooner; a watch wakes it."""
-        timeout = self.config.retry_period * (1 + self.config.jitter * random.random())
+    def _wake_at(self, answered: bool, poll_at: float) -> float:
+        """When a follower that saw no watch event tries again (monotonic).
+
+        While the watch is live (and the store answered the last attempt): a
+        hair past the expiry it counted from the last record it saw, so the
+        store agrees the lease is gone; if it saw the election empty, after a
+        lease_duration safety net. Otherwise it polls: at ``poll_at`` (a
+        jittered retry period after the attempt), sooner if the lease expires.
+        """
         expires_at = self._expires_at()
         if expires_at is not None:
-            # A hair past expiry, so the store agrees the lease is gone; but never
-            # faster than _MIN_RETRY, should the store be slow to drop it.
-            until_expiry = max(0.0, expires_at - self.clock.monotonic()) + 0.002
-            timeout = min(timeout, max(until_expiry, _MIN_RETRY))
-        with contextlib.suppress(TimeoutError):
-            await wait_for(self.clock, self._changed.wait(), timeout)
+            expires_at += 0.002
+        if self._watch_live and answered:
+            if expires_at is not None:
+                return expires_at
+            return self._observed_at + self.config.lease_duration
+        return poll_at if expires_at is None else min(poll_at, expires_at)
+
+    async def _wait_before_retry(self, *, answered: bool) -> None:
+        """Wait until :meth:`_wake_at` or a watch event that may mean the lease is free.
+
+        A renewal seen through the watch moves the expiry later without waking
+        the campaign; the wait then goes on to the new expiry. Never less than
+        _MIN_RETRY, should the store be slow to drop an expired lease.
+        """
+        started = self.clock.monotonic()
+        poll_at = started + self.config.retry_period * (1 + self.config.jitter * random.random())
+        while True:
+            wake_at = max(self._wake_at(answered, poll_at), started + _MIN_RETRY)
+            remaining = wake_at - self.clock.monotonic()
+            if remaining <= 0:
+                return
+            with contextlib.suppress(TimeoutError):
+                await wait_for(self.clock, self._changed.wait(), remaining)
+            if self._changed.is_set():
+                return
 
     async def _watch(self) -> None:
-        """Follow the store's change feed; wake the campaign when the lease may be free."""
+        """Follow the store's change feed; wake the campaign when the lease may be free.
+
+        Records that arrive while this elector leads are not followed (the
+        term's own renewals); the watch stays open for the next campaign.
+        """
         watch_error: str | None = None
         while not self._stopping.is_set():
             try:
                 async for record in self.lease.watch():
+                    self._watch_live = True
+                    if self.state is ElectorState.LEADING:
+                        continue
                     self._observe(record)
                     if record is None or not record.is_held or record.holder == self.identity:
                         self._changed.set()
             except ConfigError:
+                self._watch_ended()
                 raise
             except Exception as exc:  # a broken watch only costs speed: polling goes on
                 current = asyncio.current_task()
@@ -474,7 +537,14 @@ class LeaderElector:
                     else "watch ended; polling until it resumes",
                     extra={"election": self.election, "error": message},
                 )
+            self._watch_ended()
             await self.clock.sleep(self.config.retry_period)
+
+    def _watch_ended(self) -> None:
+        """The watch is no longer live: a follower waiting on it wakes, and polls from now on."""
+        if self._watch_live:
+            self._watch_live = False
+            self._changed.set()
 
     async def _lead(self, record: LeaseRecord, sent: float) -> None:
         """Hold the term: run the leader's work and renew until the term ends."""

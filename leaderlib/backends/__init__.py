@@ -211,6 +211,27 @@ class Lease(Protocol):
         Runs until cancelled; may yield spuriously. Raises
         :class:`BackendUnavailable` if the watch breaks; the elector then
         falls back to polling and watches again later.
+
+        Followers do not poll while a watch is live, so what it yields is a
+        contract:
+
+        - The first yield means "live": it is the current record, read
+          *after* the subscription is in place, so that a write between the
+          elector's last attempt and the subscription (a release) is not
+          missed. Open the watch lazily, on the first ``__anext__``.
+        - From then on, yield on every change of holder or version the store
+          can see (acquisitions, releases, takeovers, deletions; renewals
+          where the store reports them). A live follower wakes only on a
+          yield that may mean the lease is free (no record, a released one,
+          one naming itself) or at the expiry it counts from the last record
+          it saw, with a ``lease_duration`` safety net when it saw none.
+        - A store whose renewals do not reach the watch must give
+          ``expires_in`` on its records (its own TTL), or followers count
+          ``lease_duration`` from the last version they saw and spend one
+          attempt per lease period: still correct (the attempt is a
+          compare-and-swap), only not free.
+        - Raise (do not stop yielding silently) when the feed breaks: a
+          broken watch puts followers back to polling every retry period.
         """
         ...
 

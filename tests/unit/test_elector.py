@@ -22,6 +22,7 @@ from leaderlib import (
     LeaderElector,
     Leadership,
     LeaseLost,
+    LeaseRecord,
     NotLeader,
 )
 from leaderlib._elector import DENIAL_GRACE
@@ -145,18 +146,127 @@ async def test_a_lease_the_store_is_slow_to_drop_is_not_retried_in_a_hot_loop(cl
     """The store keeps answering with a record past its TTL (etcd revokes expired leases
     up to ~0.5 s late): the follower retries at most every 20 ms, not every 2 ms."""
     backend = ScriptedBackend(clock, server_expiry=True)
-    stuck = backend.seize(ELECTION, "other", lease_duration=LEASE)
-    backend.script(
-        "try_acquire",
-        Return(Acquisition(acquired=False, record=dataclasses.replace(stuck, expires_in=0.0))),
-        times=None,
-    )
+    stuck = dataclasses.replace(backend.seize(ELECTION, "other", lease_duration=LEASE), expires_in=0.0)
+    backend.script("try_acquire", Return(Acquisition(acquired=False, record=stuck)), times=None)
+
+    async def live_watch_with_nothing_new() -> AsyncIterator[LeaseRecord | None]:
+        yield stuck
+        await asyncio.Event().wait()
+
+    backend.lease(ELECTION).watch = live_watch_with_nothing_new  # type: ignore[method-assign]
     elector = make_elector(clock, backend)
     async with running(elector, clock):
         await clock.advance(1.0)
         attempts = len(backend.calls_to("try_acquire"))
         assert 10 <= attempts <= 1.0 / 0.02 + 2, attempts
         assert not elector.is_leader
+
+
+# -- followers do not poll ---------------------------------------------------------------
+
+
+def breakable_watch(backend: ScriptedBackend) -> asyncio.Event:
+    """Wrap the election's watch so that setting the returned event breaks the open one
+    (it raises BackendUnavailable); reopening it then follows the backend's scripts."""
+    lease = backend.lease(ELECTION)
+    original = lease.watch
+    broken = asyncio.Event()
+
+    async def watch() -> AsyncIterator[LeaseRecord | None]:
+        records = original().__aiter__()
+        while True:
+            following = asyncio.ensure_future(records.__anext__())
+            breaking = asyncio.ensure_future(broken.wait())
+            try:
+                done, _ = await asyncio.wait({following, breaking}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                breaking.cancel()
+            if following not in done:
+                following.cancel()
+                broken.clear()
+                raise BackendUnavailable("watch broke", election=ELECTION, backend="scripted")
+            yield following.result()
+
+    lease.watch = watch  # type: ignore[method-assign]
+    return broken
+
+
+async def test_a_follower_with_a_live_watch_attempts_only_at_the_expiry_it_counted(
+    clock: PausingClock, backend: ScriptedBackend
+) -> None:
+    """Renewals reach the follower through the watch: no attempt for a whole lease and
+    more while the holder renews; one attempt a hair past the expiry once it stops."""
+    held = backend.seize(ELECTION, "other", lease_duration=LEASE)
+    elector = make_elector(clock, backend)
+    async with running(elector, clock):
+        for _ in range(7):  # 14 s: longer than a lease, 7 retry periods
+            await clock.advance(INTERVAL)
+            backend.touch(ELECTION)
+        last_renewal = clock.monotonic()
+        assert backend.times("try_acquire") == [T0]
+        await clock.advance(LEASE - 0.001)
+        assert backend.times("try_acquire") == [T0]
+        await clock.advance(2 * SLACK)
+        assert elector.is_leader
+        _, takeover = backend.calls_to("try_acquire")
+        assert takeover.at == pytest.approx(last_renewal + LEASE, abs=SLACK)
+        assert takeover.args[2] is not None and takeover.args[2].holder == "other"
+        assert current_leadership(elector).fencing_token == held.fencing_token + 1
+
+
+async def test_a_follower_polls_at_the_retry_period_only_while_its_watch_is_broken(
+    clock: PausingClock, backend: ScriptedBackend
+) -> None:
+    backend.seize(ELECTION, "other", lease_duration=LEASE)
+    broken = breakable_watch(backend)
+    elector = make_elector(clock, backend)
+    async with running(elector, clock):
+        await clock.advance(1.0)
+        backend.touch(ELECTION)
+        await clock.advance(2.5)
+        assert backend.times("try_acquire") == [T0]  # live: no polling
+
+        backend.script("watch", Raise(BackendUnavailable), times=None)
+        broken.set()  # at T0 + 3.5; the break itself costs one attempt (events may be lost)
+        for _ in range(3):
+            await clock.advance(RETRY)
+            backend.touch(ELECTION)  # the holder renews, unseen
+        attempts = backend.times("try_acquire")
+        assert attempts[1:] == pytest.approx([T0 + 3.5 + RETRY * n for n in range(4)]), attempts
+
+        backend.clear("watch")  # the watch reopens within a retry period and is live again
+        await clock.advance(RETRY)
+        healed = len(backend.calls_to("try_acquire"))
+        for _ in range(4):
+            await clock.advance(RETRY)
+            backend.touch(ELECTION)
+        assert len(backend.calls_to("try_acquire")) == healed
+        assert not elector.is_leader
+
+
+async def test_the_first_attempt_is_made_before_the_watch_is_opened(
+    clock: PausingClock, backend: ScriptedBackend
+) -> None:
+    backend.seize(ELECTION, "other", lease_duration=LEASE)
+    elector = make_elector(clock, backend)
+    async with running(elector, clock):
+        assert [call.method for call in backend.calls][:2] == ["try_acquire", "watch"]
+
+
+async def test_an_elector_that_acquires_at_once_opens_no_watch_and_keeps_one_across_campaigns(
+    clock: PausingClock, backend: ScriptedBackend
+) -> None:
+    elector = make_elector(clock, backend)
+    async with running(elector, clock):
+        assert elector.is_leader
+        assert backend.calls_to("watch") == []
+        for _ in range(2):  # lose the lease twice: each campaign after that follows one watch
+            backend.seize(ELECTION, "other", lease_duration=LEASE)
+            await clock.advance(INTERVAL)
+            assert not elector.is_leader
+            await clock.advance(LEASE + SLACK)
+            assert elector.is_leader
+        assert len(backend.calls_to("watch")) == 1
 
 
 @pytest.mark.parametrize(
