@@ -489,7 +489,7 @@ async def test_follower_takes_a_release_in_milliseconds(make: Callable[..., Kube
 async def test_watch_resumes_after_the_stream_ends_and_after_410(
     server: KubeAPIServer, make: Callable[..., KubernetesBackend], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import leaderlib.backends.kubernetes as module
+    import leaderlib.backends.kubernetes._watch as module
 
     monkeypatch.setattr(module, "_WATCH_SECONDS", 1)  # the server ends each watch after 1 s
     backend, actor = make(), make()
@@ -517,7 +517,7 @@ def uncached_server() -> Iterator[KubeAPIServer]:
 async def test_watch_relists_after_410_gone(
     uncached_server: KubeAPIServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import leaderlib.backends.kubernetes as module
+    import leaderlib.backends.kubernetes._watch as module
 
     server = uncached_server
     monkeypatch.setattr(module, "_WATCH_SECONDS", 1)
@@ -525,14 +525,14 @@ async def test_watch_relists_after_410_gone(
     backend, actor = KubernetesBackend.from_url(url), KubernetesBackend.from_url(url)
     lists: list[str] = []
     election = name()
-    handle = backend.lease(election)
-    list_one = handle._list_one
+    watcher = backend._watch  # the namespace's one watch: its lists are counted
+    list_all = watcher._list
 
-    def counting(emit: Callable[[str, Any], None]) -> str:
+    def counting(run: Any) -> str:
         lists.append(election)
-        return list_one(emit)
+        return list_all(run)
 
-    handle._list_one = counting  # type: ignore[method-assign]
+    watcher._list = counting  # type: ignore[method-assign]
     try:
         record = (await actor.lease(election).try_acquire("replica-a", 2, None)).record
         assert record is not None
@@ -540,8 +540,11 @@ async def test_watch_relists_after_410_gone(
         assert (await anext(watch)) is not None
         assert lists == [election]
         # Other writes move etcd on; compacting them away makes our version too old.
+        # They go to another namespace: the namespace's watch would see writes in
+        # its own and move its version on with them.
         for _ in range(3):
-            await actor.lease(name()).try_acquire("replica-b", 2, None)
+            other = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": {"name": name()}}
+            await asyncio.to_thread(server.admin_request, "POST", LEASES.format(namespace="default"), other)
         revision = json.loads(server.etcd.etcdctl("endpoint", "status", "-w", "json"))[0]["Status"]["header"][
             "revision"
         ]
@@ -587,18 +590,15 @@ async def test_no_threads_left_after_cancel_and_aclose(make: Callable[..., Kuber
                 pass
 
         tasks.append(asyncio.create_task(follow()))
-    await until(lambda: len(watch_threads()) - len(before) >= 3, timeout=5)
-    await asyncio.sleep(0.3)  # the watches are now blocked reading their streams
+    await until(lambda: len(watch_threads()) - len(before) >= 1, timeout=5)
+    await asyncio.sleep(0.3)  # the one watch of the namespace is now blocked reading its stream
+    assert len(watch_threads()) - len(before) == 1, "three elections share one watch thread"
     started = time.monotonic()
     tasks[0].cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await tasks[0]
-    await until(
-        lambda: (
-            len([t for t in watch_threads() if t.name.startswith("leaderlib-k8s-watch")]) <= 2 + len(before)
-        ),
-        timeout=2,
-    )
+    await asyncio.sleep(0.1)
+    assert len(watch_threads()) - len(before) == 1, "the others still watch"
     await backend.aclose()
     elapsed = time.monotonic() - started
     for task in tasks[1:]:

@@ -1,0 +1,288 @@
+"""One election's Lease: compare-and-swap acquire, renew and release, and its watch subscription."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from collections.abc import AsyncIterator, Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from ..._errors import BackendUnavailable, LeaseLost
+from ..._logging import get_logger
+from .. import FIRST_TOKEN, Acquisition, LeaseRecord, decide
+from ._api import ERRORS, GROUP_PATH, LEASE_PATH, Response, StatusError
+from ._record import (
+    format_microtime,
+    format_or,
+    holder_of,
+    lease_spec,
+    record_from_lease,
+    spec_int,
+    spec_time,
+    version_of,
+)
+
+if TYPE_CHECKING:
+    from . import KubernetesBackend
+
+__all__ = ["KubernetesLease"]
+
+logger = get_logger("leaderlib.backends.kubernetes")
+
+T = TypeVar("T")
+
+
+class KubernetesLease:
+    """One election's Lease object: the objects last read, written and watched, and its watch."""
+
+    def __init__(self, backend: KubernetesBackend, election: str) -> None:
+        self.election = election
+        self._backend = backend
+        self._path = LEASE_PATH.format(namespace=backend.namespace, name=election)
+        # The last Lease object this handle read or wrote: the leader renews
+        # by updating it (no GET).
+        self._object: dict[str, Any] | None = None
+        # The last object the watch delivered, kept apart because a watch lags
+        # behind this handle's own writes: a follower takes over from it when
+        # it is exactly the version the elector asks to replace.
+        self._watched: dict[str, Any] | None = None
+        self._lock = threading.Lock()
+
+    # -- requests (worker threads) ------------------------------------------------
+
+    async def _run(self, function: Callable[[], T]) -> T:
+        """``function()`` on the backend's thread pool, API error answers translated (:data:`ERRORS`)."""
+        backend = self._backend
+
+        def translated() -> T:
+            with ERRORS.translating(backend._rest.at("call"), election=self.election, backend=backend.scheme):
+                return function()
+
+        return await backend._rest.run(translated)
+
+    def _remember(self, lease: dict[str, Any] | None) -> None:
+        with self._lock:
+            self._object = lease
+
+    def _cached(self) -> dict[str, Any] | None:
+        with self._lock:
+            return self._object
+
+    def _copy_of(self, version: str) -> dict[str, Any] | None:
+        """The Lease object at exactly ``version``, if this handle has seen it."""
+        with self._lock:
+            for known in (self._watched, self._object):
+                if known is not None and version_of(known) == version:
+                    return known
+        return None
+
+    def _request(self, method: str, path: str, body: dict[str, Any] | None = None) -> Response:
+        return self._backend._rest.request(method, path, election=self.election, body=body)
+
+    def _read(self) -> dict[str, Any] | None:
+        """GET the Lease (worker thread); None if there is none."""
+        response = self._request("GET", self._path)
+        if response.status == 404:
+            self._remember(None)
+            return None
+        if response.status != 200:
+            raise StatusError(response, "get")
+        lease: dict[str, Any] = response.body
+        self._remember(lease)
+        return lease
+
+    def _create(self, spec: dict[str, Any]) -> dict[str, Any] | None:
+        """POST a new Lease (worker thread); None if one exists already (409)."""
+        namespace = self._backend.namespace
+        body = {
+            "apiVersion": "coordination.k8s.io/v1",
+            "kind": "Lease",
+            "metadata": {"name": self.election, "namespace": namespace},
+            "spec": spec,
+        }
+        response = self._request("POST", GROUP_PATH.format(namespace=namespace), body)
+        if response.status == 409:
+            return None
+        if response.status != 201 and response.status != 200:
+            raise StatusError(response, "create")
+        lease: dict[str, Any] = response.body
+        self._remember(lease)
+        return lease
+
+    def _update(self, base: dict[str, Any], version: str, spec: dict[str, Any]) -> dict[str, Any] | None:
+        """PUT ``spec`` onto ``base`` if the Lease is still at ``version`` (worker thread).
+
+        None on a conflict (409) or if the Lease was deleted meanwhile (404).
+        ``base`` supplies the metadata (labels, annotations, owners) to keep.
+        """
+        metadata = {k: v for k, v in (base.get("metadata") or {}).items() if k != "managedFields"}
+        metadata.update(name=self.election, namespace=self._backend.namespace, resourceVersion=version)
+        body = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": metadata, "spec": spec}
+        response = self._request("PUT", self._path, body)
+        if response.status in (404, 409):
+            return None
+        if response.status != 200:
+            raise StatusError(response, "update")
+        lease: dict[str, Any] = response.body
+        self._remember(lease)
+        return lease
+
+    def _record(self, lease: dict[str, Any] | None) -> LeaseRecord | None:
+        return (
+            None if lease is None else record_from_lease(self.election, lease, backend=self._backend.scheme)
+        )
+
+    # -- the Lease Protocol ----------------------------------------------------------
+
+    async def get(self) -> LeaseRecord | None:
+        return self._record(await self._run(self._read))
+
+    async def try_acquire(
+        self, identity: str, lease_duration: float, takeover: LeaseRecord | None
+    ) -> Acquisition:
+        seconds = self._backend._duration(lease_duration)
+        acquired, lease = await self._run(lambda: self._acquire(identity, seconds, takeover))
+        return Acquisition(acquired=acquired, record=self._record(lease))
+
+    def _acquire(
+        self, identity: str, seconds: int, takeover: LeaseRecord | None
+    ) -> tuple[bool, dict[str, Any] | None]:
+        """client-go's tryAcquireOrRenew for a new term, minus the expiry judgement (the elector's).
+
+        Returns whether this call wrote the Lease, and the Lease as it stands
+        after one attempt (worker thread). :func:`decide` makes the decision;
+        unlike client-go, a Lease whose holder is ``identity`` is not adopted:
+        a new term is always a new ``leaseTransitions``, the fencing token.
+        """
+        now = format_microtime(self._backend._clock.wall())
+        # A takeover of a version we hold a copy of (usually from the watch)
+        # needs no GET: the update itself checks that nothing changed since.
+        lease = None if takeover is None else self._copy_of(takeover.version)
+        if lease is None:
+            lease = self._read()
+        current = self._record(lease)
+        decision = decide(current, takeover)
+        if not decision.new_term:
+            return False, lease  # held by someone whose lease has not expired for the elector
+        spec = lease_spec(identity, seconds, now, now, decision.fencing_token - FIRST_TOKEN)
+        if lease is None or current is None:
+            created = self._create(spec)
+            if created is None:  # someone created it first: we lost this round
+                return False, self._read()
+            logger.debug("created lease", extra={"election": self.election, "holder": identity})
+            return True, created
+        updated = self._update(lease, current.version, spec)
+        if updated is None:  # lost the race: someone else wrote first
+            return False, self._read()
+        logger.debug("took lease", extra={"election": self.election, "previous": current.holder})
+        return True, updated
+
+    async def renew(self, record: LeaseRecord) -> LeaseRecord:
+        seconds = self._backend._duration(record.lease_duration)
+        lease = await self._run(lambda: self._renew(record, seconds))
+        renewed = self._record(lease)
+        assert renewed is not None
+        return renewed
+
+    def _renew(self, record: LeaseRecord, seconds: int) -> dict[str, Any]:
+        now = format_microtime(self._backend._clock.wall())
+        base = self._cached()
+        if base is not None:
+            # The fast path (client-go's optimistic renewal): one update with
+            # the version we hold, no GET. Every spec field comes from
+            # ``record``; the cached object only lends its metadata (labels,
+            # annotations, owners), since it may be older than ``record``.
+            spec = lease_spec(
+                record.holder, seconds, format_or(record.acquire_time, now), now, record.transitions
+            )
+            updated = self._update(base, record.version, spec)
+            if updated is not None:
+                return updated
+        # Conflict (or nothing cached): read it, and update again only if it
+        # is still ours, from what was read.
+        fresh = self._read()
+        if fresh is None or holder_of(fresh) != record.holder:
+            raise self._lost(record, fresh)
+        spec = lease_spec(
+            record.holder,
+            seconds,
+            spec_time(fresh, "acquireTime", now),
+            now,
+            spec_int(fresh, "leaseTransitions", record.transitions),
+        )
+        updated = self._update(fresh, version_of(fresh), spec)
+        if updated is None:
+            raise LeaseLost(
+                "the Lease changed again while it was being renewed",
+                election=self.election,
+                backend=self._backend.scheme,
+            )
+        return updated
+
+    def _lost(self, record: LeaseRecord, lease: dict[str, Any] | None) -> LeaseLost:
+        holder = ((lease or {}).get("spec") or {}).get("holderIdentity") if lease else None
+        now_held = f"held by {holder!r}" if holder else "released" if lease else "deleted"
+        return LeaseLost(
+            f"the Lease is no longer ours: it is {now_held}",
+            election=self.election,
+            backend=self._backend.scheme,
+        )
+
+    async def release(self, record: LeaseRecord) -> None:
+        await self._run(lambda: self._release(record))
+
+    def _release(self, record: LeaseRecord) -> None:
+        """client-go's release: empty holder, leaseDurationSeconds 1, transitions kept."""
+        now = format_microtime(self._backend._clock.wall())
+        base = self._cached()
+        if base is not None:
+            # As in _renew: the version and the transitions from ``record``,
+            # only the metadata from the cache.
+            spec = lease_spec("", 1, now, now, record.transitions)
+            if self._update(base, record.version, spec) is not None:
+                logger.debug("released lease", extra={"election": self.election})
+                return
+        fresh = self._read()
+        if fresh is None or holder_of(fresh) != record.holder:
+            return  # deleted, released, or someone else's now: nothing of ours to release
+        spec = lease_spec("", 1, now, now, spec_int(fresh, "leaseTransitions", record.transitions))
+        if self._update(fresh, version_of(fresh), spec) is None:
+            raise BackendUnavailable(
+                "the Lease changed while it was being released",
+                election=self.election,
+                backend=self._backend.scheme,
+            )
+        logger.debug("released lease", extra={"election": self.election})
+
+    async def watch(self) -> AsyncIterator[LeaseRecord | None]:
+        """Yield the Lease (None: deleted) as the backend's one namespace watch sees it."""
+        backend, election = self._backend, self.election
+        if backend._closed:
+            raise BackendUnavailable("the backend was closed", election=election, backend=backend.scheme)
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+
+        def emit(kind: str, value: Any) -> None:
+            # The loop may be gone when a late event arrives after cancellation.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(queue.put_nowait, (kind, value))
+
+        subscription = backend._watch.subscribe(election, emit)
+        try:
+            while True:
+                kind, value = await queue.get()
+                if kind == "error":
+                    raise value
+                if kind == "lease":
+                    with self._lock:
+                        self._watched = value
+                    yield self._record(value)
+                else:  # "deleted"
+                    with self._lock:
+                        self._watched = None
+                    yield None
+        finally:
+            backend._watch.unsubscribe(subscription)
+            with self._lock:
+                self._watched = None

@@ -1,0 +1,126 @@
+"""Many elections on one Kubernetes backend: one watch, one thread, a bounded pool."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import uuid
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+
+from leaderlib.backends import LeaseRecord
+from leaderlib.backends.kubernetes import KubernetesBackend
+from leaderlib.testing.servers import KubeAPIServer
+from tests.conformance.stores.kubernetes import kube_server
+from tests.electing import until
+
+pytestmark = pytest.mark.timeout(120)
+
+ELECTIONS = 30
+
+
+@pytest.fixture
+def server(request: pytest.FixtureRequest) -> KubeAPIServer:
+    return kube_server(request)
+
+
+@pytest.fixture
+async def make(server: KubeAPIServer) -> AsyncIterator[Callable[[], KubernetesBackend]]:
+    made: list[KubernetesBackend] = []
+
+    def factory() -> KubernetesBackend:
+        backend = KubernetesBackend.from_url(server.backend_url, kubeconfig=str(server.kubeconfig))
+        made.append(backend)
+        return backend
+
+    yield factory
+    for backend in made:
+        await backend.aclose()
+
+
+def name() -> str:
+    return f"k8s-{uuid.uuid4().hex[:10]}"
+
+
+def record_requests(backend: KubernetesBackend) -> list[tuple[str, str]]:
+    """Every request the backend sends from now on, as (method, url)."""
+    sent: list[tuple[str, str]] = []
+    pool = backend._api.rest_client.pool_manager
+    original = pool.request
+
+    def recording(method: str, url: str, *args: Any, **kwargs: Any) -> Any:
+        sent.append((method, url))
+        return original(method, url, *args, **kwargs)
+
+    pool.request = recording
+    return sent
+
+
+def watch_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("leaderlib-k8s-watch")]
+
+
+def connections(backend: KubernetesBackend) -> int:
+    """HTTP connections the backend's pool has opened so far."""
+    pools = backend._api.rest_client.pool_manager.pools
+    return sum(pools[key].num_connections for key in pools.keys())  # noqa: SIM118 (RecentlyUsedContainer cannot iterate)
+
+
+async def test_many_elections_share_one_watch_and_get_their_own_events(
+    make: Callable[[], KubernetesBackend],
+) -> None:
+    backend, actor = make(), make()
+    elections = [name() for _ in range(ELECTIONS)]
+    records = {
+        a.record.election: a.record
+        for a in await asyncio.gather(*(actor.lease(e).try_acquire("replica-a", 5, None) for e in elections))
+        if a.record is not None
+    }
+    assert len(records) == ELECTIONS
+    before = len(watch_threads())
+    sent = record_requests(backend)
+    watches = [backend.lease(e).watch() for e in elections]
+    firsts = await asyncio.gather(*(asyncio.wait_for(anext(w), 10) for w in watches))
+    for election, first in zip(elections, firsts, strict=True):
+        assert first is not None and first.version == records[election].version
+    assert len(watch_threads()) - before == 1, [t.name for t in watch_threads()]
+    await until(lambda: any("watch=true" in url for _, url in sent), timeout=5)
+    assert sum("watch=true" in url for _, url in sent) == 1, "one watch stream for the namespace"
+    assert sum(method == "GET" for method, _ in sent) == 2, "one list and one watch, not one per election"
+
+    # A Lease nobody here watches, in the same namespace: dispatched to no one.
+    await actor.lease(name()).try_acquire("someone-else", 5, None)
+    # Renewals reach each election's own watcher (followers restart their expiry count from them).
+    renewed = await asyncio.gather(*(actor.lease(e).renew(records[e]) for e in elections))
+    latest = {r.election: r.version for r in renewed}
+
+    async def own_renewal(election: str, watch: AsyncIterator[LeaseRecord | None]) -> None:
+        while True:
+            seen = await asyncio.wait_for(anext(watch), 10)
+            assert seen is not None and seen.election == election
+            if seen.version == latest[election]:
+                return
+
+    await asyncio.gather(*(own_renewal(e, w) for e, w in zip(elections, watches, strict=True)))
+    for watch in watches:
+        await watch.aclose()
+    await until(
+        lambda: len(watch_threads()) == before, timeout=5, what="the watch thread stops with the last watcher"
+    )
+
+
+async def test_connections_do_not_grow_with_elections(make: Callable[[], KubernetesBackend]) -> None:
+    backend = make()
+    elections = [name() for _ in range(ELECTIONS)]
+    watches = [backend.lease(e).watch() for e in elections]
+    await asyncio.gather(*(asyncio.wait_for(anext(w), 10) for w in watches))
+    results = await asyncio.gather(*(backend.lease(e).try_acquire("replica-a", 5, None) for e in elections))
+    assert all(r.acquired for r in results)
+    await asyncio.gather(
+        *(backend.lease(e).renew(r.record) for e, r in zip(elections, results, strict=True) if r.record)
+    )
+    assert connections(backend) <= 9, f"{connections(backend)} connections for {ELECTIONS} elections"
+    for watch in watches:
+        await watch.aclose()
