@@ -67,6 +67,7 @@ from .._logging import get_logger
 from . import Acquisition, LeaseRecord, check_election, decide, parse_options, split_url
 from ._errors import ErrorMap, Row, error_map
 from ._shared import ChangeNotifier
+from ._sqlite_poller import Poller
 
 __all__ = ["SQLiteBackend", "SQLiteLease"]
 
@@ -78,11 +79,6 @@ _DEFAULT_TABLE = "leaderlib_leases"
 _DEFAULT_BUSY_TIMEOUT = 2.0
 _TABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 _SQLITE_MAGIC = b"SQLite format 3\x00"
-
-#: How often a watch asks SQLite whether another process wrote to the file.
-#: ``PRAGMA data_version`` reads a counter in the shared WAL index; no row is
-#: read unless it changed.
-_WATCH_POLL = 0.05
 
 #: Columns in the order every SELECT and RETURNING lists them.
 _COLUMNS = (
@@ -290,7 +286,8 @@ class SQLiteBackend:
         )
         self._conn: sqlite3.Connection | None = None  # touched only on the worker thread
         self._closed = False
-        self._data_version: tuple[float, int] | None = None  # (read at, value), shared by watches
+        # One thread polls the file for other processes' commits, for all watches.
+        self._poller = Poller(path, table, busy_timeout, self._changes)
         self._leases: dict[str, SQLiteLease] = {}
         self._leases_lock = threading.Lock()
 
@@ -553,10 +550,6 @@ class SQLiteBackend:
 
         return self._write(attempt)
 
-    def _data_version_sync(self) -> int:
-        value: int = self._connection().execute("PRAGMA data_version").fetchone()[0]
-        return value
-
     def _close_sync(self) -> None:
         conn, self._conn = self._conn, None
         if conn is not None:
@@ -573,24 +566,10 @@ class SQLiteBackend:
                 handle = self._leases[election] = SQLiteLease(self, election)
             return handle
 
-    def _cached_data_version(self, max_age: float) -> int:
-        """PRAGMA data_version, re-read at most every ``max_age`` seconds for all watches.
-
-        It changes whenever another connection commits to the file. Sharing
-        one reading keeps the cost of many watches (per-job mode) at one tiny
-        query per poll interval. Runs on the worker thread.
-        """
-        now = boottime()
-        cached = self._data_version
-        if cached is not None and now - cached[0] < max_age:
-            return cached[1]
-        value = self._data_version_sync()
-        self._data_version = (now, value)
-        return value
-
     async def aclose(self) -> None:
         if self._closed:
             return
+        self._poller.close()
         loop = asyncio.get_running_loop()
         with contextlib.suppress(sqlite3.Error, RuntimeError):
             await loop.run_in_executor(self._executor, self._close_sync)
@@ -644,14 +623,17 @@ class SQLiteLease:
             backend._changes.notify(self.election)
 
     async def watch(self) -> AsyncIterator[LeaseRecord | None]:
+        # Subscribed before the first read, so no write after it goes unseen:
+        # this process's writes notify at once, other processes' through the
+        # backend's one poller (PRAGMA data_version, see _sqlite_poller).
         backend, election = self._backend, self.election
         waiter = backend._changes.subscribe(election)
         event = waiter[1]
+        backend._poller.add(election)
         last: tuple[str, str] | bool | None = False  # False: nothing yielded yet
         try:
             while True:
                 event.clear()
-                data_version = await backend._run(election, backend._cached_data_version, 0.0)
                 record = await self.get()
                 key = (record.version, record.holder) if record else None
                 if key != last:
@@ -659,22 +641,16 @@ class SQLiteLease:
                     yield record
                 # When the lease runs out the record reads as released, with no
                 # write to wake us: wake at its deadline too.
-                expires = (
-                    boottime() + record.expires_in
+                timeout = (
+                    record.expires_in
                     if record is not None and record.is_held and record.expires_in is not None
-                    else math.inf
+                    else None
                 )
-                while True:
-                    timeout = min(_WATCH_POLL, max(0.0, expires - boottime()))
-                    with contextlib.suppress(TimeoutError):
-                        async with asyncio.timeout(timeout):
-                            await event.wait()
-                    if event.is_set() or boottime() >= expires:
-                        break
-                    current = await backend._run(election, backend._cached_data_version, _WATCH_POLL * 0.8)
-                    if current != data_version:
-                        break
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(timeout):
+                        await event.wait()
         finally:
+            backend._poller.remove(election)
             backend._changes.unsubscribe(election, waiter)
 
 
