@@ -66,7 +66,7 @@ import secrets
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.asyncio.sentinel import Sentinel
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 
 from ..._clock import Clock, SystemClock
 from ..._errors import ConfigError
@@ -109,6 +109,20 @@ class RedisBackend:
         self._clock = clock or SystemClock()
         self._leases: dict[str, RedisLease] = {}
         self._pubsub: Subscriber | None = None
+
+    async def _follow_master(self) -> None:
+        """With Sentinel, drop idle connections to a master the Sentinels no longer name.
+
+        A follower that does not poll may keep an idle connection to a master
+        that was paused and failed over; woken, that ex-master still accepts
+        writes until it is demoted, so an acquisition sent there would start a
+        second term. One Sentinel query per acquisition attempt (they are rare
+        once followers watch) prevents it; renewals and reads skip it.
+        """
+        if self._sentinel is not None:
+            pool = self._client.connection_pool
+            if isinstance(pool, SentinelConnectionPool):
+                await pool.get_master_address()
 
     def _subscriber(self) -> Subscriber:
         """The backend's one pub/sub connection, shared by every election's watches (made on first use)."""

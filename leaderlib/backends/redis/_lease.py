@@ -219,6 +219,8 @@ class RedisLease:
         """One EVALSHA: start a new term with a new fencing token, or learn who holds the lease."""
         if not identity:
             raise ConfigError("identity must not be empty", field="identity")
+        with self._translated():
+            await self._backend._follow_master()
         value, pttl, acquired = await self._run(
             ACQUIRE,
             [self.key, self.fencing_key],
