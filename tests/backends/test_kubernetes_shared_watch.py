@@ -1,4 +1,4 @@
-"""Many elections on one Kubernetes backend: one watch, one thread, a bounded pool."""
+"""Many elections on one Kubernetes backend: one watch, one thread, a bounded pool; creates in one request."""
 
 from __future__ import annotations
 
@@ -124,3 +124,24 @@ async def test_connections_do_not_grow_with_elections(make: Callable[[], Kuberne
     assert connections(backend) <= 9, f"{connections(backend)} connections for {ELECTIONS} elections"
     for watch in watches:
         await watch.aclose()
+
+
+async def test_a_lease_that_does_not_exist_is_created_in_one_request(
+    make: Callable[[], KubernetesBackend],
+) -> None:
+    backend, other = make(), make()
+    election = name()
+    sent = record_requests(backend)
+    first = await backend.lease(election).try_acquire("replica-a", 2, None)
+    assert first.acquired and first.record is not None and first.record.fencing_token == 1
+    assert [method for method, _ in sent] == ["POST"]
+
+    # A Lease that exists but this process never saw: POST (409), then it is read.
+    sent = record_requests(other)
+    taken = await other.lease(election).try_acquire("replica-b", 2, None)
+    assert not taken.acquired and taken.record is not None and taken.record.holder == "replica-a"
+    assert [method for method, _ in sent] == ["POST", "GET"]
+    # Seen now: the next attempt reads first, it creates nothing.
+    sent.clear()
+    again = await other.lease(election).try_acquire("replica-b", 2, None)
+    assert not again.acquired and [method for method, _ in sent] == ["GET"]

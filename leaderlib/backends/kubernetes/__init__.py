@@ -46,7 +46,8 @@ The official ``kubernetes`` client is synchronous: each instance keeps one
 ``ApiClient`` (one pool of keep-alive connections) and runs requests on a
 thread pool of fixed size (:mod:`._api`); all its elections share ONE watch of
 the namespace's Leases on ONE thread, dispatched by name (:mod:`._watch`).
-Bodies are sent as JSON built here, because the generated models
+A Lease this process has no copy of is created in one request (POST; read only
+on 409). Bodies are sent as JSON built here, because the generated models
 serialise a whole-second datetime as ``...:05+00:00``, which the API server
 rejects.
 

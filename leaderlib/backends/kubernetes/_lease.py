@@ -69,6 +69,11 @@ class KubernetesLease:
         with self._lock:
             return self._object
 
+    def _unseen(self) -> bool:
+        """True if this handle holds no copy of the Lease (never seen, or seen absent)."""
+        with self._lock:
+            return self._object is None and self._watched is None
+
     def _copy_of(self, version: str) -> dict[str, Any] | None:
         """The Lease object at exactly ``version``, if this handle has seen it."""
         with self._lock:
@@ -156,11 +161,20 @@ class KubernetesLease:
         a new term is always a new ``leaseTransitions``, the fencing token.
         """
         now = format_microtime(self._backend._clock.wall())
-        # A takeover of a version we hold a copy of (usually from the watch)
-        # needs no GET: the update itself checks that nothing changed since.
-        lease = None if takeover is None else self._copy_of(takeover.version)
-        if lease is None:
+        if takeover is None and self._unseen():
+            # A Lease this handle has no copy of is usually one that does not
+            # exist yet: create it in one request; only if it exists (409) read it.
+            created = self._create(lease_spec(identity, seconds, now, now, 0))
+            if created is not None:
+                logger.debug("created lease", extra={"election": self.election, "holder": identity})
+                return True, created
             lease = self._read()
+        else:
+            # A takeover of a version we hold a copy of (usually from the watch)
+            # needs no GET: the update itself checks that nothing changed since.
+            lease = None if takeover is None else self._copy_of(takeover.version)
+            if lease is None:
+                lease = self._read()
         current = self._record(lease)
         decision = decide(current, takeover)
         if not decision.new_term:
