@@ -122,7 +122,7 @@ class RedisBackend:
         if self._sentinel is not None:
             pool = self._client.connection_pool
             if isinstance(pool, SentinelConnectionPool):
-                await pool.get_master_address()
+                await pool.get_master_address()  # type: ignore[no-untyped-call]
 
     def _subscriber(self) -> Subscriber:
         """The backend's one pub/sub connection, shared by every election's watches (made on first use)."""
