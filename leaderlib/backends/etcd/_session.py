@@ -1,0 +1,263 @@
+"""Sessions: a lease per identity and TTL, kept alive by its own loop, abandoned when unanswered.
+
+As Go's ``concurrency.Session``, a session keeps its lease alive itself:
+a keepalive every TTL/3 from the moment it is granted until it is closed or
+abandoned, so a follower that the elector no longer polls keeps its place in
+the queue. A session none of whose keepalives was answered for its TTL is
+abandoned, as Go's lessor drops such a lease: no keepalive is sent for it
+again (see :meth:`Sessions.live`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import math
+from typing import TYPE_CHECKING
+
+import grpc  # type: ignore[import-untyped]  # no stubs in the venv; pyproject lists aetcd only
+from aetcd import rpc
+
+from ..._clock import boottime
+from ..._errors import BackendError, BackendUnavailable, LeaseLost
+from ..._logging import get_logger
+from ._channel import Channel
+
+if TYPE_CHECKING:
+    from ._election import Candidacy, EtcdLease
+
+__all__ = ["Session", "Sessions", "lease_ttl"]
+
+logger = get_logger("leaderlib.backends.etcd")
+
+
+def lease_ttl(lease_duration: float) -> int:
+    """The TTL (whole seconds) a session lease is granted for ``lease_duration``: rounded up."""
+    return max(1, math.ceil(lease_duration))
+
+
+@dataclasses.dataclass(eq=False)
+class Session:
+    """A lease kept alive by its keepalive loop (Go's ``concurrency.Session``)."""
+
+    identity: str
+    lease_id: int
+    ttl: int
+    """Granted TTL in seconds (etcd may raise the one asked for to its minimum)."""
+    lease_duration: float
+    """The lease duration the elector asked for, reported in our own records."""
+    refreshed_at: float
+    """:func:`boottime` at which the last grant or keepalive that etcd ANSWERED was sent."""
+    alive: bool = True
+    keeper: asyncio.Task[None] | None = None
+    """The keepalive loop; ends when the session does."""
+
+    def expires_in(self) -> float:
+        """Seconds the lease surely lives, by our clock: TTL from the last answered keepalive."""
+        return max(0.0, self.ttl - (boottime() - self.refreshed_at))
+
+
+class Sessions:
+    """A backend's sessions, by (identity, TTL), shared by every election as Go's ``Session`` is."""
+
+    def __init__(self, channel: Channel, leases: dict[str, EtcdLease]) -> None:
+        self._channel = channel
+        self._leases = leases
+        self.by_slot: dict[tuple[str, int], Session] = {}
+        self._locks: dict[tuple[str, int], asyncio.Lock] = {}
+        # Leases of abandoned sessions, revoked (best effort) once etcd answers
+        # again: etcd does not expire leases while it is down, and after a
+        # restart it gives each one a whole new TTL.
+        self.abandoned: set[int] = set()
+
+    async def open(self, identity: str, lease_duration: float, election: str) -> tuple[Session, bool]:
+        """The live session for ``identity`` at this TTL, granting a lease if needed.
+
+        Returns the session and whether it was granted by this call.
+        """
+        slot = (identity, lease_ttl(lease_duration))
+        session = self.by_slot.get(slot)
+        if session is not None and self.live(session):
+            return session, False
+        lock = self._locks.setdefault(slot, asyncio.Lock())
+        async with lock:
+            session = self.by_slot.get(slot)
+            if session is not None and self.live(session):
+                return session, False
+            sent = boottime()
+            response = await self._channel.call(
+                election,
+                lambda c: c.leasestub.LeaseGrant(
+                    rpc.LeaseGrantRequest(TTL=slot[1]), timeout=c._timeout, metadata=c.metadata
+                ),
+            )
+            if response.error:
+                raise BackendUnavailable(
+                    f"etcd refused a lease: {response.error}", election=election, backend=self._channel.scheme
+                )
+            session = Session(
+                identity=identity,
+                lease_id=response.ID,
+                ttl=response.TTL,
+                lease_duration=lease_duration,
+                refreshed_at=sent,
+            )
+            self.by_slot[slot] = session
+            self._start_keeper(session)
+            logger.debug(
+                "granted session lease",
+                extra={"election": election, "lease_id": f"{response.ID:x}", "ttl": response.TTL},
+            )
+            return session, True
+
+    def end(self, session: Session) -> None:
+        """Forget a session whose lease is gone: every candidacy on it went with it."""
+        session.alive = False
+        if session.keeper is not None and session.keeper is not asyncio.current_task():
+            session.keeper.cancel()
+        slot = (session.identity, lease_ttl(session.lease_duration))
+        if self.by_slot.get(slot) is session:
+            del self.by_slot[slot]
+        for lease in list(self._leases.values()):
+            lease._candidacies.pop(session.lease_id, None)
+
+    def candidacies_on(self, session: Session) -> list[tuple[EtcdLease, Candidacy]]:
+        """The elections ``session`` campaigns in, and its candidacy in each."""
+        return [
+            (lease, lease._candidacies[session.lease_id])
+            for lease in list(self._leases.values())
+            if session.lease_id in lease._candidacies
+        ]
+
+    def live(self, session: Session) -> bool:
+        """True if ``session`` may still be kept alive; abandons it once no keepalive
+        was answered for its TTL (Go's lessor drops such a lease the same way).
+
+        From then on no keepalive is sent for it: one that reaches etcd while its
+        answer is lost (a one-way partition) would keep the key alive and first
+        in line, a leader nobody runs, for as long as the fault lasts.
+        """
+        if not session.alive:
+            return False
+        if session.expires_in() > 0:
+            return True
+        elections = sorted(lease.election for lease, _ in self.candidacies_on(session))
+        self.end(session)
+        unanswered = boottime() - session.refreshed_at
+        self.abandoned.add(session.lease_id)
+        logger.warning(
+            "etcd session abandoned: no keepalive answered within its TTL",
+            extra={
+                "lease_id": f"{session.lease_id:x}",
+                "ttl": session.ttl,
+                "unanswered_for": round(unanswered, 3),
+                "elections": elections,
+            },
+        )
+        return False
+
+    async def revoke_abandoned(self, election: str | None) -> None:
+        """Best effort: revoke the leases of abandoned sessions, so a key of theirs that
+        keepalives kept first in line goes now, not when etcd expires it.
+
+        Raises :class:`BackendUnavailable` while etcd does not answer (the lease
+        stays listed for the next call); any other refusal is logged and the
+        lease left to expire.
+        """
+        for lease_id in list(self.abandoned):
+            try:
+                await self._channel.revoke(election, lease_id)
+            except LeaseLost:
+                pass  # already expired: its keys went with it
+            except BackendUnavailable:
+                raise
+            except BackendError as exc:
+                logger.warning(
+                    "could not revoke an abandoned session lease; it will expire",
+                    extra={"election": election, "lease_id": f"{lease_id:x}", "error": str(exc)},
+                )
+            else:
+                logger.info(
+                    "revoked abandoned session lease",
+                    extra={"election": election, "lease_id": f"{lease_id:x}"},
+                )
+            self.abandoned.discard(lease_id)
+
+    async def keepalive(self, session: Session, election: str | None, timeout: float | None = None) -> bool:
+        """Refresh the session lease once; False if etcd no longer has it.
+
+        Raises :class:`LeaseLost` instead of sending if the session was abandoned
+        (see :meth:`_live`), or is abandoned while the keepalive is in flight.
+        """
+        if not self.live(session):
+            raise LeaseLost("the etcd session was abandoned", election=election, backend=self._channel.scheme)
+        sent = boottime()
+        response = await self._channel.call(
+            election, lambda c: c.keepalive(session.lease_id, timeout or self._channel.timeout)
+        )
+        if response is grpc.aio.EOF:
+            raise BackendUnavailable(
+                "etcd closed the keepalive stream without an answer",
+                election=election,
+                backend=self._channel.scheme,
+            )
+        if not session.alive:
+            raise LeaseLost("the etcd session was abandoned", election=election, backend=self._channel.scheme)
+        if response.TTL <= 0:
+            return False
+        session.ttl = response.TTL
+        session.refreshed_at = max(session.refreshed_at, sent)
+        return True
+
+    def own(self, lease_id: int) -> Session | None:
+        """Our live session with this lease; an abandoned one's key is never ours."""
+        for session in list(self.by_slot.values()):
+            if session.lease_id == lease_id and self.live(session):
+                return session
+        return None
+
+    def _start_keeper(self, session: Session) -> None:
+        session.keeper = asyncio.create_task(self._keep(session), name=f"etcd-keepalive-{session.lease_id:x}")
+
+    async def _keep(self, session: Session) -> None:
+        """Go's ``Session`` keepalive loop: one keepalive every TTL/3 until the session ends.
+
+        A failed keepalive is tried again at the next tick; :meth:`live`
+        abandons the session (and so ends this loop) once none was answered
+        for its TTL.
+        """
+        while True:
+            interval = max(0.1, session.ttl / 3)
+            await asyncio.sleep(interval)
+            if not session.alive:
+                return
+            if not self._wanted(session):
+                continue
+            try:
+                alive = await self.keepalive(session, None, timeout=interval)
+            except LeaseLost:
+                return  # abandoned, or etcd no longer has the lease
+            except BackendError as exc:
+                logger.debug(
+                    "session keepalive failed",
+                    extra={"lease_id": f"{session.lease_id:x}", "error": str(exc)},
+                )
+                continue
+            if not alive:
+                self.end(session)
+                return
+
+    def _wanted(self, session: Session) -> bool:
+        """True while a follower on ``session`` waits on its watch (the elector does not
+        poll it then). A leader's keepalive goes with its renewals, and a candidacy
+        nobody watches or polls any more (a stopped elector) is left to expire."""
+        return any(
+            lease.watching and not candidacy.leading for lease, candidacy in self.candidacies_on(session)
+        )
+
+    async def aclose(self) -> None:
+        """Stop every keepalive loop."""
+        keepers = [s.keeper for s in self.by_slot.values() if s.keeper is not None]
+        for keeper in keepers:
+            keeper.cancel()
+        await asyncio.gather(*keepers, return_exceptions=True)
