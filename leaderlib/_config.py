@@ -68,8 +68,10 @@ class ElectionConfig:
     """Time between the leader's renewals, in seconds (default 2)."""
 
     retry_period: float = 2.0
-    """Time between a follower's attempts to acquire, in seconds (default 2). A
-    watch or a release notification wakes a follower sooner."""
+    """Time between a follower's attempts to acquire while its watch is not live
+    (not open yet, broken or refused), in seconds (default 2). While the watch is
+    live a follower makes no attempt until a watch event says the lease may be
+    free or the lease it saw expires."""
 
     jitter: float = 0.2
     """Fraction of ``retry_period`` added at random to each follower wait, so
