@@ -99,7 +99,7 @@ class Poller:
                     if conn is not None:
                         with contextlib.suppress(sqlite3.Error):
                             conn.close()
-                    conn, data_version, interval = None, None, POLL_MIN
+                    conn, data_version, interval = None, None, POLL_MAX
                     continue
                 rows_now = {row[0]: (row[1], row[2]) for row in rows if row[0] in elections}
                 for election in elections:
