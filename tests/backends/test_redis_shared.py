@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 import redis.asyncio as aioredis
@@ -14,6 +14,7 @@ import redis.asyncio as aioredis
 from leaderlib._errors import BackendUnavailable
 from leaderlib.backends import LeaseRecord
 from leaderlib.backends.redis import RedisBackend
+from leaderlib.testing.pytest_plugin import started
 from leaderlib.testing.servers import RedisServer
 
 LEASE = 5.0
@@ -93,9 +94,17 @@ async def test_many_elections_share_one_pubsub_connection(redis_server: RedisSer
                 await asyncio.sleep(0.01)
 
 
-async def test_a_renewal_reaches_a_watch_without_a_get(redis_server: RedisServer) -> None:
+@pytest.fixture
+def own_redis() -> Iterator[RedisServer]:
+    """A server of this test's own, so INFO commandstats counts only its commands."""
+    with started(RedisServer()) as server:
+        yield server
+
+
+async def test_a_renewal_reaches_a_watch_without_a_get(own_redis: RedisServer) -> None:
     """Each renewal is published with its record: the watch yields the new version and a fresh
     expires_in from the message; the only GETs are the renew script's own."""
+    redis_server = own_redis
     name = election()
     leader = RedisBackend.from_url(redis_server.url)
     follower_backend = RedisBackend.from_url(redis_server.url)
