@@ -352,8 +352,12 @@ class Service:
         return scheme == "kubernetes"
 
     def _check_election_names(self, jobs: Collection[str]) -> None:
-        """Refuse, at registration, job names whose elections the store cannot hold."""
-        if not self._on_kubernetes():
+        """Refuse, at registration, job names whose elections the store cannot hold.
+
+        Only per-job mode makes an election of each job; in leader mode every
+        job runs under the service's one election.
+        """
+        if self.mode is Mode.LEADER or not self._on_kubernetes():
             return
         try:
             from .backends.kubernetes import validate_lease_name

@@ -716,6 +716,18 @@ def test_per_job_elections_elsewhere_keep_the_job_name() -> None:
     assert service.election_for("poll_invoices") == "billing.poll_invoices"
 
 
+def test_leader_mode_jobs_on_kubernetes_share_the_service_election() -> None:
+    """Regression: in leader mode every job runs under the service's one election; the
+    per-job name check took that shared election for a clash and refused the second job
+    (the demo and every multi-job service could not start on Kubernetes)."""
+    service = Service("demo-cron", backend="kubernetes://default")
+    service.add_job(noop, every=1, name="poll-messages")
+    service.add_job(noop, every=5, name="health-check")
+    service.configure(backend="kubernetes://default")
+    assert service.jobs == ["poll-messages", "health-check"]
+    assert {service.election_for(job) for job in service.jobs} == {"demo-cron"}
+
+
 def test_two_jobs_mapping_to_one_lease_name_are_refused() -> None:
     service = Service("billing", backend="kubernetes://default", mode="per-job")
     service.add_job(noop, every=1, name="poll_invoices")
