@@ -457,18 +457,12 @@ class EtcdLease:
                 targets = [(prefix, prefix_range_end(prefix), revision)]
             leader = leaders[0] if leaders else None
             yield await self._record(leader) if leader is not None else None
-            while True:
-                events = await self._backend.watcher.wait(self.election, targets, queued)
-                renewal = self._renewal(leader, events)
-                if renewal is None:
-                    break  # anything but the leader's renewal: read the election afresh
-                yield renewal
-                # The leader's key from after this renewal; the other targets from where they were.
-                after = events[-1].kv.mod_revision + 1
-                targets = [
-                    (k, e, after if leader is not None and k == bytes(leader.key) else r)
-                    for k, e, r in targets
-                ]
+            async with self._backend.watcher.subscribe(self.election, targets) as subscription:
+                while True:
+                    renewal = self._renewal(leader, await subscription.next(queued))
+                    if renewal is None:
+                        break  # anything but the leader's renewal: read the election afresh
+                    yield renewal
 
     def _renewal(self, leader: Any, events: list[Any]) -> LeaseRecord | None:
         """The record of the leader's renewal (``Proclaim`` puts on the key we read) if that
@@ -480,7 +474,8 @@ class EtcdLease:
         """
         if leader is None or not events:
             return None
-        granted = self._granted_ttl.get(leader.lease)
+        own = self._backend.sessions.own(leader.lease)
+        granted = own.lease_duration if own is not None else self._granted_ttl.get(leader.lease)
         if granted is None:
             return None
         for event in events:
@@ -493,11 +488,13 @@ class EtcdLease:
             ):
                 return None
         kv = events[-1].kv
+        candidacy = self._candidacies.get(own.lease_id) if own is not None else None
         return LeaseRecord(
             election=self.election,
             holder=self._holder(kv),
             lease_duration=granted,
             fencing_token=kv.create_revision,
             version=str(kv.mod_revision),
-            expires_in=granted + _EXPIRY_SLACK,
+            acquire_time=candidacy.acquire_time if candidacy is not None else None,
+            expires_in=own.expires_in() if own is not None else granted + _EXPIRY_SLACK,
         )

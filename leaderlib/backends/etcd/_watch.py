@@ -2,8 +2,9 @@
 
 etcd multiplexes watchers on a bidirectional stream: each create request
 carries a ``watch_id`` chosen here, every response names the watcher it is
-for. A wait registers its targets, a reader task hands each response to the
-wait whose watcher it names, and the wait cancels its watchers when it ends.
+for. A wait subscribes its targets, a reader task hands each response to the
+subscription whose watcher it names, and the subscription cancels its
+watchers when it ends (renewals seen meanwhile cost no re-registration).
 A broken stream fails every pending wait with :class:`BackendUnavailable`;
 the next wait opens a new one.
 """
@@ -11,7 +12,9 @@ the next wait opens a new one.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
+from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc  # type: ignore[import-untyped]  # no stubs in the venv; pyproject lists aetcd only
@@ -21,7 +24,7 @@ from ..._errors import AccessDenied, BackendError, BackendUnavailable
 from ..._logging import get_logger
 from ._channel import ERRORS, At, Channel, Client
 
-__all__ = ["SharedWatch", "Target"]
+__all__ = ["SharedWatch", "Subscription", "Target"]
 
 logger = get_logger("leaderlib.backends.etcd")
 
@@ -29,12 +32,40 @@ Target = tuple[bytes, bytes | None, int]
 """What one watcher watches: key, range end (None: the key alone), start revision."""
 
 
-@dataclasses.dataclass(eq=False)
-class _Wait:
-    election: str | None
-    done: asyncio.Future[list[Any]]
-    """The first events on any of the wait's watchers ([]: read the state afresh)."""
-    stream: _Stream | None = None
+class Subscription:
+    """One wait's watchers on the shared stream; their responses, in order."""
+
+    def __init__(self, election: str | None) -> None:
+        self.election = election
+        self.stream: _Stream | None = None
+        self.ids: list[int] = []
+        self._responses: asyncio.Queue[list[Any] | BackendError] = asyncio.Queue()
+
+    def put(self, item: list[Any] | BackendError) -> None:
+        self._responses.put_nowait(item)
+
+    async def next(self, queued: asyncio.Event) -> list[Any]:
+        """The next events on any target, or [] once ``queued`` is set or history was compacted.
+
+        Raises :class:`BackendUnavailable` if the stream broke.
+        """
+        if self._responses.empty():
+            getting = asyncio.ensure_future(self._responses.get())
+            waiting = asyncio.ensure_future(queued.wait())
+            try:
+                await asyncio.wait((getting, waiting), return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                waiting.cancel()
+                getting.cancel()
+            if not getting.done() or getting.cancelled():
+                return []
+            item = getting.result()
+        else:
+            item = self._responses.get_nowait()
+        if isinstance(item, BackendError):
+            self.put(item)  # the stream stays broken for this subscription
+            raise item
+        return item
 
 
 @dataclasses.dataclass(eq=False)
@@ -51,46 +82,35 @@ class SharedWatch:
     def __init__(self, channel: Channel) -> None:
         self._channel = channel
         self._stream: _Stream | None = None
-        self._waits: dict[int, _Wait] = {}
+        self._subs: dict[int, Subscription] = {}
         self._next_id = 1  # 0 asks etcd to choose
         self._lock = asyncio.Lock()  # one write at a time on the stream
         self._chores: set[asyncio.Task[None]] = set()
         self.streams_opened = 0
         """How many Watch streams this backend has opened (one, unless one broke)."""
 
-    async def wait(self, election: str | None, targets: list[Target], queued: asyncio.Event) -> list[Any]:
-        """The first events on any target, or [] once ``queued`` is set or history was compacted.
-
-        Raises :class:`BackendUnavailable` if the stream breaks meanwhile.
-        """
-        wait = _Wait(election, asyncio.get_running_loop().create_future())
-        ids: list[int] = []
-        stream: _Stream | None = None
+    @contextlib.asynccontextmanager
+    async def subscribe(self, election: str | None, targets: list[Target]) -> AsyncIterator[Subscription]:
+        """Register a watcher per target on the shared stream; cancel them on exit."""
+        sub = Subscription(election)
         try:
             async with self._lock:
-                stream = wait.stream = await self._open(election)
+                stream = sub.stream = await self._open(election)
                 for key, range_end, start_revision in targets:
                     watch_id = self._next_id
                     self._next_id += 1
-                    self._waits[watch_id] = wait
-                    ids.append(watch_id)
+                    self._subs[watch_id] = sub
+                    sub.ids.append(watch_id)
                     create = rpc.WatchCreateRequest(key=key, start_revision=start_revision, watch_id=watch_id)
                     if range_end is not None:
                         create.range_end = range_end
                     await self._write(stream, election, rpc.WatchRequest(create_request=create))
-            waiting = asyncio.ensure_future(queued.wait())
-            try:
-                await asyncio.wait((wait.done, waiting), return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                waiting.cancel()
-            return wait.done.result() if wait.done.done() else []
+            yield sub
         finally:
-            for watch_id in ids:
-                self._waits.pop(watch_id, None)
-            if not wait.done.done():
-                wait.done.cancel()
-            if ids and stream is not None and not stream.broken:
-                self._chore(self._cancel(stream, ids))
+            for watch_id in sub.ids:
+                self._subs.pop(watch_id, None)
+            if sub.ids and sub.stream is not None and not sub.stream.broken:
+                self._chore(self._cancel(sub.stream, sub.ids))
 
     async def _open(self, election: str | None) -> _Stream:
         stream = self._stream
@@ -159,47 +179,44 @@ class SharedWatch:
                 await self._channel.drop_client(stream.client, rotate=self._channel.several, error=str(exc))
 
     def _dispatch(self, response: Any) -> None:
-        wait = self._waits.get(response.watch_id)
-        if wait is None or wait.done.done():
-            return  # a watcher whose wait ended, or a creation's acknowledgement
+        sub = self._subs.get(response.watch_id)
+        if sub is None:
+            return  # a watcher whose wait ended
         if response.compact_revision:
-            wait.done.set_result([])  # history compacted: read the state afresh
+            sub.put([])  # history compacted: read the state afresh
         elif response.canceled:
             reason = response.cancel_reason or "no reason given"
             scheme = self._channel.scheme
             if "permission denied" in reason:
-                wait.done.set_exception(
+                sub.put(
                     AccessDenied(
                         f"etcd denied a watch on the election prefix ({reason}); grant the "
                         f"user's role read on {self._channel.prefix}",
-                        election=wait.election,
+                        election=sub.election,
                         backend=scheme,
                     )
                 )
             else:
-                wait.done.set_exception(
+                sub.put(
                     BackendUnavailable(
-                        f"etcd canceled the watch: {reason}", election=wait.election, backend=scheme
+                        f"etcd canceled the watch: {reason}", election=sub.election, backend=scheme
                     )
                 )
         elif response.events:
-            wait.done.set_result(list(response.events))
+            sub.put(list(response.events))
 
     def _break(self, stream: _Stream, kind: type[BackendError], message: str) -> None:
-        """Fail every wait on ``stream``; the next wait opens a new one."""
+        """Fail every subscription on ``stream``; the next wait opens a new stream."""
         if stream.broken:
             return
         stream.broken = True
         stream.call.cancel()
         if self._stream is stream:
             self._stream = None
-        for watch_id, wait in list(self._waits.items()):
-            if wait.stream is stream:
-                del self._waits[watch_id]
-                if not wait.done.done():
-                    wait.done.set_exception(
-                        kind(message, election=wait.election, backend=self._channel.scheme)
-                    )
+        for watch_id, sub in list(self._subs.items()):
+            if sub.stream is stream:
+                del self._subs[watch_id]
+                sub.put(kind(message, election=sub.election, backend=self._channel.scheme))
         logger.debug("etcd watch stream ended", extra={"endpoint": stream.client.endpoint, "error": message})
 
     async def aclose(self) -> None:
