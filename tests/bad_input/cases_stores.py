@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 import redis.asyncio as aioredis
 
 from leaderlib.backends import Backend, backend_from_url
-from leaderlib.testing.servers import RedisServer, free_port
+from leaderlib.testing.servers import EtcdServer, RedisServer, free_port
 
 from .cases import Context, Seen, case, raised
 
@@ -81,3 +81,16 @@ async def _etcd_nested_name(ctx: Context) -> Seen:
     # Refused when the handle is made: no etcd needs to answer.
     async with _backend("etcd://127.0.0.1:2379") as backend:
         return await raised(lambda: backend.lease("jobs/nightly"))
+
+
+@case("store.etcd-port-not-a-number")
+async def _etcd_port_not_a_number(ctx: Context) -> Seen:
+    return await raised(lambda: backend_from_url("etcd://127.0.0.1:notaport"))
+
+
+@case("store.etcd-auth-without-credentials")
+async def _etcd_auth_without_credentials(ctx: Context) -> Seen:
+    with EtcdServer(directory=ctx.tmp_path / "etcd") as server:
+        server.enable_auth(users=[("elector", "right-password", "/leaderlib/")])
+        async with _backend(server.url) as backend:
+            return await raised(lambda: backend.lease(_name()).try_acquire("me", 2.0, None))

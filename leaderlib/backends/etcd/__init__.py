@@ -70,7 +70,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import re
 from typing import Any
 from urllib.parse import unquote
 
@@ -179,10 +178,7 @@ class EtcdBackend:
             host = host.strip()
             if not host:
                 raise ConfigError(f"empty HOST:PORT in {url!r}", field="backend")
-            port_match = re.fullmatch(r"(.*):(\d+)", host)
-            if port_match is None or port_match.group(1).endswith(":"):
-                host = f"{host}:{DEFAULT_PORT}"
-            endpoints.append(host)
+            endpoints.append(_endpoint(host, url))
         return cls(endpoints, scheme=parts.scheme, **opts)
 
     def lease(self, election: str) -> EtcdLease:
@@ -232,3 +228,21 @@ class EtcdBackend:
         await self.sessions.aclose()
         await self.watcher.aclose()
         await self.channel.aclose()
+
+
+def _endpoint(host: str, url: str) -> str:
+    """``HOST:PORT`` for one comma-separated part of an etcd URL (port 2379 if none is given).
+
+    A port that is not a number is refused here: appending the default port
+    would make an address that fails on every call, forever, as a transient
+    error.
+    """
+    name, colon, port = host.rpartition(":")
+    if not colon or host.endswith("]") or name.endswith(":"):
+        return f"{host}:{DEFAULT_PORT}"  # no port (an IPv6 address without one, too)
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(
+            f"{port!r} in {url!r} is not a port number (1-65535); write HOST:PORT, e.g. 127.0.0.1:2379",
+            field="backend",
+        )
+    return host

@@ -70,6 +70,15 @@ ERRORS: ErrorMap[At] = error_map(
             when=lambda exc, at: "authentication failed" in details(exc),
         ),
         Row(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            AccessDenied,
+            lambda exc, at: (
+                f"etcd at {at.endpoint} has authentication enabled and no user was given "
+                f"({details(exc)}); put USER:PASSWORD in the URL or pass user= and password="
+            ),
+            when=lambda exc, at: "user name is empty" in details(exc),
+        ),
+        Row(
             grpc.StatusCode.UNAUTHENTICATED,
             AccessDenied,
             lambda exc, at: (
