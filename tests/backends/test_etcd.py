@@ -304,8 +304,11 @@ async def test_crash_failover_is_measured_and_announced_once(
             await until(lambda: follower.is_leader, LEASE + 3, "the follower leads")
             took = time.monotonic() - stopped
             await asyncio.sleep(0.1)  # callbacks run
+            # Taken before the teardown: the follower's own stop releases the lease,
+            # and its watch may then rightly announce that nobody leads.
+            seen = list(announced)
     assert took >= 0.75 * LEASE, f"took over {took:.2f}s after the leader stopped, before its TTL"
-    assert announced == [("crashed", ElectorState.FOLLOWING), ("follower", ElectorState.LEADING)], announced
+    assert seen == [("crashed", ElectorState.FOLLOWING), ("follower", ElectorState.LEADING)], announced
     points = metric_reader.points("leaderlib.failover.duration", election=election, backend="etcd")
     assert [p.count for p in points] == [1], "the failover was not recorded once"
     assert 0.75 * LEASE <= points[0].sum <= took + 0.5, (
