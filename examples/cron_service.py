@@ -28,7 +28,9 @@ async def poll_messages(ctx: JobContext) -> None:
     """Fetch pending messages and hand them on. The fencing token goes with every write,
     so a downstream store can reject a paused ex-leader's late batch."""
     ctx.check()
-    logger.info("polling messages", extra={"fencing_token": ctx.fencing_token, "tick": ctx.scheduled_at.isoformat()})
+    logger.info(
+        "polling messages", extra={"fencing_token": ctx.fencing_token, "tick": ctx.scheduled_at.isoformat()}
+    )
 
 
 @service.job(cron="0 * * * * *", name="health-check")  # CronExpression.EVERY_MINUTE

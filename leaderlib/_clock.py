@@ -57,6 +57,7 @@ def boottime() -> float:
     """
     return time.clock_gettime(_BOOTTIME) if _BOOTTIME is not None else time.monotonic()
 
+
 #: The longest one asyncio sleep lasts inside :meth:`SystemClock.sleep`. asyncio
 #: sleeps on CLOCK_MONOTONIC, which stands still during a host suspend: a
 #: sleep is cut into slices and the boot-time clock read after each, so a
