@@ -31,7 +31,6 @@ signal (as client-go programs exit), 2 for bad flags or configuration.
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import json
 import logging
@@ -48,7 +47,14 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, Self
 
-from leaderlib.testing.servers import CLIENTGO_VERSION, _die_with_parent, _tail, find_binary
+from leaderlib.testing.servers import (
+    CLIENTGO_VERSION,
+    _die_with_parent,
+    _tail,
+    find_binary,
+    forget_at_exit,
+    kill_at_exit,
+)
 
 __all__ = ["CLIENTGO_VERSION", "ClientGoElector", "ElectorEvent", "ElectorExited"]
 
@@ -56,19 +62,6 @@ log = logging.getLogger("leaderlib.testing")
 
 EXIT_LOST = 3
 """The elector's exit status when it lost leadership without being signalled."""
-
-_live: set[ClientGoElector] = set()
-_live_lock = threading.Lock()
-
-
-def _kill_all_at_exit() -> None:
-    with _live_lock:
-        electors = list(_live)
-    for elector in electors:
-        elector.kill()
-
-
-atexit.register(_kill_all_at_exit)
 
 
 class ElectorExited(RuntimeError):
@@ -196,8 +189,7 @@ class ClientGoElector:
                 start_new_session=True,
                 preexec_fn=_die_with_parent if on_main and sys.platform == "linux" else None,
             )
-        with _live_lock:
-            _live.add(self)
+        kill_at_exit(self)
         assert self._popen.stdout is not None
         self._reader = threading.Thread(
             target=self._read, args=(self._popen.stdout,), name=f"clientgo-{self.identity}", daemon=True
@@ -267,8 +259,7 @@ class ClientGoElector:
         status = self._popen.wait(timeout)
         if self._reader is not None:
             self._reader.join(5.0)
-        with _live_lock:
-            _live.discard(self)
+        forget_at_exit(self)
         return status
 
     def terminate(self, timeout: float = 10.0) -> int:

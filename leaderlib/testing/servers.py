@@ -48,7 +48,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Protocol, Self
 
 from leaderlib.testing._pki import CertificateAuthority, CertPair, rsa_key_pair
 
@@ -67,7 +67,9 @@ __all__ = [
     "ServerStartError",
     "cache_dir",
     "find_binary",
+    "forget_at_exit",
     "free_port",
+    "kill_at_exit",
 ]
 
 log = logging.getLogger("leaderlib.testing")
@@ -187,8 +189,29 @@ def free_port() -> int:
 
 # --------------------------------------------------------------------------- processes
 
-_live: set[_Process] = set()
+
+class _Killable(Protocol):
+    def kill(self) -> Any: ...
+
+
+_live: set[_Killable] = set()
 _live_lock = threading.Lock()
+
+
+def kill_at_exit(process: _Killable) -> None:
+    """Kill ``process`` at interpreter exit unless :func:`forget_at_exit` is called first.
+
+    One registry for every process leaderlib.testing starts (servers, the
+    client-go elector), so a failing test leaves no orphans behind.
+    """
+    with _live_lock:
+        _live.add(process)
+
+
+def forget_at_exit(process: _Killable) -> None:
+    """The process has ended: nothing to kill at exit."""
+    with _live_lock:
+        _live.discard(process)
 
 
 def _kill_all_at_exit() -> None:
@@ -236,8 +259,7 @@ class _Process:
                 start_new_session=True,
                 preexec_fn=_die_with_parent if on_main and sys.platform == "linux" else None,
             )
-        with _live_lock:
-            _live.add(self)
+        kill_at_exit(self)
 
     @property
     def pid(self) -> int:
@@ -267,8 +289,7 @@ class _Process:
         self._signal_group(signal.SIGKILL)
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.popen.wait(5.0)
-        with _live_lock:
-            _live.discard(self)
+        forget_at_exit(self)
 
 
 def _tail(path: Path, lines: int = _LOG_TAIL_LINES) -> str:
