@@ -35,6 +35,7 @@ __all__ = [
     "Backend",
     "BackendFactory",
     "Decision",
+    "JobRun",
     "Lease",
     "LeaseRecord",
     "backend_from_url",
@@ -101,6 +102,33 @@ class Acquisition:
     record: LeaseRecord | None
     """The record as it stands after the attempt: the new term's if ``acquired``,
     else the current holder's (None if there is none)."""
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class JobRun:
+    """A job's last run, as the election's store keeps it (jobs with ``misfire_grace``).
+
+    The leader writes it twice per run: when the run starts (``outcome`` None)
+    and when it ends. It is what lets the next leader run a missed tick late,
+    and never start a tick that was already started, whatever the wall clocks
+    say. Stored as the JSON of :func:`leaderlib.backends._runs.encode_run`.
+    """
+
+    job: str
+    tick: dt.datetime
+    """The tick the run is for (timezone-aware; the same instant on every replica)."""
+    fencing_token: int
+    """The token of the term the run started in."""
+    identity: str
+    """The leader that ran it."""
+    started_at: dt.datetime
+    """The leader's wall time when the run started, for humans."""
+    outcome: str | None = None
+    """``"ok"``, ``"error"`` or ``"cancelled"``; None while it runs (or if its end was never recorded)."""
+    duration: float | None = None
+    """Seconds the run took, once it ended."""
+    next_tick: dt.datetime | None = None
+    """The job's tick after this one, as the leader's trigger named it."""
 
 
 #: The fencing token of an election's first term, on every store.
@@ -232,6 +260,29 @@ class Lease(Protocol):
           compare-and-swap), only not free.
         - Raise (do not stop yielding silently) when the feed breaks: a
           broken watch puts followers back to polling every retry period.
+        """
+        ...
+
+    async def record_run(self, run: JobRun) -> None:
+        """Store ``run`` as its job's last run, fenced by the term it belongs to.
+
+        One conditional write: the store checks, atomically with the write,
+        that the election's current term is ``run.identity``'s with
+        ``run.fencing_token`` (held: not released, not taken over, not
+        expired by the store itself) and replaces the job's record. Otherwise
+        it writes nothing and raises :class:`LeaseLost`: a paused ex-leader
+        can never overwrite its successor's record. A renewal between two
+        writes is the same term. Records live beside the lease (never where
+        another implementation of the store's format, such as client-go or
+        ``etcdctl elect``, would read a candidate) and stay when the lease is
+        released; other jobs' records are untouched.
+        """
+        ...
+
+    async def last_runs(self) -> dict[str, JobRun]:
+        """Every job's last recorded run in this election, by job name (empty: none yet).
+
+        Raises :class:`CorruptLeaseRecord` if a stored run record cannot be read.
         """
         ...
 

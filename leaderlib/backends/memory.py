@@ -18,7 +18,8 @@ from typing import Any, ClassVar
 
 from .._clock import Clock, SystemClock
 from .._errors import LeaseLost
-from . import FIRST_TOKEN, Acquisition, LeaseRecord, check_election, decide, parse_options, split_url
+from . import FIRST_TOKEN, Acquisition, JobRun, LeaseRecord, check_election, decide, parse_options, split_url
+from ._runs import fenced_out
 from ._shared import ChangeNotifier
 
 __all__ = ["MemoryBackend", "MemoryLease"]
@@ -34,6 +35,8 @@ class _Store:
         # of the next term's.
         self.records: dict[str, tuple[LeaseRecord, float]] = {}
         self.versions = itertools.count(1)
+        # Per election: each job's last run record (jobs with misfire_grace).
+        self.runs: dict[str, dict[str, JobRun]] = {}
         self.changes = ChangeNotifier()
 
 
@@ -150,6 +153,20 @@ class MemoryLease:
             released = dataclasses.replace(entry[0], holder="", version=str(next(self._store.versions)))
             self._store.records[self.election] = (released, self._clock.monotonic())
         self._store.changes.notify(self.election)
+
+    async def record_run(self, run: JobRun) -> None:
+        with self._store.lock:
+            entry = self._live()
+            holder, token = (entry[0].holder, entry[0].fencing_token) if entry else (None, None)
+            if holder != run.identity or token != run.fencing_token:
+                raise fenced_out(
+                    run, holder=holder, token=token, backend=self._scheme, election=self.election
+                )
+            self._store.runs.setdefault(self.election, {})[run.job] = run
+
+    async def last_runs(self) -> dict[str, JobRun]:
+        with self._store.lock:
+            return dict(self._store.runs.get(self.election, {}))
 
     async def watch(self) -> AsyncIterator[LeaseRecord | None]:
         waiter = self._store.changes.subscribe(self.election)

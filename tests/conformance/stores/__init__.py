@@ -42,3 +42,7 @@ class Harness(Protocol):
     async def write_corrupt(self, election: str) -> None:
         """Put bytes where the election's record lives that no reader can parse as a lease."""
         ...
+
+    async def write_corrupt_run(self, election: str, job: str) -> None:
+        """Put bytes where ``job``'s run record lives that no reader can parse as a run."""
+        ...
