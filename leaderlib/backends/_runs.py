@@ -47,9 +47,9 @@ def decode_run(raw: str | bytes, *, election: str, backend: str) -> JobRun:
     """Read one stored run record; :class:`CorruptLeaseRecord` if it is not one."""
 
     def corrupt(why: str) -> CorruptLeaseRecord:
-        shown = raw if len(raw) <= 200 else raw[:200] + ("..." if isinstance(raw, str) else b"...")
+        shown = repr(raw if len(raw) <= 200 else raw[:200]) + ("..." if len(raw) > 200 else "")
         return CorruptLeaseRecord(
-            f"a job's run record is unreadable ({why}): {shown!r}; it was not written by "
+            f"a job's run record is unreadable ({why}): {shown}; it was not written by "
             "leaderlib, or by a newer version. Delete it (the job only loses its last-run "
             "history) or fix the writer",
             election=election,
