@@ -15,12 +15,12 @@ import contextlib
 import sqlite3
 import threading
 
-from .._logging import get_logger
-from ._shared import ChangeNotifier
+from ..._logging import get_logger
+from .._shared import ChangeNotifier
 
 __all__ = ["Poller"]
 
-logger = get_logger(__name__)
+logger = get_logger("leaderlib.backends.sqlite")
 
 #: The poll interval right after a change: a release by another process is
 #: seen within this long while elections are busy.

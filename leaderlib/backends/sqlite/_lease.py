@@ -1,0 +1,222 @@
+"""One election's row in the lease file: :class:`SQLiteLease` and its SQL."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import math
+import sqlite3
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+from ..._clock import boottime
+from ..._errors import BackendUnavailable, ConfigError, LeaseLost
+from .. import Acquisition, LeaseRecord, decide
+from ._rows import SELECT_COLUMNS, LeaseRow, parse_row
+
+if TYPE_CHECKING:
+    from . import SQLiteBackend
+
+__all__ = ["SQLiteLease"]
+
+
+def _wall() -> str:
+    """UTC wall time for the human-readable columns; never used for expiry."""
+    return dt.datetime.now(dt.UTC).isoformat(timespec="microseconds")
+
+
+class SQLiteLease:
+    """One election's row in a SQLite lease file."""
+
+    def __init__(self, backend: SQLiteBackend, election: str) -> None:
+        self.election = election
+        self._backend = backend
+        self._db = backend._db
+
+    # -- on the worker thread ----------------------------------------------
+
+    def _row(self, raw: tuple[Any, ...] | None) -> LeaseRow | None:
+        return parse_row(raw, self.election, table=self._db.table, path=self._db.path)
+
+    def _select(self, conn: sqlite3.Connection) -> tuple[Any, ...] | None:
+        row: tuple[Any, ...] | None = conn.execute(
+            f"SELECT {SELECT_COLUMNS} FROM {self._db.table} WHERE election = ?", (self.election,)
+        ).fetchone()
+        return row
+
+    def _get_sync(self) -> LeaseRecord | None:
+        row = self._row(self._select(self._db.connection()))
+        return row.record(boottime()) if row else None
+
+    def _acquire_sync(
+        self, identity: str, lease_duration: float, takeover: LeaseRecord | None
+    ) -> Acquisition:
+        """One acquisition attempt: :func:`decide` on the row, in one write transaction."""
+        election, table = self.election, self._db.table
+
+        def attempt(conn: sqlite3.Connection) -> Acquisition:
+            row = self._row(self._select(conn))
+            now = boottime()
+            # The row as the store sees it now (an expired lease reads as released).
+            decision = decide(row.record(now) if row is not None else None, takeover)
+            if not decision.new_term:
+                assert row is not None
+                return Acquisition(acquired=False, record=row.record(now))
+            wall = _wall()
+            expires_at = now + lease_duration
+            if row is not None:
+                # Released, expired, or exactly the version the elector judged
+                # ended: a new term, so a new fencing token.
+                sql = (
+                    f"UPDATE {table} SET holder = ?, lease_duration = ?,"
+                    " fencing_token = ?, version = version + 1,"
+                    " transitions = transitions + 1, acquire_time = ?, renew_time = ?, expires_at = ?"
+                    " WHERE election = ? AND version = ?"
+                )
+                params: tuple[Any, ...] = (
+                    identity,
+                    lease_duration,
+                    decision.fencing_token,
+                    wall,
+                    wall,
+                    expires_at,
+                    election,
+                    row.version,
+                )
+            else:
+                sql = f"INSERT INTO {table} ({SELECT_COLUMNS}) VALUES (?, ?, ?, ?, 1, 0, ?, ?, ?)"
+                params = (election, identity, lease_duration, decision.fencing_token, wall, wall, expires_at)
+            written = self._row(self._returning(conn, sql, params))
+            if written is None:
+                raise self._cas_failed()
+            return Acquisition(acquired=True, record=written.record(now))
+
+        return self._db.write(attempt)
+
+    def _returning(
+        self, conn: sqlite3.Connection, sql: str, params: tuple[Any, ...]
+    ) -> tuple[Any, ...] | None:
+        """Run a write with ``RETURNING`` the row; fetchall so the statement ends before COMMIT."""
+        rows = conn.execute(f"{sql} RETURNING {SELECT_COLUMNS}", params).fetchall()
+        return rows[0] if rows else None
+
+    def _cas_failed(self) -> BackendUnavailable:
+        # Under BEGIN IMMEDIATE nobody can change the row between our SELECT
+        # and UPDATE; if they did, the file's locks do not work.
+        return BackendUnavailable(
+            f"the row changed inside a write transaction on {self._db.path}; SQLite locking is "
+            "not working (is the file on a network filesystem?)",
+            election=self.election,
+            backend=self._db.scheme,
+        )
+
+    def _renew_sync(self, record: LeaseRecord) -> LeaseRecord | None:
+        def attempt(conn: sqlite3.Connection) -> LeaseRecord | None:
+            now = boottime()
+            raw = self._returning(
+                conn,
+                f"UPDATE {self._db.table} SET renew_time = ?, expires_at = ?, version = version + 1"
+                " WHERE election = ? AND version = ? AND holder = ? AND holder <> ''"
+                " AND expires_at > ? AND expires_at <= ? + lease_duration + 0.001",
+                (
+                    _wall(),
+                    now + record.lease_duration,
+                    record.election,
+                    _version(record),
+                    record.holder,
+                    now,
+                    now,
+                ),
+            )
+            row = self._row(raw)
+            return row.record(now) if row else None
+
+        return self._db.write(attempt)
+
+    def _release_sync(self, record: LeaseRecord) -> bool:
+        def attempt(conn: sqlite3.Connection) -> bool:
+            cursor = conn.execute(
+                f"UPDATE {self._db.table} SET holder = '', renew_time = ?, expires_at = ?,"
+                " version = version + 1 WHERE election = ? AND version = ? AND holder = ?"
+                " AND holder <> ''",
+                (_wall(), boottime(), record.election, _version(record), record.holder),
+            )
+            return cursor.rowcount > 0
+
+        return self._db.write(attempt)
+
+    # -- the Lease Protocol ------------------------------------------------
+
+    async def get(self) -> LeaseRecord | None:
+        return await self._db.run(self.election, self._get_sync)
+
+    async def try_acquire(
+        self, identity: str, lease_duration: float, takeover: LeaseRecord | None
+    ) -> Acquisition:
+        # The store expires leases itself (expires_at on CLOCK_BOOTTIME);
+        # ``takeover`` only matters for a term the elector itself ended.
+        if not (math.isfinite(lease_duration) and lease_duration > 0):
+            raise ConfigError(
+                f"lease_duration must be > 0 seconds, got {lease_duration!r}", field="lease_duration"
+            )
+        acquisition = await self._db.run(
+            self.election, self._acquire_sync, identity, lease_duration, takeover
+        )
+        if acquisition.acquired:
+            self._backend._changes.notify(self.election)
+        return acquisition
+
+    async def renew(self, record: LeaseRecord) -> LeaseRecord:
+        renewed = await self._db.run(self.election, self._renew_sync, record)
+        if renewed is None:
+            raise LeaseLost(
+                "the lease is no longer ours (expired, released or taken over)",
+                election=self.election,
+                backend=self._db.scheme,
+            )
+        self._backend._changes.notify(self.election)
+        return renewed
+
+    async def release(self, record: LeaseRecord) -> None:
+        if await self._db.run(self.election, self._release_sync, record):
+            self._backend._changes.notify(self.election)
+
+    async def watch(self) -> AsyncIterator[LeaseRecord | None]:
+        # Subscribed before the first read, so no write after it goes unseen:
+        # this process's writes notify at once, other processes' through the
+        # backend's one poller (PRAGMA data_version, see _watch).
+        backend, election = self._backend, self.election
+        waiter = backend._changes.subscribe(election)
+        event = waiter[1]
+        backend._poller.add(election)
+        last: tuple[str, str] | bool | None = False  # False: nothing yielded yet
+        try:
+            while True:
+                event.clear()
+                record = await self.get()
+                key = (record.version, record.holder) if record else None
+                if key != last:
+                    last = key
+                    yield record
+                # When the lease runs out the record reads as released, with no
+                # write to wake us: wake at its deadline too.
+                timeout = (
+                    record.expires_in
+                    if record is not None and record.is_held and record.expires_in is not None
+                    else None
+                )
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(timeout):
+                        await event.wait()
+        finally:
+            backend._poller.remove(election)
+            backend._changes.unsubscribe(election, waiter)
+
+
+def _version(record: LeaseRecord) -> int:
+    """The row version a record carries; -1 (matches nothing) if it is not ours."""
+    try:
+        return int(record.version)
+    except ValueError:
+        return -1
