@@ -43,8 +43,9 @@ from ._errors import ConfigError, LeaderlibError, NotLeader
 from ._health import serve_health
 from ._logging import get_logger
 from ._telemetry import instruments, start_job, tracer
+from ._ticks import Plan, count_ticks, plan_tick, read_runs, record_end, record_start
 from ._triggers import Trigger, make_trigger
-from .backends import Backend, backend_from_url, known_schemes, split_url
+from .backends import Backend, JobRun, Lease, backend_from_url, known_schemes, split_url
 
 __all__ = ["JobContext", "Mode", "Service"]
 
@@ -105,6 +106,10 @@ class _Job:
     trigger: Trigger
     overlap: Overlap
     takes_context: bool
+    misfire_grace: float | None = None
+    """Seconds a missed tick may be run late; None: runs are not recorded (no store write)."""
+    coalesce: bool = False
+    """With ``misfire_grace``: several missed ticks run once, for the latest."""
     running: asyncio.Task[None] | None = None
     thread: _Thread | None = None
     """The sync run's thread while it has not returned, even once ``running`` is cancelled."""
@@ -112,7 +117,15 @@ class _Job:
     """The tick waiting for the running run to end (``overlap="queue"``)."""
     last_tick: dt.datetime | None = None
     """The latest tick this process reached for the job, in any term: later ticks are
-    named only after it, so a wall clock stepped back never makes it run a tick twice."""
+    named only after it, so a wall clock stepped back never makes it run a tick twice.
+    For a recorded job, each term starts it from the store's run record."""
+    recording: asyncio.Task[None] | None = None
+    """The write of the last run's end (recorded jobs): the next start waits for it."""
+
+    @property
+    def recorded(self) -> bool:
+        """True if the job's runs are recorded in the store (it has a ``misfire_grace``)."""
+        return self.misfire_grace is not None
 
     def busy(self) -> bool:
         """True while a run of this job may still act (its task or its thread goes on)."""
@@ -125,6 +138,8 @@ class _Job:
             waits.add(self.running)
         if self.thread is not None:
             waits.add(self.thread.done)
+        if self.recording is not None and not self.recording.done():
+            waits.add(self.recording)
         return waits
 
 
@@ -203,6 +218,8 @@ class Service:
         self.backend_url = ""
         self.config = config or ElectionConfig()
         self._backend: Backend | None = None
+        self._backend_in_use: Backend | None = None
+        """The backend of the running :meth:`run` (whose leases hold the run records)."""
         self._jobs: dict[str, _Job] = {}
         self._electors: list[LeaderElector] = []
         self._stopping = False
@@ -267,11 +284,21 @@ class Service:
         every: float | dt.timedelta | None = None,
         name: str | None = None,
         overlap: Overlap = "skip",
+        misfire_grace: float | dt.timedelta | None = None,
+        coalesce: bool = False,
     ) -> Callable[[F], F]:
         """Decorator form of :meth:`add_job`."""
 
         def register(func: F) -> F:
-            self.add_job(func, cron=cron, every=every, name=name, overlap=overlap)
+            self.add_job(
+                func,
+                cron=cron,
+                every=every,
+                name=name,
+                overlap=overlap,
+                misfire_grace=misfire_grace,
+                coalesce=coalesce,
+            )
             return func
 
         return register
@@ -284,12 +311,22 @@ class Service:
         every: float | dt.timedelta | None = None,
         name: str | None = None,
         overlap: Overlap = "skip",
+        misfire_grace: float | dt.timedelta | None = None,
+        coalesce: bool = False,
     ) -> None:
         """Run ``func`` on the leader at each tick of ``cron`` (six fields, seconds first,
         or five) or ``every`` seconds. ``func`` may be sync (run in a thread) or async;
         if it takes an argument it gets a :class:`JobContext`. A run still going at the
         next tick makes that tick be skipped (``overlap="skip"``, counted) or run once
-        the current run ends (``"queue"``)."""
+        the current run ends (``"queue"``).
+
+        ``misfire_grace`` (seconds) makes ticks survive a failover: each run's start
+        and end are recorded in the election's store (two writes per run), a tick
+        missed by at most this much (no leader at the time, a paused leader) is run
+        late, once, by whoever leads next, and a tick recorded as started is never
+        started again, whatever the wall clocks say. ``coalesce=True`` runs several
+        missed ticks once, for the latest. Left out, nothing is written per tick and
+        a tick without a leader is lost."""
         job_name = name or getattr(func, "__name__", None)
         if not job_name or not isinstance(job_name, str):
             raise ConfigError("the job needs a name=...", field="name")
@@ -299,10 +336,13 @@ class Service:
             raise ConfigError(f"overlap must be 'skip' or 'queue', got {overlap!r}", field="overlap")
         try:
             trigger = make_trigger(cron=cron, every=every)
+            grace = _misfire_grace(misfire_grace, coalesce)
         except ConfigError as exc:
             raise ConfigError(f"job {job_name!r}: {exc.reason}", field=exc.field) from None
         self._check_election_names([*self._jobs, job_name])
-        self._jobs[job_name] = _Job(job_name, func, trigger, overlap, _takes_context(func))
+        self._jobs[job_name] = _Job(
+            job_name, func, trigger, overlap, _takes_context(func), misfire_grace=grace, coalesce=coalesce
+        )
 
     def add_schedule(
         self, scheduler: schedule.Scheduler, *, poll: float = 1.0, name: str = "schedule"
@@ -399,6 +439,7 @@ class Service:
         self._stop_requested = asyncio.Event()
         owns_backend = self._backend is None
         backend = self._backend or backend_from_url(self.backend_url)
+        self._backend_in_use = backend
         self.abandoned_runs = []
         groups = (
             {self.election: list(self._jobs.values())}
@@ -533,6 +574,8 @@ class Service:
             # The elector cancels this when the term ends, and releases the lease only
             # after it returns: so it returns only once the term's runs are over.
             try:
+                if any(job.recorded for job in jobs) and not await self._plan_from_records(jobs, leadership):
+                    return  # the term ended before the records could be read
                 async with asyncio.TaskGroup() as group:
                     for job in jobs:
                         group.create_task(self._schedule(job, leadership), name=f"leaderlib-job-{job.name}")
@@ -565,19 +608,92 @@ class Service:
                 },
             )
 
+    def _lease(self, leadership: Leadership) -> Lease:
+        assert self._backend_in_use is not None
+        return self._backend_in_use.lease(leadership.election)
+
+    async def _plan_from_records(self, jobs: list[_Job], leadership: Leadership) -> bool:
+        """Start each recorded job's plan from the store's run record; False if the term ended first."""
+        runs = await read_runs(self._lease(leadership), leadership, self.clock, self.config.retry_period)
+        if runs is None:
+            return False
+        now = self.clock.wall()
+        for job in jobs:
+            if not job.recorded:
+                continue
+            last = runs.get(job.name)
+            job.last_tick = None if last is None else last.tick
+            if last is not None and last.tick > now:
+                ahead = count_ticks(job.trigger, now, last.tick)
+                attributes = {"job": job.name, "election": leadership.election}
+                instruments.ticks_already_run.add(ahead, attributes)
+                logger.warning(
+                    "the job's last run was recorded for a tick ahead of this replica's clock; "
+                    "the ticks up to it count as run",
+                    extra={
+                        **attributes,
+                        "recorded_tick": last.tick.isoformat(),
+                        "recorded_by": last.identity,
+                        "ahead_seconds": round((last.tick - now).total_seconds(), 3),
+                        "ticks": ahead,
+                    },
+                )
+        return True
+
+    def _plan(self, job: _Job) -> Plan:
+        now = self.clock.wall()
+        if job.misfire_grace is None:
+            # After the last tick reached: a wall clock set back must not name it again.
+            return Plan(
+                job.trigger.next_after(now if job.last_tick is None else max(now, job.last_tick)), late=False
+            )
+        return plan_tick(job.trigger, job.last_tick, now, job.misfire_grace, coalesce=job.coalesce)
+
     async def _schedule(self, job: _Job, leadership: Leadership) -> None:
         """Launch the job at each tick while launching and the leadership lasts."""
         while not self._stopping:
-            # After the last tick reached: a wall clock set back must not name it again.
-            now = self.clock.wall()
-            tick = job.trigger.next_after(now if job.last_tick is None else max(now, job.last_tick))
-            await self._sleep_until(tick)
+            plan = self._plan(job)
+            if plan.misfired:
+                self._misfired(job, plan, leadership)
+            await self._sleep_until(plan.tick)
             if self._stopping:
                 return  # stopping: the runs get the grace; _end_runs ends them with the term
             if not leadership.is_valid():
                 return  # a paused process: the term ended while it slept
-            job.last_tick = tick
-            self._launch(job, tick, leadership)
+            if plan.late and job.busy():
+                # A missed tick runs after the run before it, whatever ``overlap`` says
+                # for ticks that come due while a run goes on; then plan again.
+                await asyncio.wait(job.pending())
+                continue
+            job.last_tick = plan.tick
+            if plan.late:
+                instruments.ticks_recovered.add(1, {"job": job.name, "election": leadership.election})
+                logger.info(
+                    "missed tick run late",
+                    extra={
+                        "job": job.name,
+                        "tick": plan.tick.isoformat(),
+                        "election": leadership.election,
+                        "late_seconds": round((self.clock.wall() - plan.tick).total_seconds(), 3),
+                    },
+                )
+            self._launch(job, plan.tick, leadership)
+
+    def _misfired(self, job: _Job, plan: Plan, leadership: Leadership) -> None:
+        """Report missed ticks passed over, and move past them (they are not recorded)."""
+        assert plan.latest_misfire is not None
+        attributes = {"job": job.name, "election": leadership.election}
+        instruments.misfires.add(plan.misfired, attributes)
+        logger.warning(
+            "missed ticks not run: later than the job's misfire_grace, or coalesced into a later tick",
+            extra={
+                **attributes,
+                "ticks": plan.misfired,
+                "latest": plan.latest_misfire.isoformat(),
+                "misfire_grace": job.misfire_grace,
+            },
+        )
+        job.last_tick = plan.latest_misfire
 
     async def _sleep_until(self, tick: dt.datetime) -> None:
         """Return when the wall clock reads ``tick`` or later, or launching stops."""
@@ -627,11 +743,16 @@ class Service:
             "fencing_token": leadership.fencing_token,
         }
         args = (context,) if job.takes_context else ()
+        run: JobRun | None = None
+        if job.recorded:
+            run = await self._record_start(job, tick, leadership)
+            if run is None:
+                return
         started = self.clock.monotonic()
         logger.info("job run started", extra=details)
         if not inspect.iscoroutinefunction(job.func):
             with tracer.start_as_current_span("leaderlib.job", attributes=details):
-                await self._in_thread(job, args, details, started)  # it reports the run's end
+                await self._in_thread(job, args, details, started, run)  # it reports the run's end
             return
         outcome = "error"
         try:
@@ -646,10 +767,33 @@ class Service:
         except Exception:
             logger.exception("job run failed", extra=details)
         finally:
-            self._finished(details, outcome, started)
+            self._finished(job, details, outcome, started, run)
+
+    async def _record_start(self, job: _Job, tick: dt.datetime, leadership: Leadership) -> JobRun | None:
+        """Record the run's start in the store before the job is called; None: do not run it."""
+        if job.recording is not None:
+            # The previous run's end is written first: landing after this start, it
+            # would make the record show the older tick, and the next leader rerun this one.
+            await asyncio.shield(job.recording)
+        run = JobRun(
+            job=job.name,
+            tick=tick,
+            fencing_token=leadership.fencing_token,
+            identity=leadership.identity,
+            started_at=self.clock.wall(),
+            next_tick=job.trigger.next_after(tick),
+        )
+        if await record_start(self._lease(leadership), run, leadership, self.clock, self.config.retry_period):
+            return run
+        return None
 
     async def _in_thread(
-        self, job: _Job, args: tuple[Any, ...], details: dict[str, str | int], started: float
+        self,
+        job: _Job,
+        args: tuple[Any, ...],
+        details: dict[str, str | int],
+        started: float,
+        run: JobRun | None,
     ) -> None:
         """Run a sync job in a thread of its own; return when it returns.
 
@@ -664,19 +808,26 @@ class Service:
         def returned(done: asyncio.Future[BaseException | None]) -> None:
             if job.thread is thread:
                 job.thread = None
-            self._finished(details, _outcome(done.result(), details), started)
+            self._finished(job, details, _outcome(done.result(), details), started, run)
 
         job.thread = thread
         thread.done.add_done_callback(returned)
         thread.start()
         await asyncio.shield(thread.done)
 
-    def _finished(self, details: dict[str, str | int], outcome: str, started: float) -> None:
+    def _finished(
+        self, job: _Job, details: dict[str, str | int], outcome: str, started: float, run: JobRun | None
+    ) -> None:
         duration = self.clock.monotonic() - started
         attributes = {"job": details["job"], "election": details["election"]}
         instruments.job_runs.add(1, {**attributes, "outcome": outcome})
         instruments.job_duration.record(duration, attributes)
         logger.info("job run finished", extra={**details, "outcome": outcome, "duration": round(duration, 6)})
+        if run is not None and self._backend_in_use is not None:
+            # A task of its own: this may run in a cancelled run's finally, or a callback.
+            ended = dataclasses.replace(run, outcome=outcome, duration=round(duration, 6))
+            lease = self._backend_in_use.lease(str(details["election"]))
+            job.recording = asyncio.ensure_future(record_end(lease, ended))
 
 
 def _sole_cause(group: ExceptionGroup[Exception]) -> Exception:
@@ -709,6 +860,26 @@ def _check_backend_url(url: str) -> None:
             f"unknown backend scheme {scheme!r} in {url!r}; known schemes: {', '.join(known_schemes())}",
             field="backend",
         )
+
+
+def _misfire_grace(grace: float | dt.timedelta | None, coalesce: bool) -> float | None:
+    """A job's ``misfire_grace`` in seconds; ConfigError for a bad one, or ``coalesce`` without one."""
+    if not isinstance(coalesce, bool):
+        raise ConfigError(f"coalesce must be True or False, got {coalesce!r}", field="coalesce")
+    if grace is None:
+        if coalesce:
+            raise ConfigError(
+                "coalesce=True needs misfire_grace=SECONDS: only ticks missed by at most the "
+                "grace are run late (and coalesced)",
+                field="coalesce",
+            )
+        return None
+    seconds = grace.total_seconds() if isinstance(grace, dt.timedelta) else grace
+    if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not 0 <= seconds < float("inf"):
+        raise ConfigError(
+            f"misfire_grace must be a finite number of seconds >= 0, got {grace!r}", field="misfire_grace"
+        )
+    return float(seconds)
 
 
 def _lease_name_part(job: str) -> str:

@@ -67,6 +67,19 @@ class _Instruments:
             "leaderlib.job.skipped",
             description="Ticks skipped because the previous run of the job was still going.",
         )
+        self.ticks_recovered = meter.create_counter(
+            "leaderlib.job.ticks_recovered",
+            description="Missed ticks run late, within the job's misfire_grace, by this leader.",
+        )
+        self.ticks_already_run = meter.create_counter(
+            "leaderlib.job.ticks_already_run",
+            description="Ticks not started because the job's run record shows them run already "
+            "(by a leader whose wall clock ran ahead).",
+        )
+        self.misfires = meter.create_counter(
+            "leaderlib.job.misfires",
+            description="Missed ticks not run: later than the job's misfire_grace, or coalesced into a later one.",
+        )
         self.job_duration = meter.create_histogram(
             "leaderlib.job.duration",
             unit="s",
@@ -95,5 +108,7 @@ def start_election(attributes: dict[str, str]) -> None:
 def start_job(attributes: dict[str, str]) -> None:
     """Create a job's counters (``job``, ``election``) at 0."""
     instruments.job_skipped.add(0, attributes)
+    for counter in (instruments.ticks_recovered, instruments.ticks_already_run, instruments.misfires):
+        counter.add(0, attributes)
     for outcome in JOB_OUTCOMES:
         instruments.job_runs.add(0, {**attributes, "outcome": outcome})

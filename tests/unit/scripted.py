@@ -24,7 +24,8 @@ from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
 from leaderlib import Acquisition, BackendError, FakeClock, LeaseLost, LeaseRecord
-from leaderlib.backends import FIRST_TOKEN, decide
+from leaderlib.backends import FIRST_TOKEN, JobRun, decide
+from leaderlib.backends._runs import fenced_out
 
 __all__ = [
     "Behaviour",
@@ -135,7 +136,9 @@ class Conflict(Behaviour):
 
 
 #: What :meth:`ScriptedBackend.script` can script: the Lease methods, and the backend's aclose.
-SCRIPTABLE = frozenset({"get", "try_acquire", "renew", "release", "watch", "aclose"})
+SCRIPTABLE = frozenset(
+    {"get", "try_acquire", "renew", "release", "watch", "aclose", "record_run", "last_runs"}
+)
 
 
 class ScriptedBackend:
@@ -162,6 +165,8 @@ class ScriptedBackend:
         self._scripts: dict[str, list[list[Any]]] = {}  # method -> [[behaviour, remaining or None]]
         self._changed = asyncio.Event()
         self._leases: dict[str, ScriptedLease] = {}
+        self.runs: dict[str, dict[str, JobRun]] = {}
+        """Per election, each job's last run record (the store's side of ``record_run``)."""
 
     # -- scripting ------------------------------------------------------------
 
@@ -328,6 +333,24 @@ class ScriptedLease:
             released = dataclasses.replace(current, holder="", version=str(next(backend._versions)))
             backend._records[self.election] = (released, backend.clock.monotonic())
             backend._notify()
+
+    async def record_run(self, run: JobRun) -> None:
+        backend = self._backend
+        scripted = await backend._enter("record_run", self.election, (run,))
+        if scripted is not PROCEED:
+            return
+        current = backend.current(self.election)
+        holder, token = (current.holder, current.fencing_token) if current else (None, None)
+        if holder != run.identity or token != run.fencing_token:
+            raise fenced_out(run, holder=holder, token=token, backend=backend.scheme, election=self.election)
+        backend.runs.setdefault(self.election, {})[run.job] = run
+
+    async def last_runs(self) -> dict[str, JobRun]:
+        backend = self._backend
+        scripted = await backend._enter("last_runs", self.election, ())
+        if scripted is not PROCEED:
+            return scripted  # type: ignore[no-any-return]
+        return dict(backend.runs.get(self.election, {}))
 
     async def watch(self) -> AsyncIterator[LeaseRecord | None]:
         backend = self._backend

@@ -112,7 +112,15 @@ def test_every_backend_module_and_class_is_documented(entry: importlib.metadata.
     lease_methods = [
         name for name, value in vars(Lease).items() if not name.startswith("_") and callable(value)
     ]
-    assert set(lease_methods) == {"get", "try_acquire", "renew", "release", "watch"}
+    assert set(lease_methods) == {
+        "get",
+        "try_acquire",
+        "renew",
+        "release",
+        "watch",
+        "record_run",
+        "last_runs",
+    }
     assert [name for name in lease_methods if not callable(getattr(handle, name, None))] == []
     assert sorted(Lease.__annotations__) == ["election"]
     # The data members: `scheme` (checked per instance elsewhere) and how finely the

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 from typing import ClassVar
 
 from leaderlib import Acquisition, Backend, ElectionConfig, LeaderElector, LeaseRecord, backend_from_url
-from leaderlib.backends import Lease
+from leaderlib.backends import JobRun, Lease
 
 from ..stores import Target
 from . import BENCH_TIMING, Emit, Peer
@@ -76,6 +76,12 @@ class ObservedLease:
 
     def watch(self) -> AsyncIterator[LeaseRecord | None]:
         return self.inner.watch()
+
+    async def record_run(self, run: JobRun) -> None:
+        await self.inner.record_run(run)
+
+    async def last_runs(self) -> dict[str, JobRun]:
+        return await self.inner.last_runs()
 
 
 async def run_until_leading(elector: LeaderElector, leading: asyncio.Event) -> asyncio.Task[None]:
