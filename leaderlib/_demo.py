@@ -3,13 +3,15 @@
 The demo starts N replica processes (``leaderlib run leaderlib._demo:demo_service``)
 on one backend, SIGKILLs the leader part-way, stops the next leader with
 SIGTERM near the end, and measures everything from the replicas' own JSON
-logs: leadership intervals, overlaps, failover and handover times, job runs
-and ticks run more than once.
+logs: leadership intervals, overlaps, failover and handover times, job runs,
+ticks run more than once, ticks missed, and the missed ticks the next leader
+ran late (every demo job has a ``misfire_grace`` longer than the failover).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import json
 import os
 import queue
@@ -25,6 +27,7 @@ from typing import IO, Any
 
 from ._errors import ConfigError
 from ._runtime import JobContext, Service
+from ._ticks import count_ticks
 
 __all__ = ["MIN_DURATION", "demo_service", "run_demo"]
 
@@ -34,22 +37,26 @@ __all__ = ["MIN_DURATION", "demo_service", "run_demo"]
 #: durations used to be stretched silently to about 17 s.
 MIN_DURATION = 20.0
 
+#: Longer than the failover the demo causes (the default 10 s lease, plus the
+#: retry), so the ticks without a leader are run late by the next one.
+DEMO_MISFIRE_GRACE = 15.0
+
 
 def demo_service() -> Service:
     """The origin's message-polling service on a fast clock: ticks every second, so a
     30-second demo shows many runs. ``examples/cron_service.py`` has the real schedule."""
     service = Service("demo-cron")
 
-    @service.job(cron="* * * * * *", name="poll-messages")
+    @service.job(cron="* * * * * *", name="poll-messages", misfire_grace=DEMO_MISFIRE_GRACE)
     def poll_messages(ctx: JobContext) -> None:
         ctx.check()  # before the side effect: a paused ex-leader must not act
         time.sleep(0.05)
 
-    @service.job(every=5, name="health-check")
+    @service.job(every=5, name="health-check", misfire_grace=DEMO_MISFIRE_GRACE)
     async def health_check() -> None:
         return None
 
-    @service.job(cron="*/10 * * * * *", name="report")
+    @service.job(cron="*/10 * * * * *", name="report", misfire_grace=DEMO_MISFIRE_GRACE)
     def report(ctx: JobContext) -> None:
         ctx.check()
 
@@ -87,6 +94,7 @@ class _Demo:
         self.replicas: list[_Replica] = []
         self.terms: list[_Term] = []
         self.runs: list[tuple[float, str, str, str, int]] = []  # logged at, replica, job, tick, token
+        self.recovered: list[tuple[str, str, str]] = []  # replica, job, tick: missed ticks run late
         self.acquisitions: list[tuple[float, str]] = []
         self.readers: list[threading.Thread] = []
 
@@ -142,6 +150,13 @@ class _Demo:
             job, tick, token = entry["job"], entry["tick"], int(entry["fencing_token"])
             self.runs.append((at, name, job, tick, token))
             self.say(at, f"{name} runs {job} for tick {tick[11:19]} with fencing token {token}")
+        elif message == "missed tick run late":
+            self.recovered.append((name, entry["job"], entry["tick"]))
+            self.say(
+                at,
+                f"{name} recovers missed tick {entry['tick'][11:19]} of {entry['job']} "
+                f"({entry.get('late_seconds')} s late)",
+            )
         elif entry.get("level") in ("ERROR", "CRITICAL", "RAW"):
             self.say(at, f"{name}: {message} {entry.get('error', '')}".rstrip())
 
@@ -233,6 +248,17 @@ class _Demo:
             term.end = term.end if term.end is not None else end
         return self.summary(failover, handover)
 
+    def missed_ticks(self) -> int:
+        """Ticks of each job, between its first and last run, that no replica ran."""
+        triggers = {job.name: job.trigger for job in demo_service()._jobs.values()}
+        missed = 0
+        for job, trigger in triggers.items():
+            ran = {dt.datetime.fromisoformat(tick) for _, _, name, tick, _ in self.runs if name == job}
+            if ran:
+                first, last = min(ran), max(ran)
+                missed += 1 + count_ticks(trigger, first, last) - len(ran)
+        return missed
+
     def _await_exit(self, replica: _Replica, timeout: float) -> None:
         """Pump events until a replica that was asked to stop has exited."""
         deadline = time.time() + timeout
@@ -268,6 +294,8 @@ class _Demo:
             "handover_seconds": None if handover is None else round(handover, 3),
             "job_runs": len(self.runs),
             "duplicate_ticks": sum(1 for count in ticks.values() if count > 1),
+            "missed_ticks": self.missed_ticks(),
+            "recovered_ticks": len(self.recovered),
             "exit_codes": {r.name: r.process.returncode for r in self.replicas},
         }
 
@@ -313,9 +341,14 @@ def run_demo(
     print(f"graceful handover: {_measured(summary['handover_seconds'], replicas, 3, 'SIGTERM')}")
     print(f"job runs:          {summary['job_runs']}")
     print(f"duplicate ticks:   {summary['duplicate_ticks']}")
+    print(f"missed ticks:      {summary['missed_ticks']}")
+    print(
+        f"recovered ticks:   {summary['recovered_ticks']} (missed while nobody led, run late by the next leader)"
+    )
     if json_path:
         Path(json_path).write_text(json.dumps(summary, indent=2) + "\n")
-    return 0 if summary["overlaps"] == 0 and summary["duplicate_ticks"] == 0 else 1
+    safe = summary["overlaps"] == 0 and summary["duplicate_ticks"] == 0 and summary["missed_ticks"] == 0
+    return 0 if safe else 1
 
 
 def _measured(seconds: float | None, replicas: int, needed: int, signal_name: str) -> str:

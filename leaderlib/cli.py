@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import datetime as dt
 import importlib
 import importlib.metadata
 import importlib.util
@@ -25,7 +26,7 @@ from ._errors import BackendError, ConfigError, LeaderlibError
 from ._logging import configure_logging, get_logger
 from ._runtime import Service
 from ._sdk import configure_sdk
-from .backends import Backend, LeaseRecord, backend_from_url
+from .backends import Backend, JobRun, LeaseRecord, backend_from_url
 
 __all__ = ["load_target", "main", "redact_url"]
 
@@ -124,13 +125,14 @@ def _parser() -> argparse.ArgumentParser:
     status = commands.add_parser(
         "status",
         help="show who holds an election",
-        description="Read one election's lease record (never creates a store). Passwords in the "
-        "backend URL are shown as ***. Exit status: 0 shown; 2 bad usage or configuration; 3 the "
+        description="Read one election's lease record and its jobs' last recorded runs (jobs with "
+        "misfire_grace record theirs: tick, who ran it, outcome, duration, next tick); never "
+        "creates a store. Passwords in the backend URL are shown as ***. Exit status: 0 shown; 2 bad usage or configuration; 3 the "
         "store refused the credentials or permissions, or could not be read.",
     )
     status.add_argument("election")
     status.add_argument("--backend", metavar="URL", help="backend URL (default: LEADERLIB_BACKEND or sqlite)")
-    status.add_argument("--json", action="store_true", help="print the record as JSON")
+    status.add_argument("--json", action="store_true", help="print the record and the job runs as JSON")
 
     demo = commands.add_parser(
         "demo",
@@ -344,23 +346,51 @@ async def _status(args: argparse.Namespace) -> int:
     backend = backend_from_url(settings.backend)
     try:
         _refuse_to_create(backend)
-        record = await backend.lease(args.election).get()
+        lease = backend.lease(args.election)
+        record = await lease.get()
+        runs = await lease.last_runs()
     finally:
         await backend.aclose()
     if args.json:
-        payload: dict[str, Any] | None = None
-        if record is not None:
-            payload = dict(dataclasses.asdict(record))
-            for key in ("acquire_time", "renew_time"):
-                if payload[key] is not None:
-                    payload[key] = payload[key].isoformat()
-        print(json.dumps({"election": args.election, "backend": shown, "record": payload}, indent=2))
+        payload = {
+            "election": args.election,
+            "backend": shown,
+            "record": None if record is None else _jsonable(dataclasses.asdict(record)),
+            "jobs": {job: _jsonable(dataclasses.asdict(run)) for job, run in sorted(runs.items())},
+        }
+        print(json.dumps(payload, indent=2))
         return EXIT_OK
     if record is None:
         print(f"{args.election}: no leader, and no lease record yet ({shown})")
-        return EXIT_OK
-    _print_record(args.election, record, shown)
+    else:
+        _print_record(args.election, record, shown)
+    _print_runs(runs)
     return EXIT_OK
+
+
+def _jsonable(fields: dict[str, Any]) -> dict[str, Any]:
+    """A record's fields with times as ISO 8601 strings."""
+    return {
+        key: value.isoformat() if isinstance(value, dt.datetime) else value for key, value in fields.items()
+    }
+
+
+def _print_runs(runs: dict[str, JobRun]) -> None:
+    if not runs:
+        print("jobs:           no runs recorded (only jobs with misfire_grace record theirs)")
+        return
+    print("jobs:           last recorded run of each")
+    width = max(len(job) for job in runs)
+    for job, run in sorted(runs.items()):
+        if run.outcome is None:
+            outcome = "started, no end recorded (still running, or its leader died)"
+        else:
+            outcome = f"{run.outcome} in {run.duration:.3f}s" if run.duration is not None else run.outcome
+        following = run.next_tick.isoformat() if run.next_tick else "-"
+        print(
+            f"  {job:<{width}}  tick {run.tick.isoformat()}  by {run.identity} (token {run.fencing_token})  "
+            f"{outcome}  next tick {following}"
+        )
 
 
 def _print_record(election: str, record: LeaseRecord, backend: str) -> None:

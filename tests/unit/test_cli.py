@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import datetime as dt
 import json
 import socket
 import sys
@@ -17,7 +19,7 @@ import pytest
 from leaderlib import AccessDenied, ConfigError, Service
 from leaderlib._demo import _measured, run_demo
 from leaderlib._health import serve_health
-from leaderlib.backends import backend_from_url
+from leaderlib.backends import JobRun, backend_from_url
 from leaderlib.backends.memory import MemoryBackend, MemoryLease
 from leaderlib.cli import _parser, load_target, main, redact_url
 
@@ -30,6 +32,43 @@ def test_status_shows_the_holder(capsys: pytest.CaptureFixture[str]) -> None:
     assert shown["record"]["fencing_token"] == 1
     assert main(["status", "billing", "--backend", "memory://cli-status"]) == 0
     assert "holder:         pod-a" in capsys.readouterr().out
+
+
+def test_status_shows_each_jobs_last_run(capsys: pytest.CaptureFixture[str]) -> None:
+    lease = MemoryBackend("cli-status-runs").lease("billing")
+    record = asyncio.run(lease.try_acquire("pod-a", 30.0, None)).record
+    assert record is not None
+    tick = dt.datetime(2026, 12, 1, 8, 0, tzinfo=dt.UTC)
+    run = JobRun(
+        job="report",
+        tick=tick,
+        fencing_token=record.fencing_token,
+        identity="pod-a",
+        started_at=tick,
+        outcome="ok",
+        duration=0.25,
+        next_tick=tick + dt.timedelta(days=1),
+    )
+    asyncio.run(lease.record_run(run))
+    asyncio.run(lease.record_run(dataclasses.replace(run, job="poll", outcome=None, duration=None)))
+    assert main(["status", "billing", "--backend", "memory://cli-status-runs", "--json"]) == 0
+    jobs = json.loads(capsys.readouterr().out)["jobs"]
+    assert jobs["report"] == {
+        "job": "report",
+        "tick": "2026-12-01T08:00:00+00:00",
+        "fencing_token": 1,
+        "identity": "pod-a",
+        "started_at": "2026-12-01T08:00:00+00:00",
+        "outcome": "ok",
+        "duration": 0.25,
+        "next_tick": "2026-12-02T08:00:00+00:00",
+    }
+    assert jobs["poll"]["outcome"] is None
+    assert main(["status", "billing", "--backend", "memory://cli-status-runs"]) == 0
+    text = capsys.readouterr().out
+    assert "report  tick 2026-12-01T08:00:00+00:00  by pod-a (token 1)  ok in 0.250s" in text
+    assert "next tick 2026-12-02T08:00:00+00:00" in text
+    assert "poll    tick 2026-12-01T08:00:00+00:00  by pod-a (token 1)  started, no end recorded" in text
 
 
 def test_status_without_a_leader(capsys: pytest.CaptureFixture[str]) -> None:
