@@ -45,6 +45,9 @@ def build_shim() -> Path:
 class Replica:
     """One replica slot: its process (respawned after a kill) and its clock offsets."""
 
+    #: What ``leaderlib run`` runs (other tests reuse the slots with a service of their own).
+    target = "tests.chaos.service:service"
+
     def __init__(self, slot: int, url: str, directory: Path, env: dict[str, str], shim: Path) -> None:
         self.slot = slot
         self.name = f"r{slot}"
@@ -94,7 +97,7 @@ class Replica:
         self._write_clock()
         self.spawns += 1
         log = open(self.directory / f"{self.name}-{self.spawns}.log", "wb")  # noqa: SIM115 - the child owns it
-        command = [sys.executable, "-m", "leaderlib", "run", "tests.chaos.service:service"]
+        command = [sys.executable, "-m", "leaderlib", "run", self.target]
         command += ["--backend", self.url, "--log-format", "json"]
         with log:
             self.process = subprocess.Popen(
