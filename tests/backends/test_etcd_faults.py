@@ -154,7 +154,7 @@ async def test_a_cut_off_follower_next_in_line_is_passed_over(
                 i: candidacy.create_revision
                 for i, b in enumerate(backends)
                 if i != leader
-                for candidacy in b.lease(election)._candidacies.values()
+                for candidacy in b.lease(election).candidacies.values()
             }
             assert len(queued) == 2, queued
             victim = min(queued, key=queued.__getitem__)

@@ -55,9 +55,12 @@ Every election's watch shares the backend's one Watch stream (``_watch``). A
 follower waits on its predecessor's key and its own; the leader's renewals
 on that key are yielded as records built from the event, without a read.
 
-Modules: ``_channel`` (endpoints, failover, auth, TLS, the error table),
-``_session`` (sessions, keepalive loop, abandonment), ``_election`` (the
-recipe, :class:`EtcdLease`), ``_watch`` (the shared Watch stream).
+Modules: ``_channel`` (endpoints, failover, reconnect backoff), ``_client``
+(one member's connection: TLS, auth, the keepalive stream),
+``_grpc_errors`` (the error table), ``_session`` (sessions, keepalive loop,
+abandonment), ``_keys`` (the key layout and the recipe's requests),
+``_election`` (the campaign, :class:`EtcdLease`), ``_observe`` (what a wait
+watches), ``_watch`` (the shared Watch stream).
 
 A session none of whose keepalives was answered for its TTL is *abandoned*,
 as Go's lessor does: no more keepalives for it (one that reaches etcd while
@@ -76,8 +79,10 @@ from urllib.parse import unquote
 from ..._errors import BackendError, ConfigError
 from ..._logging import get_logger
 from .. import check_election, parse_options, split_url
-from ._channel import Channel, tls_credentials
-from ._election import EtcdLease, candidate_key
+from ._channel import Channel
+from ._client import tls_credentials
+from ._election import EtcdLease
+from ._keys import candidate_key
 from ._session import Sessions, lease_ttl
 from ._watch import SharedWatch
 

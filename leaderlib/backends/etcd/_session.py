@@ -119,14 +119,14 @@ class Sessions:
         if self.by_slot.get(slot) is session:
             del self.by_slot[slot]
         for lease in list(self._leases.values()):
-            lease._candidacies.pop(session.lease_id, None)
+            lease.candidacies.pop(session.lease_id, None)
 
     def candidacies_on(self, session: Session) -> list[tuple[EtcdLease, Candidacy]]:
         """The elections ``session`` campaigns in, and its candidacy in each."""
         return [
-            (lease, lease._candidacies[session.lease_id])
+            (lease, lease.candidacies[session.lease_id])
             for lease in list(self._leases.values())
-            if session.lease_id in lease._candidacies
+            if session.lease_id in lease.candidacies
         ]
 
     def live(self, session: Session) -> bool:

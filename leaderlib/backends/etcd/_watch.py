@@ -22,7 +22,9 @@ from aetcd import rpc
 
 from ..._errors import AccessDenied, BackendError, BackendUnavailable
 from ..._logging import get_logger
-from ._channel import ERRORS, At, Channel, Client
+from ._channel import Channel
+from ._client import Client
+from ._grpc_errors import ERRORS, At
 
 __all__ = ["SharedWatch", "Subscription", "Target"]
 
