@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import json
 import sqlite3
 import sys
@@ -16,10 +17,11 @@ from pathlib import Path
 import pytest
 
 from leaderlib import AccessDenied, BackendUnavailable, ConfigError, CorruptLeaseRecord, LeaseLost
-from leaderlib.backends import backend_from_url
+from leaderlib.backends import JobRun, LeaseRecord, backend_from_url
 from leaderlib.backends.sqlite import SQLiteBackend
 
 TABLE = "leaderlib_leases"
+RUNS_TABLE = "leaderlib_runs"
 
 
 def boottime() -> float:
@@ -301,6 +303,83 @@ async def test_closed_backend_is_unavailable(db: Path) -> None:
     await backend.aclose()
     with pytest.raises(BackendUnavailable, match="closed"):
         await backend.lease("e").get()
+
+
+# -- job run records -------------------------------------------------------------
+
+
+def run_of(record: LeaseRecord, job: str = "report") -> JobRun:
+    tick = dt.datetime(2026, 12, 1, 8, 0, tzinfo=dt.UTC)
+    return JobRun(
+        job=job, tick=tick, fencing_token=record.fencing_token, identity=record.holder, started_at=tick
+    )
+
+
+async def test_a_file_from_an_older_version_gets_the_runs_table(db: Path) -> None:
+    """A file with only the lease table (and a live lease in it): the runs table appears on
+    first use, and the lease's holder records into it."""
+    raw(
+        db,
+        f"CREATE TABLE {TABLE} (election TEXT PRIMARY KEY, holder TEXT, lease_duration REAL,"
+        " fencing_token INTEGER, version INTEGER, transitions INTEGER, acquire_time TEXT,"
+        " renew_time TEXT, expires_at REAL)",
+    )
+    put_row(db, "old", "a", expires_at=boottime() + 2, token=5)
+    backend = SQLiteBackend.from_url(f"sqlite://{db}")
+    try:
+        record = await backend.lease("old").get()
+        assert record is not None and record.holder == "a" and record.fencing_token == 5
+        assert await backend.lease("old").last_runs() == {}
+        await backend.lease("old").record_run(run_of(record))
+        assert list(await backend.lease("old").last_runs()) == ["report"]
+    finally:
+        await backend.aclose()
+    assert raw(db, f"SELECT election, job FROM {RUNS_TABLE}") == [("old", "report")]
+
+
+async def test_a_lease_the_store_expired_cannot_record(backend: SQLiteBackend, db: Path) -> None:
+    """The fence is the store's own deadline, not only holder and token: a term nobody took
+    over yet, but whose expires_at has passed (or lies beyond a reboot), writes nothing."""
+    record = (await backend.lease("lapsed").try_acquire("a", 2.0, None)).record
+    assert record is not None
+    for expires_at in (boottime() - 0.01, boottime() + 100_000):
+        raw(db, f"UPDATE {TABLE} SET expires_at = ? WHERE election = 'lapsed'", (expires_at,))
+        with pytest.raises(LeaseLost, match="released or expired"):
+            await backend.lease("lapsed").record_run(run_of(record))
+    assert raw(db, f"SELECT count(*) FROM {RUNS_TABLE}") == [(0,)]
+
+
+async def test_runs_follow_the_table_option(db: Path) -> None:
+    """table=my_leases keeps its runs in my_runs: the same election name in two lease
+    tables of one file is two elections, with records of their own."""
+    mine = SQLiteBackend.from_url(f"sqlite://{db}?table=my_leases")
+    default = SQLiteBackend.from_url(f"sqlite://{db}")
+    try:
+        record = (await mine.lease("e").try_acquire("a", 2.0, None)).record
+        assert record is not None
+        await mine.lease("e").record_run(run_of(record))
+        assert list(await mine.lease("e").last_runs()) == ["report"]
+        assert await default.lease("e").last_runs() == {}
+        with pytest.raises(LeaseLost):  # the same holder and token, but not this table's term
+            await default.lease("e").record_run(run_of(record))
+    finally:
+        await mine.aclose()
+        await default.aclose()
+    assert raw(db, "SELECT election, job FROM my_runs") == [("e", "report")]
+    assert raw(db, f"SELECT count(*) FROM {RUNS_TABLE}") == [(0,)]
+
+
+@pytest.mark.parametrize("stored", [None, '{"job": "report", "tick": "at eight'])
+async def test_a_corrupt_run_record_names_its_row(
+    backend: SQLiteBackend, db: Path, stored: str | None
+) -> None:
+    await backend.lease("setup").get()
+    raw(db, f"INSERT INTO {RUNS_TABLE} VALUES ('e', 'nightly', ?)", (stored,))
+    with pytest.raises(CorruptLeaseRecord) as caught:
+        await backend.lease("e").last_runs()
+    message = str(caught.value)
+    assert "job 'nightly'" in message and RUNS_TABLE in message and str(db) in message
+    assert message.count("election 'e'") == 1
 
 
 # -- clear errors ----------------------------------------------------------------

@@ -19,6 +19,9 @@ which win):
     write transaction to finish before it raises :class:`BackendUnavailable`.
 ``table``
     default ``leaderlib_leases``: the table that holds one row per election.
+    Job run records live in the table of the same name with ``_leases``
+    replaced by (or, without that ending, followed by) ``_runs``:
+    ``leaderlib_runs``.
 
 How it works: the file is in WAL mode; each write runs in ``BEGIN IMMEDIATE``
 (the write lock is taken before the row is read, so two processes never both
@@ -26,6 +29,11 @@ decide the lease is free) and is a compare-and-swap
 ``UPDATE ... WHERE election = ? AND version = ?``. The row is never deleted:
 a release empties ``holder`` and keeps ``fencing_token``, so the fencing token
 of an election never goes back.
+
+Job run records (:meth:`SQLiteLease.record_run`) are rows ``(election, job,
+record JSON)`` of the runs table, written by one upsert whose own ``SELECT``
+checks the lease row's holder, fencing token and deadline, in one ``BEGIN
+IMMEDIATE`` transaction.
 
 Expiry is the store's decision, as Redis's PX is: ``expires_at`` is a reading
 of the host's ``CLOCK_BOOTTIME``, which every process on the host shares and

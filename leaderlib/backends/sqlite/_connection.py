@@ -61,8 +61,8 @@ _ERRORS: ErrorMap[Database] = error_map(
             sqlite3.Error,
             CorruptLeaseRecord,
             lambda exc, db: (
-                f"{db.path} (table {db.table}) does not have leaderlib's columns ({exc}); "
-                "choose another table= option"
+                f"{db.path} (table {db.table} or {db.runs_table}) does not have leaderlib's "
+                f"columns ({exc}); choose another table= option"
             ),
             when=lambda exc, db: (
                 "no such column" in _sqlite_text(exc) or "has no column" in _sqlite_text(exc)
@@ -87,11 +87,15 @@ class Database:
     scheme = "sqlite"
     path: str
     table: str
+    runs_table: str
     busy_timeout: float
 
     def __init__(self, path: str, table: str, busy_timeout: float) -> None:
         self.path = path
         self.table = table
+        # Job run records live beside the leases, in a table of their own that
+        # follows the lease table's name: leaderlib_leases -> leaderlib_runs.
+        self.runs_table = table.removesuffix("_leases") + "_runs"
         self.busy_timeout = busy_timeout
         self._executor = concurrent.futures.ThreadPoolExecutor(
             max_workers=1, thread_name_prefix="leaderlib-sqlite"
@@ -122,13 +126,17 @@ class Database:
                 return func(*args)
             except sqlite3.Error as exc:
                 if _REOPEN.search(str(exc).lower()):
-                    # An unreadable file, or someone dropped the table: open
-                    # again (which recreates the table) on the next call.
+                    # An unreadable file, or someone dropped a table: open
+                    # again (which recreates the tables) on the next call.
                     self._reset()
                 raise
 
     def connection(self) -> sqlite3.Connection:
-        """This instance's connection, opened (and the table created) on first use."""
+        """This instance's connection, opened (and the tables created) on first use.
+
+        ``CREATE TABLE IF NOT EXISTS`` on every open gives a file made by an
+        older version (leases only) its runs table too.
+        """
         if self._conn is not None:
             return self._conn
         conn = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None)
@@ -146,10 +154,18 @@ class Database:
                 " version INTEGER, transitions INTEGER, acquire_time TEXT, renew_time TEXT,"
                 " expires_at REAL)"
             )
+            # One row per job that recorded a run: the JSON of backends._runs.
+            conn.execute(
+                f"CREATE TABLE IF NOT EXISTS {self.runs_table} ("
+                "election TEXT NOT NULL, job TEXT NOT NULL, record TEXT, PRIMARY KEY (election, job))"
+            )
         except BaseException:
             conn.close()
             raise
-        logger.debug("opened sqlite lease file", extra={"path": self.path, "table": self.table})
+        logger.debug(
+            "opened sqlite lease file",
+            extra={"path": self.path, "table": self.table, "runs_table": self.runs_table},
+        )
         self._conn = conn
         return conn
 

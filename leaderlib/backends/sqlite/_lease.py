@@ -11,9 +11,10 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 from ..._clock import boottime
-from ..._errors import BackendUnavailable, ConfigError, LeaseLost
-from .. import Acquisition, LeaseRecord, decide
-from ._rows import SELECT_COLUMNS, LeaseRow, parse_row
+from ..._errors import BackendUnavailable, ConfigError, CorruptLeaseRecord, LeaseLost
+from .. import Acquisition, JobRun, LeaseRecord, decide
+from .._runs import decode_run, encode_run, fenced_out
+from ._rows import LIVE, SELECT_COLUMNS, LeaseRow, parse_row
 
 if TYPE_CHECKING:
     from . import SQLiteBackend
@@ -117,8 +118,7 @@ class SQLiteLease:
             raw = self._returning(
                 conn,
                 f"UPDATE {self._db.table} SET renew_time = ?, expires_at = ?, version = version + 1"
-                " WHERE election = ? AND version = ? AND holder = ? AND holder <> ''"
-                " AND expires_at > ? AND expires_at <= ? + lease_duration + 0.001",
+                f" WHERE election = ? AND version = ? AND holder = ? AND {LIVE}",
                 (
                     _wall(),
                     now + record.lease_duration,
@@ -145,6 +145,61 @@ class SQLiteLease:
             return cursor.rowcount > 0
 
         return self._db.write(attempt)
+
+    def _record_run_sync(self, run: JobRun) -> None:
+        """Upsert the job's row only if the lease row is ``run``'s term, live; one write transaction.
+
+        The check is the INSERT's own SELECT of the lease row, so check and
+        write are one statement under the write lock. Only when it wrote
+        nothing is the lease row read, to say who holds the lease now.
+        """
+        election, db = self.election, self._db
+
+        def attempt(conn: sqlite3.Connection) -> None:
+            now = boottime()
+            cursor = conn.execute(
+                f"INSERT INTO {db.runs_table} (election, job, record)"
+                f" SELECT election, ?, ? FROM {db.table}"
+                f" WHERE election = ? AND holder = ? AND fencing_token = ? AND {LIVE}"
+                " ON CONFLICT (election, job) DO UPDATE SET record = excluded.record",
+                (run.job, encode_run(run), election, run.identity, run.fencing_token, now, now),
+            )
+            if cursor.rowcount > 0:
+                return
+            row = self._row(self._select(conn))
+            current = row.record(now) if row is not None else None
+            raise fenced_out(
+                run,
+                holder=current.holder if current else None,
+                token=current.fencing_token if current else None,
+                backend=db.scheme,
+                election=election,
+            )
+
+        db.write(attempt)
+
+    def _last_runs_sync(self) -> dict[str, JobRun]:
+        db = self._db
+        rows = (
+            db.connection()
+            .execute(f"SELECT job, record FROM {db.runs_table} WHERE election = ?", (self.election,))
+            .fetchall()
+        )
+        runs: dict[str, JobRun] = {}
+        for job, raw in rows:
+            try:
+                if raw is None:
+                    raise CorruptLeaseRecord("a job's run record is NULL")
+                # No election or backend here: they are added once, below.
+                runs[job] = decode_run(raw, election="", backend="")
+            except CorruptLeaseRecord as exc:
+                # Say which row to delete or fix.
+                raise CorruptLeaseRecord(
+                    f"job {job!r} in table {db.runs_table} of {db.path}: {exc}",
+                    election=self.election,
+                    backend=db.scheme,
+                ) from None
+        return runs
 
     # -- the Lease Protocol ------------------------------------------------
 
@@ -181,6 +236,12 @@ class SQLiteLease:
     async def release(self, record: LeaseRecord) -> None:
         if await self._db.run(self.election, self._release_sync, record):
             self._backend._changes.notify(self.election)
+
+    async def record_run(self, run: JobRun) -> None:
+        await self._db.run(self.election, self._record_run_sync, run)
+
+    async def last_runs(self) -> dict[str, JobRun]:
+        return await self._db.run(self.election, self._last_runs_sync)
 
     async def watch(self) -> AsyncIterator[LeaseRecord | None]:
         # Subscribed before the first read, so no write after it goes unseen:

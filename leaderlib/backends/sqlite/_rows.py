@@ -10,7 +10,7 @@ from typing import Any
 from ..._errors import CorruptLeaseRecord
 from .. import LeaseRecord
 
-__all__ = ["COLUMNS", "SELECT_COLUMNS", "LeaseRow", "parse_row"]
+__all__ = ["COLUMNS", "LIVE", "SELECT_COLUMNS", "LeaseRow", "parse_row"]
 
 #: Columns in the order every SELECT and RETURNING lists them.
 COLUMNS = (
@@ -25,6 +25,10 @@ COLUMNS = (
     "expires_at",
 )
 SELECT_COLUMNS = ", ".join(COLUMNS)
+
+#: A WHERE condition that holds while the row's lease is live on the store's
+#: clock, as :meth:`LeaseRow.is_live` judges it; its two parameters are both now.
+LIVE = "holder <> '' AND expires_at > ? AND expires_at <= ? + lease_duration + 0.001"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,7 +46,7 @@ class LeaseRow:
     expires_at: float
 
     def is_live(self, now: float) -> bool:
-        """True if the row names a holder whose lease has not run out on the store's clock.
+        """True if the row names a holder whose lease has not run out on the store's clock (SQL: :data:`LIVE`).
 
         A deadline further ahead than ``lease_duration`` can only come from a
         clock that restarted (a reboot: CLOCK_BOOTTIME starts again near 0);

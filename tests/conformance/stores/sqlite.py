@@ -19,6 +19,7 @@ from leaderlib.backends.sqlite import SQLiteBackend
 CORRUPTIBLE = True
 
 TABLE = "leaderlib_leases"
+RUNS_TABLE = "leaderlib_runs"
 
 
 def boottime() -> float:
@@ -38,7 +39,7 @@ class SQLiteHarness:
         return SQLiteBackend.from_url(self.url)
 
     async def _ensure_table(self) -> None:
-        # Let leaderlib create the file and table, then write behind its back.
+        # Let leaderlib create the file and tables, then write behind its back.
         backend = SQLiteBackend.from_url(self.url)
         try:
             await backend.lease("conformance-setup").get()
@@ -73,6 +74,14 @@ class SQLiteHarness:
             " version, transitions, acquire_time, renew_time, expires_at)"
             " VALUES (?, X'00ff9a', 'garbage', NULL, 'v?', -1, 'yesterday', 12, NULL)",
             (election,),
+        )
+
+    async def write_corrupt_run(self, election: str, job: str) -> None:
+        await self._ensure_table()
+        await asyncio.to_thread(
+            self._execute,
+            f"INSERT OR REPLACE INTO {RUNS_TABLE} (election, job, record) VALUES (?, ?, ?)",
+            (election, job, '{"job": "report", "tick": "at eight'),
         )
 
 
