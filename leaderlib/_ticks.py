@@ -23,7 +23,7 @@ import datetime as dt
 
 from ._clock import Clock
 from ._elector import Leadership
-from ._errors import BackendUnavailable, CorruptLeaseRecord, LeaseLost
+from ._errors import BackendError, BackendUnavailable, CorruptLeaseRecord, LeaseLost
 from ._logging import get_logger
 from ._triggers import Trigger
 from .backends import JobRun, Lease
@@ -165,7 +165,7 @@ async def record_end(lease: Lease, run: JobRun) -> None:
     """Record a run's outcome; one attempt, since the term may be over (the record then keeps its start)."""
     try:
         await lease.record_run(run)
-    except (LeaseLost, BackendUnavailable) as exc:
+    except BackendError as exc:  # refused (LeaseLost), unreachable, or anything else the store said
         logger.warning(
             "a run's end was not recorded; its record shows the start only",
             extra={"job": run.job, "tick": run.tick.isoformat(), "outcome": run.outcome, "error": str(exc)},
