@@ -42,6 +42,11 @@ The fencing token is ``leaseTransitions + 1`` (so the first term's is
 every other write keeps it, and the API server refuses a write based on a
 stale resourceVersion, so it never goes down while the Lease exists.
 
+Job run records (``record_run``/``last_runs``) live on the election's own Lease,
+in the annotation ``leaderlib.dev/last-runs`` (job -> run, as JSON), written
+by an update whose resourceVersion is that of an object showing the run's
+term; the spec goes back unchanged. No verb beyond the Role's ``update``.
+
 The official ``kubernetes`` client is synchronous: each instance keeps one
 ``ApiClient`` (one pool of keep-alive connections) and runs requests on a
 thread pool of fixed size (:mod:`._api`); all its elections share ONE watch of

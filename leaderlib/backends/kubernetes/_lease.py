@@ -1,4 +1,4 @@
-"""One election's Lease: compare-and-swap acquire, renew and release, and its watch subscription."""
+"""One election's Lease: compare-and-swap acquire, renew, release and run records, and its watch."""
 
 from __future__ import annotations
 
@@ -10,17 +10,19 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..._errors import BackendUnavailable, LeaseLost
 from ..._logging import get_logger
-from .. import FIRST_TOKEN, Acquisition, LeaseRecord, decide
+from .. import FIRST_TOKEN, Acquisition, JobRun, LeaseRecord, decide
+from .._runs import fenced_out
 from ._api import ERRORS, GROUP_PATH, LEASE_PATH, Response, StatusError
 from ._record import (
+    decode_runs,
     format_microtime,
     format_or,
-    holder_of,
     lease_spec,
     record_from_lease,
-    spec_int,
     spec_time,
+    term_of,
     version_of,
+    with_run,
 )
 
 if TYPE_CHECKING:
@@ -31,6 +33,10 @@ __all__ = ["KubernetesLease"]
 logger = get_logger("leaderlib.backends.kubernetes")
 
 T = TypeVar("T")
+
+#: Conflicting writes a run record is retried through while its term lasts
+#: (each a GET + PUT); only a Lease rewritten this often by others gives up.
+_RUN_RECORD_ATTEMPTS = 5
 
 
 class KubernetesLease:
@@ -65,9 +71,13 @@ class KubernetesLease:
         with self._lock:
             self._object = lease
 
-    def _cached(self) -> dict[str, Any] | None:
+    def _cached_term(self, term: tuple[str, int]) -> dict[str, Any] | None:
+        """The last object this handle read or wrote, if it shows ``term`` (held): the base of
+        a one-request update. Usually this handle's own latest write in the term, a renewal
+        or a run record; an update from it fails with 409 if anything changed since."""
         with self._lock:
-            return self._object
+            lease = self._object
+        return lease if lease is not None and term[0] and term_of(lease) == term else None
 
     def _unseen(self) -> bool:
         """True if this handle holds no copy of the Lease (never seen, or seen absent)."""
@@ -201,29 +211,27 @@ class KubernetesLease:
 
     def _renew(self, record: LeaseRecord, seconds: int) -> dict[str, Any]:
         now = format_microtime(self._backend._clock.wall())
-        base = self._cached()
+        term = (record.holder, record.transitions)
+        base = self._cached_term(term)
         if base is not None:
-            # The fast path (client-go's optimistic renewal): one update with
-            # the version we hold, no GET. Every spec field comes from
-            # ``record``; the cached object only lends its metadata (labels,
-            # annotations, owners), since it may be older than ``record``.
+            # The fast path (client-go's optimistic renewal): one update of the
+            # handle's latest object of this term, with its version and
+            # metadata, no GET. That object may be newer than ``record`` (a run
+            # record was written since): ``record.version`` would conflict.
             spec = lease_spec(
                 record.holder, seconds, format_or(record.acquire_time, now), now, record.transitions
             )
-            updated = self._update(base, record.version, spec)
+            updated = self._update(base, version_of(base), spec)
             if updated is not None:
                 return updated
-        # Conflict (or nothing cached): read it, and update again only if it
-        # is still ours, from what was read.
+        # Conflict (or nothing of this term cached): read it, and update again
+        # only if it still shows our term (holder AND leaseTransitions: the same
+        # identity in a later term is not ours to renew), from what was read.
         fresh = self._read()
-        if fresh is None or holder_of(fresh) != record.holder:
+        if fresh is None or term_of(fresh) != term:
             raise self._lost(record, fresh)
         spec = lease_spec(
-            record.holder,
-            seconds,
-            spec_time(fresh, "acquireTime", now),
-            now,
-            spec_int(fresh, "leaseTransitions", record.transitions),
+            record.holder, seconds, spec_time(fresh, "acquireTime", now), now, record.transitions
         )
         updated = self._update(fresh, version_of(fresh), spec)
         if updated is None:
@@ -235,8 +243,13 @@ class KubernetesLease:
         return updated
 
     def _lost(self, record: LeaseRecord, lease: dict[str, Any] | None) -> LeaseLost:
-        holder = ((lease or {}).get("spec") or {}).get("holderIdentity") if lease else None
-        now_held = f"held by {holder!r}" if holder else "released" if lease else "deleted"
+        holder, transitions = term_of(lease) if lease is not None else ("", 0)
+        if not holder:
+            now_held = "released" if lease is not None else "deleted"
+        elif holder == record.holder:
+            now_held = f"in a later term of {holder!r} (leaseTransitions {transitions})"
+        else:
+            now_held = f"held by {holder!r}"
         return LeaseLost(
             f"the Lease is no longer ours: it is {now_held}",
             election=self.election,
@@ -249,18 +262,16 @@ class KubernetesLease:
     def _release(self, record: LeaseRecord) -> None:
         """client-go's release: empty holder, leaseDurationSeconds 1, transitions kept."""
         now = format_microtime(self._backend._clock.wall())
-        base = self._cached()
-        if base is not None:
-            # As in _renew: the version and the transitions from ``record``,
-            # only the metadata from the cache.
-            spec = lease_spec("", 1, now, now, record.transitions)
-            if self._update(base, record.version, spec) is not None:
-                logger.debug("released lease", extra={"election": self.election})
-                return
+        term = (record.holder, record.transitions)
+        spec = lease_spec("", 1, now, now, record.transitions)
+        base = self._cached_term(term)
+        # As in _renew: one update of our latest object of the term.
+        if base is not None and self._update(base, version_of(base), spec) is not None:
+            logger.debug("released lease", extra={"election": self.election})
+            return
         fresh = self._read()
-        if fresh is None or holder_of(fresh) != record.holder:
-            return  # deleted, released, or someone else's now: nothing of ours to release
-        spec = lease_spec("", 1, now, now, spec_int(fresh, "leaseTransitions", record.transitions))
+        if fresh is None or term_of(fresh) != term:
+            return  # deleted, released, or another term now: nothing of ours to release
         if self._update(fresh, version_of(fresh), spec) is None:
             raise BackendUnavailable(
                 "the Lease changed while it was being released",
@@ -268,6 +279,56 @@ class KubernetesLease:
                 backend=self._backend.scheme,
             )
         logger.debug("released lease", extra={"election": self.election})
+
+    async def record_run(self, run: JobRun) -> None:
+        await self._run(lambda: self._record_run(run))
+
+    def _record_run(self, run: JobRun) -> None:
+        """Put ``run`` in the Lease's runs annotation by an update that only a Lease still
+        showing the run's term takes (worker thread); LeaseLost once the term is over.
+
+        The term is ``run.identity`` with ``leaseTransitions + 1 == run.fencing_token``;
+        the update carries the resourceVersion of an object that shows it, so the API
+        server refuses it (409) if anything was written since. The spec is sent back
+        as it stands: a run record is no renewal, and client-go's view of the record
+        does not change. One request from this handle's latest object of the term; a
+        GET + PUT when there is none or on a conflict, retried while the term lasts.
+        """
+        backend = self._backend
+        term = (run.identity, run.fencing_token - FIRST_TOKEN)
+        lease = self._cached_term(term)
+        for _ in range(_RUN_RECORD_ATTEMPTS):
+            if lease is None:
+                lease = self._read()
+                if lease is None or not run.identity or term_of(lease) != term:
+                    raise self._fenced_out(run, lease)
+            annotations = with_run(lease, run, election=self.election, backend=backend.scheme)
+            base = {**lease, "metadata": {**(lease.get("metadata") or {}), "annotations": annotations}}
+            if self._update(base, version_of(lease), lease.get("spec") or {}) is not None:
+                return
+            lease = None  # written meanwhile (a renewal, another job's record): read and check again
+        raise BackendUnavailable(
+            f"the Lease changed {_RUN_RECORD_ATTEMPTS} times while the run of job {run.job!r} "
+            "was being recorded",
+            election=self.election,
+            backend=backend.scheme,
+        )
+
+    def _fenced_out(self, run: JobRun, lease: dict[str, Any] | None) -> LeaseLost:
+        holder, transitions = term_of(lease) if lease is not None else ("", 0)
+        return fenced_out(
+            run,
+            holder=holder or None,
+            token=transitions + FIRST_TOKEN if holder else None,
+            backend=self._backend.scheme,
+            election=self.election,
+        )
+
+    async def last_runs(self) -> dict[str, JobRun]:
+        lease = await self._run(self._read)
+        if lease is None:
+            return {}
+        return decode_runs(lease, election=self.election, backend=self._backend.scheme)
 
     async def watch(self) -> AsyncIterator[LeaseRecord | None]:
         """Yield the Lease (None: deleted) as the backend's one namespace watch sees it."""

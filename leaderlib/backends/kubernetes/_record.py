@@ -1,22 +1,28 @@
-"""The Lease on the wire: MicroTime, the record client-go writes, and the names a Lease can have."""
+"""The Lease on the wire: MicroTime, the record client-go writes, the names a Lease can have,
+and the annotation that holds the election's job run records."""
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import math
 import re
 from typing import Any
 
-from ..._errors import ConfigError, CorruptLeaseRecord
-from .. import FIRST_TOKEN, LeaseRecord
+from ..._errors import BackendError, ConfigError, CorruptLeaseRecord
+from .. import FIRST_TOKEN, JobRun, LeaseRecord
+from .._runs import decode_run, encode_run
 
 __all__ = [
+    "RUNS_ANNOTATION",
+    "decode_runs",
     "format_microtime",
     "lease_duration_seconds",
     "lease_spec",
     "parse_microtime",
     "record_from_lease",
     "validate_lease_name",
+    "with_run",
 ]
 
 # RFC 1123 subdomain, as the API server validates object names.
@@ -165,3 +171,85 @@ def spec_int(lease: dict[str, Any], key: str, default: int) -> int:
 
 def format_or(when: dt.datetime | None, default: str) -> str:
     return default if when is None else format_microtime(when)
+
+
+def term_of(lease: dict[str, Any]) -> tuple[str, int]:
+    """The term a Lease object shows: (holderIdentity, leaseTransitions); holder "" if released."""
+    return holder_of(lease), spec_int(lease, "leaseTransitions", 0)
+
+
+# --- job run records: one annotation on the election's own Lease -------------------
+
+#: The annotation holding every job's last run: a JSON object, job name -> the
+#: run as ``_runs.encode_run`` writes it. A qualified name (prefix a DNS
+#: subdomain, name at most 63 characters); job names only appear in the value,
+#: so any job name fits. client-go ignores annotations and keeps them on update.
+RUNS_ANNOTATION = "leaderlib.dev/last-runs"
+
+#: The API server's limit on a Lease's annotations, keys plus values
+#: (TotalAnnotationSizeLimitB, 256 KiB); a write above it is refused with 422.
+ANNOTATIONS_LIMIT = 256 * 1024
+
+
+def _stored_runs(lease: dict[str, Any], *, election: str, backend: str) -> dict[str, Any]:
+    """The annotation's JSON object (job -> stored run, undecoded); {} if there is none."""
+    raw = ((lease.get("metadata") or {}).get("annotations") or {}).get(RUNS_ANNOTATION)
+    if raw is None:
+        return {}
+    try:
+        runs = json.loads(raw)
+    except ValueError:
+        runs = None
+    if not isinstance(runs, dict):
+        shown = repr(raw if len(raw) <= 200 else raw[:200] + "...")
+        raise CorruptLeaseRecord(
+            f"the Lease's annotation {RUNS_ANNOTATION} is not a JSON object of job run records: "
+            f"{shown}; remove it (kubectl annotate lease {election} {RUNS_ANNOTATION}-), which "
+            "only loses the jobs' last-run history",
+            election=election,
+            backend=backend,
+        )
+    return runs
+
+
+def decode_runs(lease: dict[str, Any], *, election: str, backend: str) -> dict[str, JobRun]:
+    """Every job's last run stored on the Lease object; CorruptLeaseRecord if one is unreadable."""
+    runs = {}
+    for job, stored in _stored_runs(lease, election=election, backend=backend).items():
+        # Each job's value is the one codec's JSON object: decoded by that codec.
+        run = decode_run(json.dumps(stored), election=election, backend=backend)
+        if run.job != job:
+            raise CorruptLeaseRecord(
+                f"the run record stored for job {job!r} in annotation {RUNS_ANNOTATION} is job "
+                f"{run.job!r}'s; it was not written by leaderlib",
+                election=election,
+                backend=backend,
+            )
+        runs[job] = run
+    return runs
+
+
+def with_run(lease: dict[str, Any], run: JobRun, *, election: str, backend: str) -> dict[str, str]:
+    """The Lease's annotations with ``run`` as its job's last run; other jobs' records kept as stored.
+
+    BackendError if the annotations would exceed the API server's 256 KiB,
+    rather than a write the server refuses with a less helpful 422.
+    """
+    runs = _stored_runs(lease, election=election, backend=backend)
+    runs[run.job] = json.loads(encode_run(run))
+    annotations = dict((lease.get("metadata") or {}).get("annotations") or {})
+    # Compact with sorted keys, as encode_run: each job's part is exactly its JSON.
+    annotations[RUNS_ANNOTATION] = json.dumps(runs, sort_keys=True, separators=(",", ":"))
+    size = sum(len(key.encode()) + len(value.encode()) for key, value in annotations.items())
+    if size > ANNOTATIONS_LIMIT:
+        ours = len(RUNS_ANNOTATION) + len(annotations[RUNS_ANNOTATION].encode())
+        raise BackendError(
+            f"cannot record the run of job {run.job!r}: the Lease's annotations would take "
+            f"{size} bytes, over the API server's limit of {ANNOTATIONS_LIMIT} (256 KiB); the "
+            f"run records of {len(runs)} jobs take {ours} bytes of it. Use fewer jobs with "
+            "misfire_grace in this election (or per-job mode, one Lease per job), or remove "
+            "other annotations from the Lease",
+            election=election,
+            backend=backend,
+        )
+    return annotations

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import datetime as dt
+import json
 import math
 from typing import Any
 
@@ -17,6 +18,7 @@ import pytest
 
 from leaderlib.backends import Backend
 from leaderlib.backends.kubernetes import KubernetesBackend, format_microtime
+from leaderlib.backends.kubernetes._record import RUNS_ANNOTATION
 from leaderlib.testing.servers import KubeAPIServer
 
 CORRUPTIBLE = True
@@ -99,6 +101,20 @@ class KubernetesHarness:
         lease = client_go_lease(self.server, election, "someone", 1)
         del lease["spec"]["leaseDurationSeconds"]
         await asyncio.to_thread(admin_put_lease, self.server, lease)
+
+    async def write_corrupt_run(self, election: str, job: str) -> None:
+        """``job``'s entry in the Lease's runs annotation is a string, not a run record; the
+        spec is left as it is (the write still moves the Lease's resourceVersion)."""
+        await asyncio.to_thread(self._annotate_run, election, job, "not a run record")
+
+    def _annotate_run(self, election: str, job: str, value: Any) -> None:
+        path = f"/apis/coordination.k8s.io/v1/namespaces/{self.server.namespace}/leases/{election}"
+        lease = self.server.admin_request("GET", path)
+        annotations = lease["metadata"].setdefault("annotations", {})
+        runs = json.loads(annotations.get(RUNS_ANNOTATION, "{}"))
+        runs[job] = value
+        annotations[RUNS_ANNOTATION] = json.dumps(runs)
+        self.server.admin_request("PUT", path, lease)
 
 
 def make_harness(request: pytest.FixtureRequest) -> KubernetesHarness:
