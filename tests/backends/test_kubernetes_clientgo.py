@@ -23,6 +23,8 @@ No two terms may overlap and ``leaseTransitions`` must grow with each one
 
 from __future__ import annotations
 
+import asyncio
+import datetime as dt
 import itertools
 import random
 import sys
@@ -35,9 +37,10 @@ from typing import Any
 
 import pytest
 
-from leaderlib import LeaderElector
-from leaderlib.backends import FIRST_TOKEN
+from leaderlib import LeaderElector, Leadership, LeaseLost
+from leaderlib.backends import FIRST_TOKEN, JobRun
 from leaderlib.backends.kubernetes import KubernetesBackend
+from leaderlib.backends.kubernetes._record import RUNS_ANNOTATION
 from leaderlib.testing.clientgo import ClientGoElector, ElectorEvent
 from leaderlib.testing.servers import KubeAPIServer
 from tests.electing import config, running, until
@@ -289,5 +292,64 @@ async def test_kubernetes_backend_reports_whole_second_observation(kube_apiserve
             leadership = elector.leadership
             assert leadership is not None
             assert leadership.valid_until - elector.clock.monotonic() <= 3.0
+    finally:
+        await backend.aclose()
+
+
+async def test_run_records_leave_a_client_go_follower_unaffected(
+    kube_apiserver: KubeAPIServer, clientgo_elector: Callable[..., ClientGoElector]
+) -> None:
+    """leaderlib leads and records a run every 50 ms (each a new resourceVersion, spec
+    untouched) for two lease durations: client-go follows without taking over, takes the
+    released Lease at its next poll, keeps the annotation on its own writes, and the ended
+    term can no longer record."""
+    name = f"mixed-{uuid.uuid4().hex[:8]}"
+    backend = KubernetesBackend.from_url(
+        kube_apiserver.backend_url, kubeconfig=str(kube_apiserver.kubeconfig)
+    )
+    tick = dt.datetime(2026, 12, 1, 8, 0, 0, tzinfo=dt.UTC)
+    runs: list[JobRun] = []
+
+    async def record_runs(leadership: Leadership) -> None:
+        while True:
+            run = JobRun(
+                job="tick",
+                tick=tick + dt.timedelta(seconds=len(runs)),
+                fencing_token=leadership.fencing_token,
+                identity=leadership.record.holder,
+                started_at=dt.datetime.now(dt.UTC),
+            )
+            await leader.lease.record_run(run)
+            runs.append(run)
+            await asyncio.sleep(0.05)
+
+    timing = {"lease_duration": LEASE, "renew_deadline": DEADLINE, "renew_interval": INTERVAL}
+    leader = LeaderElector(
+        name, backend, config("leaderlib-a", **timing, retry_period=RETRY), on_started_leading=record_runs
+    )
+    try:
+        async with running(leader):
+            await until(lambda: leader.is_leader, timeout=10)
+            go = clientgo_elector(name, "go-b", LEASE, DEADLINE, RETRY)
+            await asyncio.to_thread(go.wait_for, "new_leader", 10, leader="leaderlib-a")
+            at_start = len(runs)
+            await asyncio.sleep(2 * LEASE)
+            assert len(runs) - at_start >= 20, "the leader kept recording runs"
+            assert leader.is_leader
+            assert [e.leader for e in go.events if e.event != "ready"] == ["leaderlib-a"], go.events
+            assert leader.leadership is not None
+            ended = leader.leadership.record
+            released = time.monotonic()
+        took = await asyncio.to_thread(go.wait_for, "started_leading", 5)
+        assert took.monotonic - released < 1.5, "client-go takes the released Lease at its next poll"
+        await asyncio.sleep(3 * RETRY)  # a few client-go renewals
+        path = f"/apis/coordination.k8s.io/v1/namespaces/{kube_apiserver.namespace}/leases/{name}"
+        lease = kube_apiserver.admin_request("GET", path)
+        assert lease["spec"]["holderIdentity"] == "go-b"
+        assert lease["spec"]["leaseTransitions"] == ended.transitions + 1
+        assert RUNS_ANNOTATION in lease["metadata"]["annotations"], "client-go's updates keep it"
+        assert await backend.lease(name).last_runs() == {"tick": runs[-1]}
+        with pytest.raises(LeaseLost, match="go-b"):
+            await backend.lease(name).record_run(runs[-1])
     finally:
         await backend.aclose()
