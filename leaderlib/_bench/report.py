@@ -113,6 +113,11 @@ def _note(row: Row) -> str:
     beyond = row.extra.get("beyond_lease_ms")
     if beyond:
         notes.append(f"beyond lease median {beyond['median']} / max {beyond['max']} ms")
+    if "cost_per_run_ms" in row.extra:
+        cost = f"cost per run = 2 x record_run = {row.extra['cost_per_run_ms']} ms"
+        if row.ratio_to_raw is not None:
+            cost += f" ({2 * row.ratio_to_raw:.3g}x raw)"
+        notes.append(cost + f"; per term, one last_runs = {row.extra['last_runs_ms']['median']} ms")
     if "requests_per_run" in row.extra:
         notes.append(f"{row.extra['requests_per_run']} store requests/run")
     if "note" in row.extra:

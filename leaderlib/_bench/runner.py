@@ -78,7 +78,11 @@ async def run_target(
     if raw is not None:
         raw_median = raw.stats()["median"]
         for row in rows:
-            if row.scenario in LATENCY and row.samples and raw_median:
+            if (
+                (row.scenario in LATENCY or row.subject == scenarios.RECORD_RUN)
+                and row.samples
+                and raw_median
+            ):
                 row.ratio_to_raw = round(float(row.stats()["median"] or 0) / float(raw_median), 2)
     return {"rows": rows, "timelines": timelines}
 

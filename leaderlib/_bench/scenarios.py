@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import threading
 import time
@@ -18,6 +19,15 @@ from .raw import DESCRIPTION, raw_round_trip
 from .stores import RequestCounter, Target
 
 WARMUP = 5
+
+#: The tick scenario's direct measurement of a run record's write.
+RECORD_RUN = "leaderlib record_run"
+#: A job's ``misfire_grace`` in the tick scenario: its value does not matter, as no tick is missed.
+TICK_GRACE = 5.0
+#: ``record_run`` is measured on a lease this long, so that no renewal comes between the writes.
+RECORD_RUN_LEASE = 60.0
+#: ``last_runs`` reads timed after the writes (a term makes one).
+LAST_RUNS_READS = 5
 
 
 async def measured(row: Row, make: Callable[[], Awaitable[list[float]]]) -> Row:
@@ -97,17 +107,26 @@ async def _counted(target: Target, window: float, body: Callable[[], Awaitable[l
 
 
 async def tick(target: Target, plan: Plan, peers: list[str]) -> list[Row]:
-    """Lateness of each job run behind its tick, and the store requests per run."""
+    """Lateness of each job run behind its tick, and the store requests per run; and the
+    latency of the run record a ``misfire_grace`` job writes twice per run."""
     interval, window = plan.tick_interval, plan.tick_window
+    records = await record_run(target, plan)
     rows = []
-    for mode in ("leader", "per-job"):
+    for mode, grace in (("leader", None), ("leader", TICK_GRACE), ("per-job", None)):
+        subject = f"leaderlib {mode} mode" + (", misfire_grace" if grace else "")
+        settings = f"every={interval:g} s async job; {mode} mode" + (
+            f"; misfire_grace={grace:g}" if grace else ""
+        )
+        if grace and records.status == "n/a":
+            row = not_applicable(target.store, "tick", subject, records.why, settings)
+        else:
 
-        def ticks(mode: str = mode) -> Awaitable[list[float]]:
-            return _service_ticks(target, mode, interval, window)
+            def ticks(mode: str = mode, grace: float | None = grace) -> Awaitable[list[float]]:
+                return _service_ticks(target, mode, interval, window, grace)
 
-        row = await _counted(target, window, ticks)
-        row.subject, row.settings = f"leaderlib {mode} mode", f"every={interval:g} s async job; {mode} mode"
-        rows.append(row)
+            row = await _counted(target, window, ticks)
+            row.subject, row.settings = subject, settings
+        rows += [row, records] if grace else [row]
     row = await _counted(target, window, lambda: _schedule_ticks(None, interval, window))
     row.subject, row.settings = (
         "schedule (no election)",
@@ -122,7 +141,85 @@ async def tick(target: Target, plan: Plan, peers: list[str]) -> list[Row]:
     return rows
 
 
-async def _service_ticks(target: Target, mode: str, interval: float, window: float) -> list[float]:
+async def record_run(target: Target, plan: Plan) -> Row:
+    """``Lease.record_run`` alone: each run of a ``misfire_grace`` job makes two (its start, its end).
+
+    n/a (why) while the store's backend has no ``record_run`` (NotImplementedError).
+    ``extra.cost_per_run_ms`` is twice the median; ``ratio_to_raw`` is set by the runner.
+    """
+    row = Row(
+        target.store, "tick", RECORD_RUN,
+        settings=f"Lease.record_run alone, a run's start then its end, on a held lease "
+        f"({RECORD_RUN_LEASE:g} s: no renewal between); then {LAST_RUNS_READS} last_runs reads",
+    )  # fmt: skip
+    try:
+        writes, reads = await _record_run_samples(target, plan.samples)
+        row.samples = [s * 1000 for s in writes]
+    except NotImplementedError as exc:
+        row.status, row.why = "n/a", f"the {target.store} backend has no record_run yet ({exc})"[:300]
+        return row
+    except Exception as exc:
+        row.status, row.why = "error", f"{type(exc).__name__}: {exc}"[:300]
+        return row
+    median = float(row.stats()["median"] or 0)
+    row.extra = {
+        "writes_per_run": 2,
+        "cost_per_run_ms": round(2 * median, 3),
+        "last_runs_ms": Row(target.store, "tick", "last_runs", samples=[s * 1000 for s in reads]).stats(),
+    }
+    return row
+
+
+async def _record_run_samples(target: Target, n: int) -> tuple[list[float], list[float]]:
+    """Seconds per ``record_run`` (alternately a run's start and its end), then per
+    ``last_runs`` (which must show the last write)."""
+    from leaderlib import backend_from_url
+    from leaderlib.backends import JobRun
+
+    backend = backend_from_url(target.url)
+    try:
+        lease = backend.lease(f"bench-runs-{uuid.uuid4().hex[:6]}")
+        if getattr(lease, "record_run", None) is None:
+            raise NotImplementedError(f"{type(lease).__name__} has no record_run")
+        acquisition = await lease.try_acquire("bench", RECORD_RUN_LEASE, None)
+        record = acquisition.record
+        if not acquisition.acquired or record is None:
+            raise RuntimeError(f"try_acquire on a fresh election did not acquire: {acquisition}")
+        first_tick = dt.datetime.now(dt.UTC).replace(microsecond=0)
+        samples: list[float] = []
+        reads: list[float] = []
+        run: JobRun | None = None
+        for i in range(WARMUP + n):
+            tick = first_tick + dt.timedelta(seconds=i // 2)
+            run = JobRun(
+                job="bench",
+                tick=tick,
+                fencing_token=record.fencing_token,
+                identity=record.holder,
+                started_at=dt.datetime.now(dt.UTC),
+            )
+            if i % 2:
+                run = dataclasses.replace(run, outcome="ok", duration=0.001)
+            started = time.perf_counter()
+            await lease.record_run(run)
+            if i >= WARMUP:
+                samples.append(time.perf_counter() - started)
+        for _ in range(LAST_RUNS_READS):
+            started = time.perf_counter()
+            runs = await lease.last_runs()
+            reads.append(time.perf_counter() - started)
+            got = runs.get("bench")
+            if run is None or got is None or (got.tick, got.outcome) != (run.tick, run.outcome):
+                raise RuntimeError(f"last_runs shows {got}, not the last run written {run}")
+        await lease.release(record)
+    finally:
+        await backend.aclose()
+    return samples, reads
+
+
+async def _service_ticks(
+    target: Target, mode: str, interval: float, window: float, grace: float | None
+) -> list[float]:
     from leaderlib import JobContext, Service
 
     lateness: list[float] = []
@@ -130,7 +227,7 @@ async def _service_ticks(target: Target, mode: str, interval: float, window: flo
         f"bench-tick-{uuid.uuid4().hex[:6]}", backend=target.url, config=bench_config(), mode=mode
     )
 
-    @service.job(every=interval)
+    @service.job(every=interval, misfire_grace=grace)
     async def job(ctx: JobContext) -> None:
         lateness.append((dt.datetime.now(dt.UTC) - ctx.scheduled_at).total_seconds())
 

@@ -99,7 +99,8 @@ def real_servers() -> Iterator[list[Target]]:
 class RequestCounter:
     """Requests the store's server has received, read from the server itself.
 
-    Redis: ``INFO commandstats`` calls (INFO itself excluded). etcd: gRPC
+    Redis: ``INFO commandstats`` calls (INFO itself excluded; the commands a
+    Lua script calls count besides its ``EVALSHA``). etcd: gRPC
     messages received (``grpc_server_msg_received_total``: unary calls and
     every stream message, keepalives included). Kubernetes:
     ``apiserver_request_total`` for ``leases`` (a watch is counted when it

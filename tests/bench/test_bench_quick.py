@@ -20,7 +20,10 @@ from leaderlib.testing.servers import EtcdServer, KubeAPIServer, RedisServer
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
-TICK_SUBJECTS = ["leaderlib leader mode", "leaderlib per-job mode", "schedule (no election)"]
+TICK_SUBJECTS = [
+    "leaderlib leader mode", "leaderlib leader mode, misfire_grace", "leaderlib record_run",
+    "leaderlib per-job mode", "schedule (no election)",
+]  # fmt: skip
 PLOTS = [*(f"latency-{store}.png" for store in STORES), "failover-timeline.png", "load.png", "scale.png"]
 
 
@@ -65,6 +68,11 @@ def test_quick_bench_report_is_complete(
                     assert row["points"], f"{store} x {scenario} x {subject} has no points"
                 else:
                     assert row["n"] > 0 and row["median"] is not None, f"{store} x {scenario} x {subject}"
+    for store in STORES:  # the cost of a run record: two record_run writes, next to the raw round trip
+        record = rows[(store, "tick", "leaderlib record_run")]
+        if record["status"] == "ok":
+            assert record["extra"]["cost_per_run_ms"] == round(2 * record["median"], 3), record["extra"]
+            assert record["ratio_to_raw"] is not None, f"{store}: record_run has no ratio to raw"
     assert {g["verdict"] for g in report["goals"]} <= {"met", "MISSED", "not measured"}
     assert "| store | scenario | subject |" in (report_dir / "report.md").read_text()
     for name in PLOTS:
