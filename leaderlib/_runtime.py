@@ -6,59 +6,41 @@ spread across replicas). Losing leadership stops new runs and cancels
 running ones; the replica keeps campaigning. A graceful stop lets running
 runs finish within ``shutdown_grace``, then releases the lease.
 
-A run belongs to the term it started in: the leader's work returns, and so
-lets the elector release the lease, only once no run of the term can still
-act (async runs ended, sync runs' threads returned) or once the term's own
-deadline has passed, after which the elector never releases. A sync run's
-thread cannot be stopped; one that outlives a stop is reported, and the lease
-under it left to expire.
-
-Ticks are named by the wall clock, but no sleep toward one lasts longer than
-``_WALL_RECHECK``: a wall clock stepped either way is followed within that.
+How a term's jobs are scheduled and run, and why a run keeps the term until
+it ends, is in :mod:`leaderlib._leading`; the job model is in
+:mod:`leaderlib._jobs`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
-import dataclasses
 import datetime as dt
 import enum
-import inspect
 import os
 import signal
-import sys
-import threading
-import traceback
 from collections.abc import Callable, Collection, Coroutine
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
 import schedule
 
 from ._clock import Clock, SystemClock, wait_for
 from ._config import ElectionConfig, load_settings
 from ._elector import LeaderElector, Leadership
-from ._errors import ConfigError, LeaderlibError, NotLeader
+from ._errors import ConfigError, LeaderlibError
 from ._health import serve_health
+from ._jobs import Job, JobContext, Overlap, misfire_grace_seconds, pending_runs, takes_context
+from ._leading import LeaderWork
 from ._logging import get_logger
-from ._telemetry import instruments, start_job, tracer
-from ._ticks import Plan, count_ticks, plan_tick, read_runs, record_end, record_start
-from ._triggers import Trigger, make_trigger
-from .backends import Backend, JobRun, Lease, backend_from_url, known_schemes, split_url
+from ._telemetry import start_job
+from ._triggers import make_trigger
+from .backends import Backend, backend_from_url, known_schemes, split_url
 
 __all__ = ["JobContext", "Mode", "Service"]
 
 logger = get_logger("leaderlib.runtime")
 
 F = TypeVar("F", bound=Callable[..., Any])
-Overlap = Literal["skip", "queue"]
-
-#: The longest sleep toward a tick (seconds). The wall clock that names ticks
-#: is read again after each such sleep, so a clock stepped back and corrected,
-#: or stepped forward, is followed within this long rather than a whole tick
-#: interval (or the size of the step) later.
-_WALL_RECHECK = 1.0
 
 
 class Mode(enum.Enum):
@@ -66,118 +48,6 @@ class Mode(enum.Enum):
 
     LEADER = "leader"  # one election per service; its leader runs every job
     PER_JOB = "per-job"  # one election per job, so jobs spread across replicas
-
-
-@dataclasses.dataclass(frozen=True)
-class JobContext:
-    """What a job run knows about itself. Pass it on to anything that writes.
-
-    ``fencing_token`` strictly increases with each leadership: a downstream
-    store that remembers the largest token it has seen and rejects smaller
-    ones makes a paused ex-leader's late writes harmless.
-    """
-
-    job: str
-    election: str
-    identity: str
-    fencing_token: int
-    scheduled_at: dt.datetime
-    """The tick this run is for (the same instant on every replica)."""
-    leadership: Leadership
-
-    @property
-    def lost(self) -> asyncio.Event:
-        """Set when leadership ends; async runs are also cancelled then."""
-        return self.leadership.lost
-
-    def is_leader(self) -> bool:
-        """True while the leadership this run started under is still valid."""
-        return self.leadership.is_valid()
-
-    def check(self) -> None:
-        """Raise :class:`NotLeader` if leadership has ended; call before each side effect."""
-        self.leadership.check()
-
-
-@dataclasses.dataclass
-class _Job:
-    name: str
-    func: Callable[..., Any]
-    trigger: Trigger
-    overlap: Overlap
-    takes_context: bool
-    misfire_grace: float | None = None
-    """Seconds a missed tick may be run late; None: runs are not recorded (no store write)."""
-    coalesce: bool = False
-    """With ``misfire_grace``: several missed ticks run once, for the latest."""
-    running: asyncio.Task[None] | None = None
-    thread: _Thread | None = None
-    """The sync run's thread while it has not returned, even once ``running`` is cancelled."""
-    queued: dt.datetime | None = None
-    """The tick waiting for the running run to end (``overlap="queue"``)."""
-    last_tick: dt.datetime | None = None
-    """The latest tick this process reached for the job, in any term: later ticks are
-    named only after it, so a wall clock stepped back never makes it run a tick twice.
-    For a recorded job, each term starts it from the store's run record."""
-    recording: asyncio.Task[None] | None = None
-    """The write of the last run's end (recorded jobs): the next start waits for it."""
-
-    @property
-    def recorded(self) -> bool:
-        """True if the job's runs are recorded in the store (it has a ``misfire_grace``)."""
-        return self.misfire_grace is not None
-
-    def busy(self) -> bool:
-        """True while a run of this job may still act (its task or its thread goes on)."""
-        return (self.running is not None and not self.running.done()) or self.thread is not None
-
-    def pending(self) -> set[asyncio.Future[Any]]:
-        """What to wait for until no run of this job is going."""
-        waits: set[asyncio.Future[Any]] = set()
-        if self.running is not None and not self.running.done():
-            waits.add(self.running)
-        if self.thread is not None:
-            waits.add(self.thread.done)
-        if self.recording is not None and not self.recording.done():
-            waits.add(self.recording)
-        return waits
-
-
-class _Thread:
-    """A sync run in a thread of its own.
-
-    A daemon thread: nothing can stop a thread, so one that never returns must
-    not keep the process alive once the service has stopped (a worker pool's
-    threads are joined at interpreter exit). ``done`` resolves on the loop
-    with what the function raised, or None, when it returns.
-    """
-
-    def __init__(self, call: Callable[[], Any], name: str) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._call = call
-        self.done: asyncio.Future[BaseException | None] = self._loop.create_future()
-        self.thread = threading.Thread(target=self._main, name=name, daemon=True)
-
-    def start(self) -> None:
-        self.thread.start()
-
-    def _main(self) -> None:
-        error: BaseException | None = None
-        try:
-            self._call()
-        except BaseException as exc:  # handed to the loop, which logs it
-            error = exc
-        with contextlib.suppress(RuntimeError):  # the loop has closed: nobody waits any more
-            self._loop.call_soon_threadsafe(self._resolve, error)
-
-    def _resolve(self, error: BaseException | None) -> None:
-        if not self.done.done():
-            self.done.set_result(error)
-
-    def stack(self) -> str:
-        """Where the thread is now, for the report on a run that will not return."""
-        frame = sys._current_frames().get(self.thread.ident or -1)
-        return "".join(traceback.format_stack(frame)) if frame is not None else ""
 
 
 class Service:
@@ -218,9 +88,7 @@ class Service:
         self.backend_url = ""
         self.config = config or ElectionConfig()
         self._backend: Backend | None = None
-        self._backend_in_use: Backend | None = None
-        """The backend of the running :meth:`run` (whose leases hold the run records)."""
-        self._jobs: dict[str, _Job] = {}
+        self._jobs: dict[str, Job] = {}
         self._electors: list[LeaderElector] = []
         self._stopping = False
         """True once stop() was called, before or during run(): the one fact the
@@ -336,12 +204,12 @@ class Service:
             raise ConfigError(f"overlap must be 'skip' or 'queue', got {overlap!r}", field="overlap")
         try:
             trigger = make_trigger(cron=cron, every=every)
-            grace = _misfire_grace(misfire_grace, coalesce)
+            grace = misfire_grace_seconds(misfire_grace, coalesce)
         except ConfigError as exc:
             raise ConfigError(f"job {job_name!r}: {exc.reason}", field=exc.field) from None
         self._check_election_names([*self._jobs, job_name])
-        self._jobs[job_name] = _Job(
-            job_name, func, trigger, overlap, _takes_context(func), misfire_grace=grace, coalesce=coalesce
+        self._jobs[job_name] = Job(
+            job_name, func, trigger, overlap, takes_context(func), misfire_grace=grace, coalesce=coalesce
         )
 
     def add_schedule(
@@ -439,7 +307,6 @@ class Service:
         self._stop_requested = asyncio.Event()
         owns_backend = self._backend is None
         backend = self._backend or backend_from_url(self.backend_url)
-        self._backend_in_use = backend
         self.abandoned_runs = []
         groups = (
             {self.election: list(self._jobs.values())}
@@ -452,7 +319,7 @@ class Service:
                 backend,
                 self.config,
                 clock=self.clock,
-                on_started_leading=self._leader_work(jobs),
+                on_started_leading=self._leader_work(jobs, backend),
             )
             for election, jobs in groups.items()
         ]
@@ -505,7 +372,7 @@ class Service:
         assert self._stop_requested is not None
         await self._stop_requested.wait()
         jobs = list(self._jobs.values())
-        if pending := _pending(jobs):
+        if pending := pending_runs(jobs):
             # Count runs, not futures: a sync run is both a task and its thread.
             logger.info(
                 "waiting for running jobs to finish",
@@ -534,7 +401,7 @@ class Service:
                     },
                 )
         # Ending a term cancels its async runs, and its work returns only when
-        # no run can act or the term has run out (see _end_runs).
+        # no run can act or the term has run out (see LeaderWork._end_runs).
         for elector in self._electors:
             elector.stop()
 
@@ -569,265 +436,25 @@ class Service:
 
     # -- leading -------------------------------------------------------------------
 
-    def _leader_work(self, jobs: list[_Job]) -> Callable[[Leadership], Coroutine[Any, Any, None]]:
+    def _leader_work(
+        self, jobs: list[Job], backend: Backend
+    ) -> Callable[[Leadership], Coroutine[Any, Any, None]]:
+        """The elector's ``on_started_leading`` for ``jobs``: each term runs them in a
+        :class:`LeaderWork` on ``backend`` (whose lease holds their run records)."""
+
         async def lead(leadership: Leadership) -> None:
-            # The elector cancels this when the term ends, and releases the lease only
-            # after it returns: so it returns only once the term's runs are over.
-            try:
-                if any(job.recorded for job in jobs) and not await self._plan_from_records(jobs, leadership):
-                    return  # the term ended before the records could be read
-                async with asyncio.TaskGroup() as group:
-                    for job in jobs:
-                        group.create_task(self._schedule(job, leadership), name=f"leaderlib-job-{job.name}")
-                await leadership.lost.wait()  # stopped launching; the runs still belong to the term
-            finally:
-                await self._end_runs(jobs, leadership)
+            work = LeaderWork(
+                jobs,
+                leadership,
+                service=self.name,
+                backend=backend,
+                config=self.config,
+                clock=self.clock,
+                stopping=lambda: self._stopping,
+            )
+            await work.run()
 
         return lead
-
-    async def _end_runs(self, jobs: list[_Job], leadership: Leadership) -> None:
-        """Return once no run of this term can act: async runs cancelled and ended, sync
-        runs' threads returned; or, failing that, once the term's deadline has passed,
-        after which the elector never releases the lease (it expires under the run)."""
-        for job in jobs:
-            job.queued = None
-            if job.running is not None and not job.running.done():
-                job.running.cancel()
-        pending = _pending(jobs)
-        while pending and (remaining := leadership.valid_until - self.clock.monotonic()) > 0:
-            with contextlib.suppress(TimeoutError):
-                await wait_for(self.clock, asyncio.wait(pending), remaining)
-            pending = _pending(jobs)
-        if pending:
-            logger.warning(
-                "job runs outlived the term; the lease is left to expire",
-                extra={
-                    "election": leadership.election,
-                    "fencing_token": leadership.fencing_token,
-                    "jobs": [job.name for job in jobs if job.busy()],
-                },
-            )
-
-    def _lease(self, leadership: Leadership) -> Lease:
-        assert self._backend_in_use is not None
-        return self._backend_in_use.lease(leadership.election)
-
-    async def _plan_from_records(self, jobs: list[_Job], leadership: Leadership) -> bool:
-        """Start each recorded job's plan from the store's run record; False if the term ended first."""
-        runs = await read_runs(self._lease(leadership), leadership, self.clock, self.config.retry_period)
-        if runs is None:
-            return False
-        now = self.clock.wall()
-        for job in jobs:
-            if not job.recorded:
-                continue
-            last = runs.get(job.name)
-            job.last_tick = None if last is None else last.tick
-            if last is not None and last.tick > now:
-                ahead = count_ticks(job.trigger, now, last.tick)
-                attributes = {"job": job.name, "election": leadership.election}
-                instruments.ticks_already_run.add(ahead, attributes)
-                logger.warning(
-                    "the job's last run was recorded for a tick ahead of this replica's clock; "
-                    "the ticks up to it count as run",
-                    extra={
-                        **attributes,
-                        "recorded_tick": last.tick.isoformat(),
-                        "recorded_by": last.identity,
-                        "ahead_seconds": round((last.tick - now).total_seconds(), 3),
-                        "ticks": ahead,
-                    },
-                )
-        return True
-
-    def _plan(self, job: _Job) -> Plan:
-        now = self.clock.wall()
-        if job.misfire_grace is None:
-            # After the last tick reached: a wall clock set back must not name it again.
-            return Plan(
-                job.trigger.next_after(now if job.last_tick is None else max(now, job.last_tick)), late=False
-            )
-        return plan_tick(job.trigger, job.last_tick, now, job.misfire_grace, coalesce=job.coalesce)
-
-    async def _schedule(self, job: _Job, leadership: Leadership) -> None:
-        """Launch the job at each tick while launching and the leadership lasts."""
-        while not self._stopping:
-            plan = self._plan(job)
-            if plan.misfired:
-                self._misfired(job, plan, leadership)
-            await self._sleep_until(plan.tick)
-            if self._stopping:
-                return  # stopping: the runs get the grace; _end_runs ends them with the term
-            if not leadership.is_valid():
-                return  # a paused process: the term ended while it slept
-            if plan.late and job.busy():
-                # A missed tick runs after the run before it, whatever ``overlap`` says
-                # for ticks that come due while a run goes on; then plan again.
-                await asyncio.wait(job.pending())
-                continue
-            job.last_tick = plan.tick
-            if plan.late:
-                instruments.ticks_recovered.add(1, {"job": job.name, "election": leadership.election})
-                logger.info(
-                    "missed tick run late",
-                    extra={
-                        "job": job.name,
-                        "tick": plan.tick.isoformat(),
-                        "election": leadership.election,
-                        "late_seconds": round((self.clock.wall() - plan.tick).total_seconds(), 3),
-                    },
-                )
-            self._launch(job, plan.tick, leadership)
-
-    def _misfired(self, job: _Job, plan: Plan, leadership: Leadership) -> None:
-        """Report missed ticks passed over, and move past them (they are not recorded)."""
-        assert plan.latest_misfire is not None
-        attributes = {"job": job.name, "election": leadership.election}
-        instruments.misfires.add(plan.misfired, attributes)
-        logger.warning(
-            "missed ticks not run: later than the job's misfire_grace, or coalesced into a later tick",
-            extra={
-                **attributes,
-                "ticks": plan.misfired,
-                "latest": plan.latest_misfire.isoformat(),
-                "misfire_grace": job.misfire_grace,
-            },
-        )
-        job.last_tick = plan.latest_misfire
-
-    async def _sleep_until(self, tick: dt.datetime) -> None:
-        """Return when the wall clock reads ``tick`` or later, or launching stops."""
-        # Always yield once, so a tick that is already due cannot starve the loop.
-        await asyncio.sleep(0)
-        while not self._stopping and (delay := (tick - self.clock.wall()).total_seconds()) > 0:
-            # Sleep in short steps, since the wall clock may be stepped meanwhile;
-            # each step is measured on the monotonic clock.
-            await self.clock.sleep(min(delay, _WALL_RECHECK))
-
-    def _launch(self, job: _Job, tick: dt.datetime, leadership: Leadership) -> None:
-        if job.busy():
-            if job.overlap == "queue" and job.queued is None:
-                job.queued = tick
-                return
-            instruments.job_skipped.add(1, {"job": job.name, "election": leadership.election})
-            logger.warning(
-                "tick skipped: previous run still going",
-                extra={"job": job.name, "tick": tick.isoformat(), "election": leadership.election},
-            )
-            return
-        job.running = asyncio.create_task(
-            self._run_once(job, tick, leadership), name=f"leaderlib-run-{job.name}"
-        )
-
-    async def _run_once(self, job: _Job, tick: dt.datetime, leadership: Leadership) -> None:
-        while True:
-            await self._invoke(job, tick, leadership)
-            if job.queued is None or self._stopping or not leadership.is_valid():
-                return
-            tick, job.queued = job.queued, None
-
-    async def _invoke(self, job: _Job, tick: dt.datetime, leadership: Leadership) -> None:
-        context = JobContext(
-            job=job.name,
-            election=leadership.election,
-            identity=leadership.identity,
-            fencing_token=leadership.fencing_token,
-            scheduled_at=tick,
-            leadership=leadership,
-        )
-        details: dict[str, str | int] = {
-            "job": job.name,
-            "tick": tick.isoformat(),
-            "election": leadership.election,
-            "identity": leadership.identity,
-            "fencing_token": leadership.fencing_token,
-        }
-        args = (context,) if job.takes_context else ()
-        run: JobRun | None = None
-        if job.recorded:
-            run = await self._record_start(job, tick, leadership)
-            if run is None:
-                return
-        started = self.clock.monotonic()
-        logger.info("job run started", extra=details)
-        if not inspect.iscoroutinefunction(job.func):
-            with tracer.start_as_current_span("leaderlib.job", attributes=details):
-                await self._in_thread(job, args, details, started, run)  # it reports the run's end
-            return
-        outcome = "error"
-        try:
-            with tracer.start_as_current_span("leaderlib.job", attributes=details):
-                await job.func(*args)
-            outcome = "ok"
-        except asyncio.CancelledError:
-            outcome = "cancelled"
-            raise
-        except NotLeader:
-            outcome = "cancelled"
-        except Exception:
-            logger.exception("job run failed", extra=details)
-        finally:
-            self._finished(job, details, outcome, started, run)
-
-    async def _record_start(self, job: _Job, tick: dt.datetime, leadership: Leadership) -> JobRun | None:
-        """Record the run's start in the store before the job is called; None: do not run it."""
-        if job.recording is not None:
-            # The previous run's end is written first: landing after this start, it
-            # would make the record show the older tick, and the next leader rerun this one.
-            await asyncio.shield(job.recording)
-        run = JobRun(
-            job=job.name,
-            tick=tick,
-            fencing_token=leadership.fencing_token,
-            identity=leadership.identity,
-            started_at=self.clock.wall(),
-            next_tick=job.trigger.next_after(tick),
-        )
-        if await record_start(self._lease(leadership), run, leadership, self.clock, self.config.retry_period):
-            return run
-        return None
-
-    async def _in_thread(
-        self,
-        job: _Job,
-        args: tuple[Any, ...],
-        details: dict[str, str | int],
-        started: float,
-        run: JobRun | None,
-    ) -> None:
-        """Run a sync job in a thread of its own; return when it returns.
-
-        Cancelled (the term ended), this returns at once but the thread goes on:
-        it stays ``job.thread`` until it returns, so no other run of the job
-        starts and the term's end waits for it. Its end is reported when it
-        comes, whichever way.
-        """
-        context = contextvars.copy_context()  # the run's span, for spans the job makes
-        thread = _Thread(lambda: context.run(job.func, *args), name=f"leaderlib-{self.name}-{job.name}")
-
-        def returned(done: asyncio.Future[BaseException | None]) -> None:
-            if job.thread is thread:
-                job.thread = None
-            self._finished(job, details, _outcome(done.result(), details), started, run)
-
-        job.thread = thread
-        thread.done.add_done_callback(returned)
-        thread.start()
-        await asyncio.shield(thread.done)
-
-    def _finished(
-        self, job: _Job, details: dict[str, str | int], outcome: str, started: float, run: JobRun | None
-    ) -> None:
-        duration = self.clock.monotonic() - started
-        attributes = {"job": details["job"], "election": details["election"]}
-        instruments.job_runs.add(1, {**attributes, "outcome": outcome})
-        instruments.job_duration.record(duration, attributes)
-        logger.info("job run finished", extra={**details, "outcome": outcome, "duration": round(duration, 6)})
-        if run is not None and self._backend_in_use is not None:
-            # A task of its own: this may run in a cancelled run's finally, or a callback.
-            ended = dataclasses.replace(run, outcome=outcome, duration=round(duration, 6))
-            lease = self._backend_in_use.lease(str(details["election"]))
-            job.recording = asyncio.ensure_future(record_end(lease, ended))
 
 
 def _sole_cause(group: ExceptionGroup[Exception]) -> Exception:
@@ -862,55 +489,6 @@ def _check_backend_url(url: str) -> None:
         )
 
 
-def _misfire_grace(grace: float | dt.timedelta | None, coalesce: bool) -> float | None:
-    """A job's ``misfire_grace`` in seconds; ConfigError for a bad one, or ``coalesce`` without one."""
-    if not isinstance(coalesce, bool):
-        raise ConfigError(f"coalesce must be True or False, got {coalesce!r}", field="coalesce")
-    if grace is None:
-        if coalesce:
-            raise ConfigError(
-                "coalesce=True needs misfire_grace=SECONDS: only ticks missed by at most the "
-                "grace are run late (and coalesced)",
-                field="coalesce",
-            )
-        return None
-    seconds = grace.total_seconds() if isinstance(grace, dt.timedelta) else grace
-    if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not 0 <= seconds < float("inf"):
-        raise ConfigError(
-            f"misfire_grace must be a finite number of seconds >= 0, got {grace!r}", field="misfire_grace"
-        )
-    return float(seconds)
-
-
 def _lease_name_part(job: str) -> str:
     """A job's name as part of a Kubernetes Lease name: lowercase, ``_`` as ``-``."""
     return job.lower().replace("_", "-")
-
-
-def _pending(jobs: Collection[_Job]) -> set[asyncio.Future[Any]]:
-    """What to wait for until no run of ``jobs`` is going."""
-    return set().union(*(job.pending() for job in jobs))
-
-
-def _outcome(error: BaseException | None, details: dict[str, str | int]) -> str:
-    """A run's outcome from what it raised; a failure is logged with its traceback."""
-    if error is None:
-        return "ok"
-    if isinstance(error, NotLeader):
-        return "cancelled"
-    logger.error("job run failed", exc_info=error, extra=details)
-    return "error"
-
-
-def _takes_context(func: Callable[..., Any]) -> bool:
-    """True if ``func`` accepts one positional argument (the JobContext)."""
-    try:
-        parameters = inspect.signature(func).parameters.values()
-    except (TypeError, ValueError):
-        return False
-    positional = [
-        p
-        for p in parameters
-        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty
-    ]
-    return len(positional) >= 1 or any(p.kind is p.VAR_POSITIONAL for p in parameters)
