@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import json
 import time
 import uuid
@@ -24,7 +25,7 @@ from leaderlib._errors import (
     CorruptLeaseRecord,
     LeaseLost,
 )
-from leaderlib.backends import LeaseRecord, backend_from_url
+from leaderlib.backends import JobRun, LeaseRecord, backend_from_url
 from leaderlib.backends.redis import RedisBackend
 from leaderlib.testing.pytest_plugin import started
 from leaderlib.testing.servers import RedisACLUser, RedisServer
@@ -37,7 +38,10 @@ LEAST_PRIVILEGE = RedisACLUser(
     password="s3cret",
     key_patterns=("app:*",),
     channel_patterns=("app:*",),
-    commands="-@all +get +pttl +evalsha +script|load +subscribe +unsubscribe +ping +set +incr +del +publish",
+    commands=(
+        "-@all +get +pttl +evalsha +script|load +subscribe +unsubscribe +ping +set +incr +del +publish"
+        " +hset +hgetall"
+    ),
 )
 
 
@@ -55,9 +59,18 @@ async def opened(url: str) -> AsyncIterator[RedisBackend]:
 
 
 async def full_cycle(backend: RedisBackend, name: str) -> None:
-    """Acquire, observe, renew, watch, release: every call the elector makes."""
+    """Acquire, observe, renew, record a run, watch, release: every call the elector and runtime make."""
     record = (await backend.lease(name).try_acquire("replica-a", LEASE, None)).record
     assert record is not None and record.holder == "replica-a"
+    run = JobRun(
+        job="report",
+        tick=dt.datetime(2026, 12, 1, 8, tzinfo=dt.UTC),
+        fencing_token=record.fencing_token,
+        identity=record.holder,
+        started_at=dt.datetime(2026, 12, 1, 8, 0, 1, tzinfo=dt.UTC),
+    )
+    await backend.lease(name).record_run(run)
+    assert await backend.lease(name).last_runs() == {"report": run}
     seen = await backend.lease(name).get()
     assert seen is not None and seen.holder == "replica-a" and seen.fencing_token == record.fencing_token
     renewed = await backend.lease(record.election).renew(record)

@@ -29,6 +29,14 @@ arguments to :meth:`RedisBackend.from_url` (keywords win):
     TLS settings for ``rediss://``.
 ``sentinel_username``, ``sentinel_password`` (str)
     Credentials for the Sentinels themselves (``redis+sentinel://`` only).
+``wait_replicas`` (int, default 0), ``wait_timeout`` (float seconds, default 0.5)
+    With ``wait_replicas=N``, an acquisition and a run record count only once
+    ``WAIT N`` confirms that N replicas have them (pipelined after the
+    script: the same round trip). An acquisition fewer confirm within
+    ``wait_timeout`` is given back (released) and raises BackendUnavailable;
+    so does such a run record (it stays on the master). See
+    ``docs/backends/redis.md`` for what it guarantees across a failover.
+    ``wait_timeout`` must be less than ``socket_timeout``.
 
 Layout, for election ``E`` and prefix ``P``:
 
@@ -41,6 +49,10 @@ Layout, for election ``E`` and prefix ``P``:
 ``P E :fencing`` (integer, never expires)
     The fencing counter, INCRed by the same Lua script that creates the
     lease, so a lease and its fencing token can never disagree.
+``P E :runs`` (hash, never expires)
+    Each job's last run record (field: the job's name; value: the JSON of
+    ``_runs.encode_run``), HSET by a script that checks the lease is the
+    run's term in the same step. It outlives the lease.
 ``P E :events`` (pub/sub channel)
     Every write a follower must hear publishes its result here, inside the
     script that writes it: ``acquired <pttl_ms> <value>``, ``renewed
@@ -55,7 +67,8 @@ dropped or that was released; ``takeover`` replaces a live lease only if it
 is exactly that version (a term the elector itself ended, say).
 Replication is asynchronous: after a master failover the new master may
 lack the last lease write (two leaders) or even the last INCR (a reused
-fencing token). See ``docs/backends/redis.md`` for what that means.
+fencing token) unless ``wait_replicas`` is set. See ``docs/backends/redis.md``
+for what that means.
 """
 
 from __future__ import annotations
@@ -71,15 +84,15 @@ from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from ..._clock import Clock, SystemClock
 from ..._errors import ConfigError
 from .. import check_election
-from ._connection import clients_from_url
+from ._connection import Wait, clients_from_url
 from ._lease import RedisLease
-from ._scripts import GRANT
+from ._scripts import GRANT, WAIT_GRANT
 from ._watch import Subscriber
 
 __all__ = ["RedisBackend", "RedisLease"]
 
 #: Key suffixes an election's lease key shares with its other keys, and what they hold.
-_RESERVED_SUFFIXES = {":fencing": "fencing counter", ":events": "events channel"}
+_RESERVED_SUFFIXES = {":fencing": "fencing counter", ":events": "events channel", ":runs": "job run records"}
 
 
 class RedisBackend:
@@ -95,10 +108,13 @@ class RedisBackend:
         scheme: str = "redis",
         prefix: str = "leaderlib:",
         sentinel: Sentinel | None = None,
+        wait: Wait | None = None,
         clock: Clock | None = None,
     ) -> None:
         self.scheme = scheme
         self.prefix = prefix
+        self.wait = wait or Wait()
+        """The replicas that must confirm an acquisition or a run record (none by default)."""
         self._client = client
         # Pub/sub gets a client that never reconnects behind our back: a
         # dropped subscription may have missed a release, so watch() must
@@ -144,6 +160,7 @@ class RedisBackend:
             scheme=made.scheme,
             prefix=made.prefix,
             sentinel=made.sentinel,
+            wait=made.wait,
             clock=clock,
         )
 
@@ -167,9 +184,9 @@ class RedisBackend:
     def lease(self, election: str) -> RedisLease:
         """The election's handle (the same one each time); ConfigError for a name that collides.
 
-        Election ``E`` also owns ``E:fencing`` and ``E:events``, so a name
-        ending in one of those suffixes would share another election's
-        counter or channel.
+        Election ``E`` also owns ``E:fencing``, ``E:events`` and ``E:runs``,
+        so a name ending in one of those suffixes would share another
+        election's counter, channel or run records.
         """
         check_election(election)
         for suffix in _RESERVED_SUFFIXES:
@@ -186,7 +203,8 @@ class RedisBackend:
         return handle
 
     def _denied(self, exc: BaseException) -> str:
-        grant = GRANT.format(prefix=self.prefix).replace("<user>", self._username or "<user>")
+        grant = GRANT + (WAIT_GRANT if self.wait.replicas else "")
+        grant = grant.format(prefix=self.prefix).replace("<user>", self._username or "<user>")
         return f"the Redis user lacks a permission ({exc}); it needs: {grant}"
 
     async def aclose(self) -> None:

@@ -11,6 +11,7 @@ finds them all busy waits up to ``pool_timeout`` for one instead of failing
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any
 from urllib.parse import SplitResult, unquote, urlsplit
 
@@ -24,7 +25,7 @@ from redis.backoff import NoBackoff
 from ..._errors import ConfigError
 from .. import parse_options, split_url
 
-__all__ = ["Clients", "clients_from_url"]
+__all__ = ["Clients", "Wait", "clients_from_url"]
 
 _OPTIONS: dict[str, type] = {
     "prefix": str,
@@ -34,6 +35,8 @@ _OPTIONS: dict[str, type] = {
     "socket_connect_timeout": float,
     "max_connections": int,
     "pool_timeout": float,
+    "wait_replicas": int,
+    "wait_timeout": float,
     "ssl_ca_certs": str,
     "ssl_certfile": str,
     "ssl_keyfile": str,
@@ -54,6 +57,34 @@ class _BlockingSentinelPool(SentinelConnectionPool, BlockingConnectionPool):
 
 
 @dataclasses.dataclass(frozen=True)
+class Wait:
+    """The ``wait_replicas``/``wait_timeout`` options: replicas that must confirm a term or a run record."""
+
+    replicas: int = 0
+    """0: do not wait (Redis's asynchronous replication)."""
+    timeout: float = 0.5
+    """Seconds ``WAIT`` may block for them."""
+
+    @property
+    def timeout_ms(self) -> int:
+        return max(1, math.ceil(self.timeout * 1000))  # WAIT 0 would block forever
+
+
+def _wait(opts: dict[str, Any], socket_timeout: float) -> Wait:
+    wait = Wait(opts.pop("wait_replicas", 0), opts.pop("wait_timeout", Wait.timeout))
+    if wait.replicas < 0:
+        raise ConfigError(f"wait_replicas must not be negative, got {wait.replicas}", field="wait_replicas")
+    if wait.replicas and not 0 < wait.timeout < socket_timeout:
+        # WAIT holds the reply back for up to wait_timeout: the socket must outlast it.
+        raise ConfigError(
+            f"wait_timeout must be positive and less than socket_timeout ({socket_timeout} s), "
+            f"got {wait.timeout}",
+            field="wait_timeout",
+        )
+    return wait
+
+
+@dataclasses.dataclass(frozen=True)
 class Clients:
     """What :func:`clients_from_url` makes from a URL."""
 
@@ -64,6 +95,7 @@ class Clients:
     scheme: str
     prefix: str
     sentinel: Sentinel | None
+    wait: Wait
 
 
 def _hosts(netloc: str, default_port: int) -> list[tuple[str, int]]:
@@ -141,6 +173,7 @@ def clients_from_url(url: str, options: dict[str, Any]) -> Clients:
         "socket_connect_timeout": opts.pop("socket_connect_timeout", 1.0),
         "health_check_interval": 0,
     }
+    wait = _wait(opts, common["socket_timeout"])
     # The pub/sub pool needs one connection; a second covers a reconnect
     # racing the close of the broken one.
     sizes = {"client": max_connections, "watch": 2}
@@ -176,7 +209,9 @@ def clients_from_url(url: str, options: dict[str, Any]) -> Clients:
             )
             return client
 
-        return Clients(master(sizes["client"], 1), master(sizes["watch"], 0), parts.scheme, prefix, sentinel)
+        return Clients(
+            master(sizes["client"], 1), master(sizes["watch"], 0), parts.scheme, prefix, sentinel, wait
+        )
 
     hosts = _hosts(hostinfo, _DEFAULT_PORT)
     if len(hosts) != 1 or len(path) > 1:
@@ -195,4 +230,6 @@ def clients_from_url(url: str, options: dict[str, Any]) -> Clients:
         client: aioredis.Redis = aioredis.Redis.from_pool(pool)
         return client
 
-    return Clients(standalone(sizes["client"], 1), standalone(sizes["watch"], 0), parts.scheme, prefix, None)
+    return Clients(
+        standalone(sizes["client"], 1), standalone(sizes["watch"], 0), parts.scheme, prefix, None, wait
+    )

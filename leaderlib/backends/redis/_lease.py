@@ -20,9 +20,10 @@ from ..._errors import (
     LeaseLost,
 )
 from ..._logging import get_logger
-from .. import Acquisition, LeaseRecord
+from .. import Acquisition, JobRun, LeaseRecord
 from .._errors import ErrorMap, Row, error_map
-from ._scripts import ACQUIRE, RELEASE, RENEW, Script
+from .._runs import decode_run, encode_run, fenced_out
+from ._scripts import ACQUIRE, RECORD_RUN, RELEASE, RENEW, Script
 
 if TYPE_CHECKING:
     from . import RedisBackend
@@ -81,7 +82,7 @@ _ERRORS: ErrorMap[RedisLease] = error_map(
             rexc.ResponseError,
             CorruptLeaseRecord,
             lambda exc, lease: (
-                f"Redis key {lease.key!r} or {lease.fencing_key!r} holds a "
+                f"Redis key {lease.key!r}, {lease.fencing_key!r} or {lease.runs_key!r} holds a "
                 f"value of the wrong kind ({exc}); delete it or choose another prefix"
             ),
             when=lambda exc, lease: "WRONGTYPE" in str(exc) or "not an integer" in str(exc),
@@ -105,6 +106,7 @@ class RedisLease:
     _backend: RedisBackend
     key: str
     fencing_key: str
+    runs_key: str
     channel: str
 
     def __init__(self, backend: RedisBackend, election: str) -> None:
@@ -114,6 +116,8 @@ class RedisLease:
         """The Redis key holding the election's lease."""
         self.fencing_key = f"{self.key}:fencing"
         """The Redis key counting the election's leaderships (its fencing tokens)."""
+        self.runs_key = f"{self.key}:runs"
+        """The Redis hash of the election's job run records (field: job name)."""
         self.channel = f"{self.key}:events"
         """The pub/sub channel on which the election's acquisitions and releases are announced."""
 
@@ -139,17 +143,54 @@ class RedisLease:
             raise asyncio.CancelledError()
 
     async def _run(self, script: Script, keys: list[str], args: list[Any]) -> Any:
-        """Run ``script`` by SHA, loading it once if the server does not know it (NOSCRIPT)."""
+        """Run ``script`` by SHA; its reply."""
+        reply, _ = await self._run_confirmed(script, keys, args, replicas=0)
+        return reply
+
+    async def _run_confirmed(
+        self, script: Script, keys: list[str], args: list[Any], *, replicas: int
+    ) -> tuple[Any, int]:
+        """Run ``script`` by SHA, then (``replicas`` > 0) ``WAIT`` for that many replicas to have its writes.
+
+        Returns the script's reply and how many replicas confirmed within
+        ``wait_timeout`` (0 when none were asked for). WAIT counts what was
+        written on ITS connection, so it goes in one pipeline with the
+        script: one round trip. A script the server does not know (NOSCRIPT)
+        is loaded once and run again.
+        """
         client = self._backend._client
         with self._translated():
             try:
-                return await client.evalsha(script.sha, len(keys), *keys, *args)
+                return await self._send(script, keys, args, replicas)
             except rexc.NoScriptError:
                 # First use on this server, or it restarted / ran SCRIPT FLUSH.
                 # NOSCRIPT means nothing ran, so running it again is safe.
                 logger.debug("loading lua script", extra={"script": script.name, "election": self.election})
                 await client.script_load(script.source)
-                return await client.evalsha(script.sha, len(keys), *keys, *args)
+                return await self._send(script, keys, args, replicas)
+
+    async def _send(self, script: Script, keys: list[str], args: list[Any], replicas: int) -> tuple[Any, int]:
+        client = self._backend._client
+        if not replicas:
+            return await client.evalsha(script.sha, len(keys), *keys, *args), 0
+        async with client.pipeline(transaction=False) as pipe:
+            pipe.evalsha(script.sha, len(keys), *keys, *args)
+            pipe.execute_command("WAIT", replicas, self._backend.wait.timeout_ms)
+            reply, confirmed = await pipe.execute(raise_on_error=False)
+        for result in (reply, confirmed):
+            if isinstance(result, Exception):
+                raise result
+        return reply, int(confirmed)
+
+    def _unconfirmed(self, confirmed: int, what: str) -> BackendUnavailable:
+        """The error for a write fewer replicas have than ``wait_replicas`` asks for."""
+        wait = self._backend.wait
+        return BackendUnavailable(
+            f"{what} reached {confirmed} of the {wait.replicas} replicas wait_replicas asks for "
+            f"within wait_timeout ({wait.timeout} s), so a master failover could lose it",
+            election=self.election,
+            backend=self._backend.scheme,
+        )
 
     # -- records --------------------------------------------------------------
     def _record(self, raw: bytes, pttl: int | None) -> LeaseRecord:
@@ -221,7 +262,7 @@ class RedisLease:
             raise ConfigError("identity must not be empty", field="identity")
         with self._translated():
             await self._backend._follow_master()
-        value, pttl, acquired = await self._run(
+        (value, pttl, acquired), confirmed = await self._run_confirmed(
             ACQUIRE,
             [self.key, self.fencing_key],
             [
@@ -229,8 +270,15 @@ class RedisLease:
                 self._backend._head(identity, lease_duration),
                 takeover.version if takeover is not None else "",
             ],
+            replicas=self._backend.wait.replicas,
         )
         record = self._record(value, int(pttl))
+        if acquired and confirmed < self._backend.wait.replicas:
+            # Not a term anyone may act on: a promoted replica without it would
+            # hand out the same token again. Give it back so the next attempt
+            # (ours or a follower's, woken by the release) need not wait for expiry.
+            await self.release(record)
+            raise self._unconfirmed(confirmed, f"the acquisition (fencing token {record.fencing_token})")
         if acquired:
             logger.debug(
                 "acquired lease", extra={"election": self.election, "fencing_token": record.fencing_token}
@@ -256,6 +304,40 @@ class RedisLease:
         """Delete our lease (compare-and-set on the token) and publish on the release channel."""
         released = await self._run(RELEASE, [self.key], [_token(record)])
         logger.debug("released lease", extra={"election": self.election, "released": bool(released)})
+
+    async def record_run(self, run: JobRun) -> None:
+        """One EVALSHA: write the job's record into :attr:`runs_key` if the lease is still ``run``'s term.
+
+        LeaseLost (nothing written) if it is not; with ``wait_replicas``,
+        BackendUnavailable if too few replicas confirmed it in time (it is
+        written on the master, but a failover could lose it).
+        """
+        (written, *now), confirmed = await self._run_confirmed(
+            RECORD_RUN,
+            [self.key, self.runs_key],
+            [run.identity, run.fencing_token, run.job, encode_run(run)],
+            replicas=self._backend.wait.replicas,
+        )
+        if not written:
+            holder, token = (_text(part) for part in now)
+            raise fenced_out(
+                run,
+                holder=holder or None,
+                token=int(token) if token else None,
+                backend=self._backend.scheme,
+                election=self.election,
+            )
+        if confirmed < self._backend.wait.replicas:
+            raise self._unconfirmed(confirmed, f"the run record of job {run.job!r}")
+
+    async def last_runs(self) -> dict[str, JobRun]:
+        """One HGETALL of :attr:`runs_key`; CorruptLeaseRecord if a record does not read as a run."""
+        with self._translated():
+            stored = await self._backend._client.hgetall(self.runs_key)
+        return {
+            _text(job): decode_run(raw, election=self.election, backend=self._backend.scheme)
+            for job, raw in stored.items()
+        }
 
     async def watch(self) -> AsyncIterator[LeaseRecord | None]:
         """Yield the record now, then after each acquisition, renewal and release, from the message alone.
@@ -299,6 +381,11 @@ class RedisLease:
         if kind in (b"acquired", b"renewed") and value and pttl.isdigit():
             return self._record(value, int(pttl))
         return await self.get()
+
+
+def _text(value: bytes | str) -> str:
+    """A reply's bytes as text (a hash field, a holder): never fails on bytes that are not UTF-8."""
+    return value if isinstance(value, str) else value.decode("utf-8", "replace")
 
 
 def _token(record: LeaseRecord) -> str:

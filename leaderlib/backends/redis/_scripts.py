@@ -1,8 +1,9 @@
 """The Lua scripts of the Redis backend, run by SHA, and the ACL grant they need.
 
-Every write of a lease runs in one script, so it is one round trip, and
-every write a follower must hear PUBLISHes its result inside that script:
-a follower's watch builds the new record from the message alone.
+Every write of a lease (and of a job's run record) runs in one script, so it
+is one round trip, and every write a follower must hear PUBLISHes its result
+inside that script: a follower's watch builds the new record from the message
+alone.
 Messages on ``P E :events``::
 
     acquired <pttl_ms> <value>    a new term; value is the stored JSON record
@@ -15,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 
-__all__ = ["ACQUIRE", "GRANT", "RELEASE", "RENEW", "Script"]
+__all__ = ["ACQUIRE", "GRANT", "RECORD_RUN", "RELEASE", "RENEW", "WAIT_GRANT", "Script"]
 
 # Start a new term if nobody holds the lease, or if it is exactly the version
 # the elector judged ended (ARGV[3]); otherwise report who holds it. One
@@ -96,12 +97,41 @@ redis.call('DEL', KEYS[1])
 return 1
 """
 
+# Store a job's run record, only while the lease is the term the run names:
+# the check and the write in one step, so a paused ex-leader cannot write
+# over its successor's record. The holder AND the token must match: the key
+# is gone once the lease was released or expired by Redis, and a takeover
+# writes a new token.
+#   KEYS[1]  the lease key            KEYS[2]  the election's runs hash
+#   ARGV[1]  the run's identity       ARGV[2]  the run's fencing token
+#   ARGV[3]  the job (the hash field) ARGV[4]  the record (JSON, _runs.encode_run)
+#   returns  {1} if written; else {0, holder, fencing_token} of the lease now
+#            ('' for no lease, or one that is not a lease record)
+# Writes nothing else and publishes nothing: followers do not need run records.
+_RECORD_RUN = """
+local current = redis.call('GET', KEYS[1])
+local holder, fencing = '', ''
+if current then
+  local ok, rec = pcall(cjson.decode, current)
+  if ok and type(rec) == 'table' and type(rec.holder) == 'string' and type(rec.fencing_token) == 'number' then
+    if rec.holder == ARGV[1] and rec.fencing_token == tonumber(ARGV[2]) then
+      redis.call('HSET', KEYS[2], ARGV[3], ARGV[4])
+      return {1}
+    end
+    holder, fencing = rec.holder, string.format('%d', rec.fencing_token)
+  end
+end
+return {0, holder, fencing}
+"""
+
 #: What a least-privilege ACL user needs, for error messages and the docs.
 GRANT = (
     "ACL SETUSER <user> on >PASSWORD resetkeys ~{prefix}* resetchannels &{prefix}* "
     "+get +pttl +evalsha +script|load +subscribe +unsubscribe +ping "
-    "+set +incr +del +publish"
+    "+set +incr +del +publish +hset +hgetall"
 )
+#: What ``wait_replicas`` adds to :data:`GRANT`.
+WAIT_GRANT = " +wait"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,3 +149,4 @@ class Script:
 ACQUIRE = Script("acquire", _ACQUIRE)
 RENEW = Script("renew", _RENEW)
 RELEASE = Script("release", _RELEASE)
+RECORD_RUN = Script("record_run", _RECORD_RUN)

@@ -23,8 +23,8 @@ def _server(request: pytest.FixtureRequest) -> RedisServer:
 
 
 class RedisHarness:
-    # The suffixes of an election's own counter and channel.
-    bad_election_names = ("nightly:fencing", "nightly:events")
+    # The suffixes of an election's own counter, channel and run records.
+    bad_election_names = ("nightly:fencing", "nightly:events", "nightly:runs")
 
     def __init__(self, server: RedisServer) -> None:
         self.server = server
@@ -57,6 +57,13 @@ class RedisHarness:
         client = await self._raw()
         try:
             await client.set(f"{self.prefix}{election}", b"\x00not a lease{")
+        finally:
+            await client.aclose()
+
+    async def write_corrupt_run(self, election: str, job: str) -> None:
+        client = await self._raw()
+        try:
+            await client.hset(f"{self.prefix}{election}:runs", job, b"\x00not a run{")
         finally:
             await client.aclose()
 
