@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import signal
 import time
@@ -182,6 +183,22 @@ async def test_key_deleted_by_someone_else_is_lost(
     await backend.lease(record.election).release(record)  # a no-op now
     again = (await backend.lease(election).try_acquire("a", 2.0, None)).record
     assert again is not None and again.holder == "a" and again.fencing_token > record.fencing_token
+
+
+async def test_a_release_through_another_backend_ends_the_term(make: Callable[..., EtcdBackend]) -> None:
+    """Release is by record (the Lease contract): a handle of another backend object, which
+    never held the term's session, still ends it; a stale record there changes nothing."""
+    election = name()
+    holder = make()
+    record = (await holder.lease(election).try_acquire("a", 2.0, None)).record
+    assert record is not None
+    other = make().lease(election)
+    await other.release(dataclasses.replace(record, fencing_token=record.fencing_token - 1))
+    assert await other.get() is not None, "a record of no current term released the lease"
+    await other.release(record)
+    assert await other.get() is None, "the term's record did not release it"
+    with pytest.raises(LeaseLost):
+        await holder.lease(election).renew(record)
 
 
 async def test_corrupt_key_behind_the_leader_is_ignored(

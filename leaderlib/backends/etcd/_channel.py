@@ -169,6 +169,11 @@ class Channel:
         self._retiring.add(task)
         task.add_done_callback(self._retiring.discard)
 
+    async def range(self, election: str | None, request: Any) -> Any:
+        return await self.call(
+            election, lambda c: c.kvstub.Range(request, timeout=c._timeout, metadata=c.metadata)
+        )
+
     async def txn(self, election: str | None, request: Any, timeout: float | None = None) -> Any:
         return await self.call(
             election, lambda c: c.kvstub.Txn(request, timeout=timeout or c._timeout, metadata=c.metadata)

@@ -109,14 +109,13 @@ class EtcdLease:
     # ------------------------------------------------------------------ the Protocol
 
     async def get(self) -> LeaseRecord | None:
-        prefix = self.prefix
-        response = await self.backend.channel.call(
-            self.election,
-            lambda c: c.kvstub.Range(range_first_created(prefix), timeout=c._timeout, metadata=c.metadata),
-        )
-        if not response.kvs:
-            return None
-        return await self.record(response.kvs[0])
+        leader = await self._leader()
+        return await self.record(leader) if leader is not None else None
+
+    async def _leader(self) -> Any:
+        """The leader key (the lowest create revision under the campaign prefix), or None."""
+        response = await self.backend.channel.range(self.election, range_first_created(self.prefix))
+        return response.kvs[0] if response.kvs else None
 
     async def try_acquire(
         self, identity: str, lease_duration: float, takeover: LeaseRecord | None
@@ -277,6 +276,13 @@ class EtcdLease:
         backend = self.backend
         held = self._held(record)
         if held is None:
+            # A term this backend does not hold (another process's, or one whose
+            # session it lost): Go's Resign of its key if the term is current.
+            leader = await self._leader()
+            if leader is not None and _names_term(leader, record.holder, record.fencing_token):
+                await backend.channel.txn(
+                    self.election, resign_txn(bytes(leader.key), leader.create_revision)
+                )
             return
         session, candidacy = held
         del self.candidacies[session.lease_id]
@@ -312,3 +318,8 @@ class EtcdLease:
                 yield record
         finally:
             self.watching -= 1
+
+
+def _names_term(leader: Any, identity: str, fencing_token: int) -> bool:
+    """True if leader key ``leader`` is the term of ``identity`` with ``fencing_token``."""
+    return bool(leader.create_revision == fencing_token and bytes(leader.value) == identity.encode())
