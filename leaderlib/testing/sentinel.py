@@ -4,6 +4,7 @@
         url = group.url                    # redis+sentinel://127.0.0.1:P1,...:P3/leaderlib
         old = group.kill_master()          # SIGKILL, a crash
         new = group.wait_for_failover(old) # the replica, once every Sentinel reports it
+        old, new = group.failover()        # SENTINEL FAILOVER, an operator's switch-over
 
 Each Sentinel is ``redis-server sentinel.conf --sentinel`` (the plain
 ``redis-server`` binary, so nothing beyond Debian's ``redis-server`` package is
@@ -244,14 +245,35 @@ class RedisSentinelGroup(_Server):
     def pause_master(self) -> RedisServer:
         """SIGSTOP the current master (a hung host: connections stay open, nothing answers); returns it."""
         master = self.master()
-        for proc in master._processes():
-            proc._signal_group(signal.SIGSTOP)
+        self.pause(master)
         return master
 
+    def pause(self, server: RedisServer) -> None:
+        """SIGSTOP one server (say a replica, so it receives no replication until resumed)."""
+        for proc in server._processes():
+            proc._signal_group(signal.SIGSTOP)
+
     def resume(self, server: RedisServer) -> None:
-        """SIGCONT a server :meth:`pause_master` stopped."""
+        """SIGCONT a server :meth:`pause_master` or :meth:`pause` stopped."""
         for proc in server._processes():
             proc._signal_group(signal.SIGCONT)
+
+    def failover(self, timeout: float = 30.0) -> tuple[RedisServer, RedisServer]:
+        """``SENTINEL FAILOVER`` (an operator's switch-over: no agreement needed, the master
+        is demoted to a replica); waits for it; returns (old master, new master)."""
+        old = self.master()
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                _command(self.sentinel_ports[0], "SENTINEL", "FAILOVER", self.service_name)
+                break
+            except ServerError as exc:
+                # -INPROG: the Sentinels are still finishing the previous failover;
+                # -NOGOODSLAVE: the replica has not synced (or been seen) since.
+                if not ("INPROG" in str(exc) or "NOGOODSLAVE" in str(exc)) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+        return old, self.wait_for_failover(old, max(1.0, deadline - time.monotonic()))
 
     def restart(self, server: RedisServer) -> None:
         """Start a killed server again, as a replica of the current master."""

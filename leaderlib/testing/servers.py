@@ -877,13 +877,16 @@ class EtcdCluster(_Server):
         return self.members[0].log_path
 
     def _start(self) -> None:
+        self._start_together(self.members)
+
+    def _start_together(self, members: Sequence[EtcdServer]) -> None:
         # All members must run before any can be healthy: each waits for a quorum.
-        for member in self.members:
+        for member in members:
             member._spawn()
-        procs = [p for m in self.members for p in m._processes()]
-        for member in self.members:
+        procs = [p for m in members for p in m._processes()]
+        for member in members:
             member._wait_ready(procs)
-        for member in self.members:
+        for member in members:
             member._started = True
 
     def _processes(self) -> list[_Process]:
@@ -896,6 +899,16 @@ class EtcdCluster(_Server):
     def restart(self, index: int) -> None:
         """Start member ``index`` again on its data and wait until it is healthy."""
         self.members[index].start()
+
+    def kill_all(self) -> None:
+        """SIGKILL every member at once (the whole cluster crashes)."""
+        for member in self.members:
+            member.kill()
+
+    def restart_all(self) -> None:
+        """Start every stopped member again, all at once (one alone has no quorum), and
+        wait until each is healthy."""
+        self._start_together([m for m in self.members if not m.running()])
 
     def wait_healthy(self, timeout: float = 30.0) -> None:
         """Wait until every running member reports a leader (e.g. after :meth:`kill`).

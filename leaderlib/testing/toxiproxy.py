@@ -35,6 +35,8 @@ server -> client (answers), "upstream" is client -> server (requests):
 * :meth:`Proxy.disable`: the proxy stops listening and closes every
   connection (new connections are refused); :meth:`Proxy.enable` listens again
   on the same port.
+* :meth:`Proxy.recreate`: delete and create again on the same address, the
+  one way out when removing a toxic that holds bytes hangs (see there).
 
 One limitation of any proxy: while bytes are held or dropped, a *new*
 connection is still accepted (by the proxy), whereas a real partition leaves
@@ -45,6 +47,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -361,6 +364,30 @@ class Proxy:
     def enable(self) -> None:
         """Listen again (on the same address) after :meth:`disable`."""
         self._update(enabled=True)
+
+    def recreate(self, timeout: float = 5.0) -> None:
+        """Delete the proxy and create it again on the same address: every connection
+        closed, every toxic gone, new connections accepted as before.
+
+        Unlike :meth:`heal` and :meth:`disable`, this works while Toxiproxy 2.5.0 is
+        stuck removing a latency toxic whose held bytes the client does not read
+        (both wait for the stuck proxy and time out; deleting it closes the
+        connections, which frees the toxic). Creating it again is retried for up to
+        ``timeout`` seconds while the old listener lets go of the port.
+        """
+        self.delete()
+        body = {"name": self.name, "listen": self.listen, "upstream": self.upstream, "enabled": True}
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                data = self.client.request("POST", "/proxies", body)
+                break
+            except ToxiproxyError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+        self.listen, self._enabled = data["listen"], data["enabled"]
+        self.client._created[self.name] = self
 
     def delete(self) -> None:
         """Delete the proxy, closing its connections; a proxy already gone is fine."""

@@ -9,9 +9,17 @@ what happened to safety and liveness. All times are ``CLOCK_BOOTTIME`` seconds.
 * An **overlap**: a term starting before an earlier-started term has ended.
 * A **token regression**: a term whose token is not above every earlier term's.
 * An **act by a replaced leader**: a write sent while ``ctx.is_leader()`` was
-  true after a term with a higher token had started.
-* A **stale write**: an attempt that reached the ledger after a term with a
-  higher token had started; it was either rejected (fenced) or accepted.
+  true after a later term had started.
+* A **stale write**: an attempt that reached the ledger after a later term
+  had started; it was either rejected (fenced) or accepted. A write of the
+  newest term that the ledger rejected (its token is below one seen before:
+  a regression) is **own write fenced**.
+* **Lost writes** (:data:`LOSES_WRITES`): a Redis restart without persistence
+  and Sentinel failovers can lose a lease or a counter's ``INCR`` that Redis
+  acknowledged, a documented limit of the Redis backend. Each of the above
+  whose earlier term a fault of that kind overlapped (between that term's
+  start and the later one's) is counted as ``<name>_lost_writes`` and listed
+  among the ``limits``, not the ``problems``: named, never hidden.
 * **Time without a leader** after a fault: the longest stretch, from the
   fault's start (or its heal, for faults that leave no healthy majority) to
   the next fault, covered by no term; a target disabled by the fault (killed,
@@ -33,7 +41,24 @@ from typing import Any
 from .faults import Fault
 
 #: Faults after which their target cannot act as leader from their start on.
-DISABLING = {"kill", "pause", "suspend", "delay", "black_hole", "one_way_deliver", "one_way_reset"}
+DISABLING = {
+    "kill",
+    "pause",
+    "suspend",
+    "delay",
+    "black_hole",
+    "one_way_deliver",
+    "one_way_reset",
+    "sentinel_lost_write",
+}
+
+#: Faults after which the store may have lost writes it acknowledged (docs/backends/redis.md):
+#: the lease (two leaders until the old one's next renewal fails) or the fencing counter's
+#: INCR (a token issued again).
+LOSES_WRITES = {"redis_restart_lost", "sentinel_failover", "sentinel_kill_master", "sentinel_lost_write"}
+
+#: The counts that fail a run (their ``_lost_writes`` twins are documented limits).
+SAFETY = ("overlaps", "token_regressions", "replaced_acts", "stale_accepted", "own_fenced")
 
 
 @dataclasses.dataclass
@@ -70,12 +95,37 @@ def terms_of(
             elif e["kind"] == "stopped":
                 term_.logged_end = e["boot"]
                 del open_terms[pid]
-    by_key = {(t.pid, t.token): t for t in terms}
+    terms.sort(key=lambda t: t.start)
+    index = TermIndex(terms)
     for a in attempts:
-        term = by_key.get((a["pid"], a["token"]))
-        if term is not None and a["valid_until"] is not None:
-            term.deadline = max(term.deadline, a["valid_until"])
-    return sorted(terms, key=lambda t: t.start)
+        seen = index.find(a["pid"], a["token"], a["boot"])
+        if seen is not None and a["valid_until"] is not None:
+            terms[seen].deadline = max(terms[seen].deadline, a["valid_until"])
+    return terms
+
+
+class TermIndex:
+    """Finds the term an attempt belongs to: the same process and token can hold several
+    terms when tokens are issued again (after lost writes)."""
+
+    #: An attempt's term began at most this long after the attempt's stamp (the "term"
+    #: write at "became leader" is stamped just before the event is).
+    SLACK = 1.0
+
+    def __init__(self, terms: list[Term]) -> None:
+        self.terms = terms
+        self._by_key: dict[tuple[int, int], list[int]] = defaultdict(list)
+        for i, t in enumerate(terms):
+            self._by_key[(t.pid, t.token)].append(i)
+
+    def find(self, pid: int, token: int, at: float) -> int | None:
+        """The position of the latest term of ``pid`` with ``token`` begun by ``at`` (+ slack)."""
+        found = [i for i in self._by_key.get((pid, token), []) if self.terms[i].start <= at + self.SLACK]
+        return found[-1] if found else None
+
+    def replaced_at(self, i: int) -> float:
+        """When a later term than term ``i`` began (inf: none did)."""
+        return self.terms[i + 1].start if i + 1 < len(self.terms) else math.inf
 
 
 def _tick_time(name: str) -> float:
@@ -94,8 +144,9 @@ def check(
     """The campaign's account; ``span`` is (boot start, boot end, wall start, wall end)."""
     _, boot_end, wall_start, wall_end = span
     terms = terms_of(events, attempts, renew_deadline)
+    by_term = TermIndex(terms)
     starts = [t.start for t in terms]
-    # The highest token among the terms started up to each start.
+    # The highest token among the terms started up to each start (for attempts without a term).
     highest: list[int] = []
     for t in terms:
         highest.append(max(t.token, highest[-1]) if highest else t.token)
@@ -110,27 +161,51 @@ def check(
         i = bisect.bisect_right(fault_starts, at)
         return faults[i - 1].n if i > 0 else None
 
+    lossy = [(f.start, f.healed) for f in faults if f.kind in LOSES_WRITES]
     per_fault: dict[int | None, Counter[str]] = defaultdict(Counter)
     problems: list[str] = []
+    limits: list[str] = []
+
+    def found(at: float, name: str, what: str, earlier: Term | None, later: float) -> None:
+        """Count ``name`` at ``at``; a documented limit if a fault that loses writes overlapped
+        the span from the ``earlier`` term's start to ``later`` (the store may have forgotten it)."""
+        lost = earlier is not None and any(s <= later and h >= earlier.start for s, h in lossy)
+        per_fault[fault_at(at)][f"{name}_lost_writes" if lost else name] += 1
+        (limits if lost else problems).append(what)
+
+    # The term holding the highest token among those started before each one.
+    top: list[Term | None] = [None]
+    for t in terms[:-1]:
+        best = top[-1]
+        top.append(t if best is None or t.token >= best.token else best)
     for i, a in enumerate(terms):
         for b in terms[i + 1 :]:
-            if b.start >= a.end:
-                continue
-            per_fault[fault_at(b.start)]["overlaps"] += 1
-            problems.append(f"overlap: {a} and {b}")
-        if i and a.token <= max(t.token for t in terms[:i]):
-            per_fault[fault_at(a.start)]["token_regressions"] += 1
-            problems.append(f"token regression: {a}")
+            if b.start < a.end:
+                found(b.start, "overlaps", f"overlap: {a} and {b}", a, b.start)
+        if (best := top[i]) is not None and a.token <= best.token:
+            found(a.start, "token_regressions", f"token regression: {a} after {best}", best, a.start)
     for att in attempts:
-        if att["kind"] in ("act", "late") and att["believed"] and newer_started(att["token"], att["boot"]):
-            per_fault[fault_at(att["boot"])]["replaced_acts"] += 1
-            problems.append(f"act by a replaced leader: {att}")
-        if newer_started(att["token"], att["server_boot"]):
+        at = by_term.find(att["pid"], att["token"], att["boot"])
+        term = terms[at] if at is not None else None
+        replaced = by_term.replaced_at(at) if at is not None else math.inf
+        # A write without a known term is judged by its token alone.
+        sent_replaced, landed_replaced = (
+            when >= replaced or (term is None and newer_started(att["token"], when))
+            for when in (att["boot"], att["server_boot"])
+        )
+        if att["kind"] in ("act", "late") and att["believed"] and sent_replaced:
+            found(att["boot"], "replaced_acts", f"act by a replaced leader: {att}", term, replaced)
+        if landed_replaced:
             counts = per_fault[fault_at(att["server_boot"])]
             counts["stale_attempted"] += 1
-            counts["stale_accepted" if att["accepted"] else "stale_rejected"] += 1
+            counts["stale_rejected"] += not att["accepted"]
             if att["accepted"]:
-                problems.append(f"stale write accepted: {att}")
+                found(att["server_boot"], "stale_accepted", f"stale write accepted: {att}", term, replaced)
+        elif not att["accepted"] and at is not None:
+            # The newest term fenced off: its token is below one the ledger saw before.
+            best = top[at]
+            what = f"own write fenced (token below {att['highest']}): {att}"
+            found(att["server_boot"], "own_fenced", what, best, terms[at].start)
 
     ticks: Counter[str] = Counter(a["tick"] for a in attempts if a["kind"] == "act" and a["accepted"])
     skewed = {t for t in ticks if not wall_start - 1 <= _tick_time(t) <= wall_end + 1}
@@ -169,6 +244,7 @@ def check(
         "missed_ticks": missed,
         "skewed_ticks": len(skewed),
         "problems": problems,
+        "limits": limits,
     }
 
 

@@ -7,7 +7,8 @@ the fault has healed. Each returns a :class:`Fault`: what was done, to whom,
 and when on ``CLOCK_BOOTTIME`` it began and healed; ``majority`` says whether
 a healthy majority (store and all other candidates) remained meanwhile, in
 which case a new leader is due within lease duration + 1 s of the start;
-otherwise it is measured from the heal.
+otherwise it is measured from the heal. Every fault must heal within
+:data:`HEAL_BOUND` seconds beyond its planned duration.
 """
 
 from __future__ import annotations
@@ -22,12 +23,15 @@ from leaderlib.testing.toxiproxy import Proxy, ToxiproxyError
 
 from .ledger import LedgerServer, boottime
 from .replicas import Replica
-from .stores import Store
+from .stores import SentinelStore, Store
 
 #: Faults every store gets: process and clock faults of one candidate.
 PROCESS_FAULTS = ["kill", "pause", "suspend", "wall_step_leader", "wall_step_follower"]
 #: Faults through each candidate's own proxies (or all of them: slow_store).
 NETWORK_FAULTS = ["delay", "black_hole", "one_way_deliver", "one_way_reset", "reset", "slow_store"]
+#: Seconds a fault may take to heal beyond its planned duration (a server's start, a
+#: Sentinel failover, a Toxiproxy call that hung and fell back to a reset).
+HEAL_BOUND = 20.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,18 +64,25 @@ class Fault:
     healed: float
     majority: bool
     detail: str
+    planned: float = 0.0
+    """The plan's duration: the fault should heal this long after its start."""
+
+    @property
+    def overrun(self) -> float:
+        """Seconds it took to heal beyond its planned duration."""
+        return max(0.0, self.healed - self.start - self.planned)
 
     def as_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return dataclasses.asdict(self) | {"overrun": self.overrun}
 
 
 def catalog(store: Store) -> list[str]:
     return PROCESS_FAULTS + (NETWORK_FAULTS if store.network else []) + store.restarts()
 
 
-def draw(rng: random.Random, store: Store, timing: Timing) -> Plan:
-    """One fault's every random choice."""
-    kind = rng.choice(catalog(store))
+def draw(rng: random.Random, store: Store, timing: Timing, kinds: list[str] | None = None) -> Plan:
+    """One fault's every random choice (among ``kinds`` of the store's catalog, if given)."""
+    kind = rng.choice([k for k in catalog(store) if kinds is None or k in kinds])
     lease = timing.lease
     if kind in ("pause", "suspend"):
         # Longer than the lease: someone else must have taken over when it wakes.
@@ -99,9 +110,9 @@ def _heal(proxy: Proxy, *, deliver: bool) -> bool:
     """Remove the proxy's toxics: held bytes delivered in order (``deliver``), or every
     connection reset with them. Returns False if delivering had to give way to a reset.
 
-    Removing a toxic that holds bytes of a busy gRPC connection has been seen to hang
-    in Toxiproxy 2.5.0 (its API call times out); disabling the proxy closes the
-    connections, which unblocks it.
+    Removing a toxic that holds bytes a client does not take hangs in Toxiproxy
+    2.5.0 (seen on a busy gRPC connection; ``test_harness`` reproduces it), and so
+    does disabling that proxy; deleting and re-creating it does not.
     """
     if deliver:
         try:
@@ -109,23 +120,33 @@ def _heal(proxy: Proxy, *, deliver: bool) -> bool:
             return True
         except ToxiproxyError:
             pass
-    proxy.disable()
-    for attempt in range(5):
-        try:
-            proxy.heal()
-            break
-        except ToxiproxyError:
-            if attempt == 4:
-                raise
-            time.sleep(1.0)
-    proxy.enable()
+    proxy.recreate()
     return not deliver
+
+
+def _new_term(ledger: LedgerServer, above: int, timeout: float) -> int | None:
+    """The token of a term begun with a token above ``above`` (None: none within ``timeout``)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        tokens = [token for _, token in list(ledger.open_terms.values()) if token > above]
+        if tokens:
+            return max(tokens)
+        time.sleep(0.05)
+    return None
 
 
 def inject(
     n: int, plan: Plan, store: Store, replicas: list[Replica], leader: Replica, ledger: LedgerServer
 ) -> Fault:
     """Apply ``plan`` (``leader`` is the replica leading now); block until healed."""
+    fault = _inject(n, plan, store, replicas, leader, ledger)
+    fault.planned = plan.duration
+    return fault
+
+
+def _inject(
+    n: int, plan: Plan, store: Store, replicas: list[Replica], leader: Replica, ledger: LedgerServer
+) -> Fault:
     kind = plan.kind
     target = leader
     if kind == "wall_step_follower":
@@ -195,6 +216,21 @@ def inject(
         majority = False
         detail = f"every answer +{plan.amount:.1f}s for {plan.duration:.1f}s"
         return Fault(n, store.name, kind, target_name, None, start, boottime(), majority, detail)
+    elif kind == "sentinel_lost_write":
+        assert isinstance(store, SentinelStore)
+        _, old_token = ledger.open_terms.get(target.pid, ("", 0))
+
+        def new_term() -> str:
+            # Killed, not released: a follower takes the lease when it expires on the master.
+            ledger.forget(target.pid)
+            target.kill()
+            token = _new_term(ledger, old_token, 15.0)
+            return f"leader {target.name} (token {old_token}) killed, " + (
+                f"token {token} acquired" if token is not None else "no new term"
+            )
+
+        detail = store.lose_write(new_term, plan.duration)
+        majority = False
     else:
         majority, detail = store.restart(kind, plan.duration, random.Random(plan.pick))
         return Fault(n, store.name, kind, "store", None, start, boottime(), majority, detail)

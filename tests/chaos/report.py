@@ -7,6 +7,8 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .check import SAFETY
+
 if TYPE_CHECKING:
     from .campaign import StoreRun
 
@@ -18,8 +20,14 @@ COLUMNS = [
     ("stale_rejected", "stale rejected"),
     ("stale_accepted", "stale accepted"),
     ("token_regressions", "token regressions"),
+    ("own_fenced", "own writes fenced"),
+    (
+        "lost",
+        "after lost writes (documented): overlaps / regressions / replaced acts / stale accepted / own fenced",
+    ),
     ("gap", "longest without leader (s)"),
     ("duplicate_ticks", "duplicate ticks"),
+    ("heal", "slowest heal beyond plan (s)"),
 ]
 
 
@@ -27,24 +35,28 @@ def rows(run: StoreRun) -> list[dict[str, Any]]:
     """One row per fault kind of a store, then the store's total."""
     by_kind: dict[str, Counter[str]] = defaultdict(Counter)
     worst: dict[str, tuple[float, int]] = {}
+    heal: dict[str, float] = {}
     per_fault = run.account["per_fault"]
     for fault in run.faults:
         counts = by_kind[fault.kind]
         counts["faults"] += 1
         counts.update(per_fault.get(str(fault.n), {}))
+        heal[fault.kind] = max(heal.get(fault.kind, 0.0), fault.overrun)
         gap = run.account["gaps"][fault.n]
         if gap >= worst.get(fault.kind, (-1.0, 0))[0]:
             worst[fault.kind] = (gap, fault.n)
     out = []
     for kind in sorted(by_kind):
         gap, n = worst[kind]
-        out.append({"store": run.store, "fault": kind, **by_kind[kind], "gap": gap, "gap_fault": n})
+        row = {"store": run.store, "fault": kind, **by_kind[kind], "gap": gap, "gap_fault": n}
+        out.append(row | {"heal": heal[kind]})
     total: Counter[str] = Counter()
     for counts in by_kind.values():
         total.update(counts)
     total.update(per_fault.get("None", {}))  # before the first fault
     gap, n = max(worst.values(), default=(0.0, 0))
-    out.append({"store": run.store, "fault": "**all**", **total, "gap": gap, "gap_fault": n})
+    all_row = {"store": run.store, "fault": "**all**", **total, "gap": gap, "gap_fault": n}
+    out.append(all_row | {"heal": max(heal.values(), default=0.0)})
     return out
 
 
@@ -69,6 +81,10 @@ def markdown(runs: list[StoreRun]) -> str:
                 if key == "gap":
                     majority = row["fault"] not in _no_majority(run)
                     cells.append(f"{row['gap']:.2f} (#{row['gap_fault']}{'' if majority else ', from heal'})")
+                elif key == "heal":
+                    cells.append(f"{row['heal']:.1f}")
+                elif key == "lost":
+                    cells.append(" / ".join(str(row.get(f"{name}_lost_writes", 0)) for name in SAFETY))
                 else:
                     cells.append(str(row.get(key, 0)))
             lines.append(f"| {row['store']} | {row['fault']} | " + " | ".join(cells) + " |")
@@ -76,6 +92,15 @@ def markdown(runs: list[StoreRun]) -> str:
         "",
         "Longest time without a leader: from the fault's start, or from its heal where the fault",
         "left no healthy majority (store down, slow store). Bound: lease + 1 s after faults that leave one.",
+        "",
+        "After lost writes: what followed a fault that can make Redis lose writes it acknowledged",
+        "(a restart without persistence, a Sentinel failover; see docs/backends/redis.md), counted",
+        "apart because the Redis backend documents it as a limit, not as a guarantee.",
+    ]
+    for run in runs:
+        for limit in run.account.get("limits", [])[:5]:
+            lines.append(f"- {run.store}: {limit}")
+    lines += [
         "",
         "![timeline](timeline.png)",
         "",

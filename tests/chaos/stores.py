@@ -3,8 +3,12 @@
 A :class:`Store` starts (or adopts) its real server(s), gives replica slot
 ``i`` a backend URL that goes through Toxiproxy proxies of that slot alone
 (so the slot that leads can be cut off by itself), and offers the store's
-own faults: restarts of the server, of one etcd member, of etcd's raft
-leader, of the kube-apiserver. SQLite has no network: no proxies.
+own faults: restarts of the server (Redis with its data kept by AOF, or
+lost as without persistence), of one etcd member, of etcd's raft leader, of
+all three members at once, of the kube-apiserver and of the etcd behind it.
+SQLite has no network: no proxies. Nor has Redis Sentinel: it hands clients
+the master's real address, so its replicas connect to the Sentinels directly
+and its faults are failovers (see :class:`SentinelStore`).
 """
 
 from __future__ import annotations
@@ -12,9 +16,12 @@ from __future__ import annotations
 import json
 import random
 import re
+import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 
+from leaderlib.testing.sentinel import RedisSentinelGroup
 from leaderlib.testing.servers import EtcdCluster, KubeAPIServer, RedisServer
 from leaderlib.testing.toxiproxy import Proxy, Toxiproxy
 
@@ -64,7 +71,10 @@ class SQLiteStore(Store):
 
 
 class RedisStore(Store):
-    """Redis with AOF (``appendfsync always``): a restart keeps the lease and the token counter."""
+    """Redis with AOF (``appendfsync always``): a restart keeps the lease and the token counter;
+    ``redis_restart_lost`` deletes the AOF while Redis is down, which is what restarting a
+    Redis without persistence does: every lease and fencing counter is gone.
+    """
 
     name = "redis"
 
@@ -83,13 +93,17 @@ class RedisStore(Store):
         return f"redis://{self.proxies[slot][0].listen}"
 
     def restarts(self) -> list[str]:
-        return ["redis_restart"]
+        return ["redis_restart", "redis_restart_lost"]
 
     def restart(self, kind: str, down_for: float, rng: random.Random) -> tuple[bool, str]:
         self.server.stop()
+        if kind == "redis_restart_lost":
+            shutil.rmtree(self.server.directory / "appendonlydir", ignore_errors=True)
+            (self.server.directory / "dump.rdb").unlink(missing_ok=True)
         time.sleep(down_for)
         self.server.start()
-        return False, f"redis down {down_for:.1f}s (AOF)"
+        kept = "data lost (no persistence)" if kind == "redis_restart_lost" else "AOF"
+        return False, f"redis down {down_for:.1f}s ({kept})"
 
     def close(self) -> None:
         self.server.stop()
@@ -115,7 +129,7 @@ class EtcdStore(Store):
         return "etcd://" + ",".join(p.listen for p in self.proxies[slot])
 
     def restarts(self) -> list[str]:
-        return ["etcd_member_restart", "etcd_raft_leader_restart"]
+        return ["etcd_member_restart", "etcd_raft_leader_restart", "etcd_all_restart"]
 
     def raft_leader(self) -> int | None:
         """The index of the member that is raft leader now (``etcdctl endpoint status``)."""
@@ -133,6 +147,11 @@ class EtcdStore(Store):
         return ids.get(leader_id) if leader_id is not None else None
 
     def restart(self, kind: str, down_for: float, rng: random.Random) -> tuple[bool, str]:
+        if kind == "etcd_all_restart":
+            self.cluster.kill_all()
+            time.sleep(down_for)
+            self.cluster.restart_all()
+            return False, f"etcd all three members down {down_for:.1f}s"
         leader = self.raft_leader()
         if kind == "etcd_raft_leader_restart" and leader is not None:
             index, what = leader, "raft leader"
@@ -180,9 +199,16 @@ class KubeStore(Store):
         return f"kubernetes://{self.server.namespace}?kubeconfig={self._kubeconfigs[slot]}"
 
     def restarts(self) -> list[str]:
-        return ["apiserver_restart"]
+        return ["apiserver_restart", "apiserver_etcd_restart"]
 
     def restart(self, kind: str, down_for: float, rng: random.Random) -> tuple[bool, str]:
+        if kind == "apiserver_etcd_restart":
+            # The API server stays up, answering errors, and reconnects by itself.
+            self.server.etcd.kill()
+            time.sleep(down_for)
+            self.server.etcd.start()
+            self.server.wait_ready()
+            return False, f"etcd behind the kube-apiserver down {down_for:.1f}s"
         self.server.restart_apiserver(kill=rng.random() < 0.5, down_for=down_for)
         return False, f"kube-apiserver down {down_for:.1f}s"
 
@@ -191,9 +217,79 @@ class KubeStore(Store):
             self.server.stop()
 
 
+class SentinelStore(Store):
+    """A Redis master, a replica and three Sentinels; every replica slot uses ``redis+sentinel://``.
+
+    The Sentinels hand out the master's real address, so no proxy can sit in
+    between: this store has only the process faults and its failovers.
+    ``sentinel_failover`` is ``SENTINEL FAILOVER`` (an operator's switch-over),
+    ``sentinel_kill_master`` a crash of the master (SIGKILL; it rejoins as a
+    replica after the failover), and ``sentinel_lost_write`` the asynchronous-
+    replication case: the replica is stopped and its link cut while a new term
+    is acquired on the master alone, then the master crashes and the replica,
+    which never saw that acquisition's ``INCR``, is promoted.
+    """
+
+    name = "redis-sentinel"
+    network = False
+
+    def __init__(self, directory: Path) -> None:
+        super().__init__(directory)
+        self.group = RedisSentinelGroup(directory=directory / "sentinel")
+
+    def start(self, toxiproxy: Toxiproxy | None, slots: int) -> None:
+        self.group.start()
+        self.proxies = [[] for _ in range(slots)]
+
+    def url(self, slot: int) -> str:
+        return self.group.url
+
+    def restarts(self) -> list[str]:
+        return ["sentinel_failover", "sentinel_kill_master", "sentinel_lost_write"]
+
+    def restart(self, kind: str, down_for: float, rng: random.Random) -> tuple[bool, str]:
+        began = time.monotonic()
+        if kind == "sentinel_failover":
+            old, new = self.group.failover()
+            return False, f"SENTINEL FAILOVER {old.port} -> {new.port} in {time.monotonic() - began:.1f}s"
+        old = self.group.kill_master()
+        new = self.group.wait_for_failover(old)
+        promoted = time.monotonic() - began
+        time.sleep(max(0.0, down_for - promoted))
+        self.group.restart(old)
+        return (
+            False,
+            f"master {old.port} killed, {new.port} promoted in {promoted:.1f}s, old back after {down_for:.1f}s",
+        )
+
+    def lose_write(self, new_term: Callable[[], str], down_for: float) -> str:
+        """The replica stopped, ``new_term()`` (a new term acquired on the master alone), the
+        master killed, the replica continued and promoted; returns what was done."""
+        [replica] = self.group.replicas()
+        self.group.pause(replica)
+        try:
+            # A stopped replica would still read what is in its socket when continued:
+            # cut its link, so what the master writes from now on never reaches it.
+            self.group.master().cli("CLIENT", "KILL", "TYPE", "replica")
+            done = new_term()
+            old = self.group.kill_master()
+        finally:
+            self.group.resume(replica)
+        began = time.monotonic()
+        new = self.group.wait_for_failover(old)
+        promoted = time.monotonic() - began
+        time.sleep(max(0.0, down_for - promoted))
+        self.group.restart(old)
+        return f"replica {replica.port} stopped; {done}; master {old.port} killed, {new.port} promoted in {promoted:.1f}s"
+
+    def close(self) -> None:
+        self.group.stop(keep=True)
+
+
 STORES: dict[str, type[Store]] = {
     "sqlite": SQLiteStore,
     "redis": RedisStore,
     "etcd": EtcdStore,
     "kubernetes": KubeStore,
+    "redis-sentinel": SentinelStore,
 }
