@@ -51,6 +51,12 @@ also sends one with its ``Proclaim``, in the same round trip. etcd expires
 leases itself, so records carry ``expires_in`` (the lease's remaining TTL plus
 a second for etcd's whole-second TTLs and its 500 ms expiry sweep).
 
+Job run records (``Lease.record_run``) are one key per job,
+``PREFIX + ELECTION + "~runs/" + JOB``: beside the campaign prefix, never
+under it, where ``etcdctl elect`` and Go's recipe would take them for
+candidates. Each is written by one ``Txn`` guarded by the term's leader key
+(its create revision and value) and read back by one range read.
+
 Every election's watch shares the backend's one Watch stream (``_watch``). A
 follower waits on its predecessor's key and its own; the leader's renewals
 on that key are yielded as records built from the event, without a read.
@@ -82,11 +88,11 @@ from .. import check_election, parse_options, split_url
 from ._channel import Channel
 from ._client import tls_credentials
 from ._election import EtcdLease
-from ._keys import candidate_key
+from ._keys import RUNS_SUFFIX, candidate_key, run_key
 from ._session import Sessions, lease_ttl
 from ._watch import SharedWatch
 
-__all__ = ["DEFAULT_PREFIX", "EtcdBackend", "EtcdLease", "candidate_key", "lease_ttl"]
+__all__ = ["DEFAULT_PREFIX", "EtcdBackend", "EtcdLease", "candidate_key", "lease_ttl", "run_key"]
 
 DEFAULT_PREFIX = "/leaderlib/"
 DEFAULT_PORT = 2379
@@ -191,7 +197,9 @@ class EtcdBackend:
 
         ConfigError for a name with ``/``: election ``jobs/nightly``'s keys would
         lie under election ``jobs``'s prefix (``PREFIX + "jobs/"``), where
-        ``jobs``'s electors would take them for a corrupt candidate key.
+        ``jobs``'s electors would take them for a corrupt candidate key. The
+        same for a name ending in ``~runs``: election ``jobs~runs``'s keys would
+        lie among ``jobs``'s job run records (``PREFIX + "jobs~runs/"``).
         """
         check_election(election)
         if "/" in election:
@@ -200,6 +208,13 @@ class EtcdBackend:
                 f"lie under the prefix of election {election.split('/', 1)[0]!r} "
                 f"({self.prefix}{election.split('/', 1)[0]}/), which would read them as a corrupt record; "
                 "use '.' or '-' instead, e.g. 'jobs.nightly'",
+                field="election",
+            )
+        if election.endswith(RUNS_SUFFIX):
+            raise ConfigError(
+                f"election name {election!r} ends in {RUNS_SUFFIX!r}: its keys would lie where election "
+                f"{election[: -len(RUNS_SUFFIX)]!r} keeps its job run records "
+                f"({self.prefix}{election}/), which would read them as a corrupt record; choose another name",
                 field="election",
             )
         handle = self._leases.get(election)

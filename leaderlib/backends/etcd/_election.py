@@ -3,7 +3,9 @@
 The candidate key is ``PREFIX + ELECTION + "/" + <lease id hex>``, put with
 the session's lease under ``create_revision == 0``; the leader is the lowest
 create revision under the prefix, and that revision is the fencing token.
-Renewing is a keepalive plus ``Proclaim``; resigning deletes the key.
+Renewing is a keepalive plus ``Proclaim``; resigning deletes the key. Job
+run records are one key per job beside the campaign prefix, each written by
+one transaction guarded by the term's leader key.
 """
 
 from __future__ import annotations
@@ -17,9 +19,10 @@ from typing import TYPE_CHECKING, Any
 
 from aetcd import rpc
 
-from ..._errors import LeaseLost
+from ..._errors import CorruptLeaseRecord, LeaseLost
 from ..._logging import get_logger
-from .. import Acquisition, LeaseRecord
+from .. import Acquisition, JobRun, LeaseRecord
+from .._runs import decode_run, encode_run, fenced_out
 from ._keys import (
     EXPIRY_SLACK,
     campaign_txn,
@@ -28,7 +31,11 @@ from ._keys import (
     kvs,
     proclaim_txn,
     range_first_created,
+    range_prefix,
+    record_run_txn,
     resign_txn,
+    run_key,
+    runs_prefix,
 )
 from ._observe import observe
 from ._session import Session, lease_ttl
@@ -63,6 +70,8 @@ class EtcdLease:
         self.backend = backend
         self.prefix = f"{backend.prefix}{election}/".encode()
         """The campaign prefix ``PREFIX + ELECTION + "/"``: every key under it is a candidate."""
+        self.runs_prefix = runs_prefix(backend.prefix, election)
+        """Where the job run records live: a sibling of the campaign prefix."""
         self.candidacies: dict[int, Candidacy] = {}
         """This backend's candidacy in the election, per session (by lease id)."""
         self.queued = asyncio.Event()
@@ -300,6 +309,62 @@ class EtcdLease:
         await self.backend.channel.txn(self.election, resign_txn(candidacy.key, candidacy.create_revision))
         if self.candidacies.get(session.lease_id) is candidacy:
             del self.candidacies[session.lease_id]
+
+    async def record_run(self, run: JobRun) -> None:
+        """One ``Txn`` (:func:`record_run_txn`): the job's record is put only while the
+        term's leader key exists with ``run``'s token as its create revision and
+        ``run``'s identity as its value.
+
+        That key's name (its lease id) is known when this handle leads that
+        term: one round trip. Otherwise (another process's handle) the leader is
+        read first to learn it: two.
+        """
+        backend, election = self.backend, self.election
+        ours = [
+            c.key for c in self.candidacies.values() if c.leading and c.create_revision == run.fencing_token
+        ]
+        if ours:
+            leader_key = ours[0]
+        else:
+            leader = await self._leader()
+            if leader is None or not _names_term(leader, run.identity, run.fencing_token):
+                raise self._fenced_out(run, leader)
+            leader_key = bytes(leader.key)
+        key, value = run_key(backend.prefix, election, run.job), encode_run(run)
+        request = record_run_txn(leader_key, run.fencing_token, run.identity, key, value, self.prefix)
+        response = await backend.channel.txn(election, request)
+        if not response.succeeded:
+            leaders = kvs(response, 0)
+            raise self._fenced_out(run, leaders[0] if leaders else None)
+
+    def _fenced_out(self, run: JobRun, leader: Any) -> LeaseLost:
+        """The refusal of ``run``, saying who leads now (``leader``: the leader key, or None)."""
+        return fenced_out(
+            run,
+            holder=bytes(leader.value).decode(errors="backslashreplace") if leader is not None else None,
+            token=leader.create_revision if leader is not None else None,
+            backend=self.backend.scheme,
+            election=self.election,
+        )
+
+    async def last_runs(self) -> dict[str, JobRun]:
+        """One range read of the records' prefix."""
+        prefix = self.runs_prefix
+        response = await self.backend.channel.range(self.election, range_prefix(prefix))
+        runs: dict[str, JobRun] = {}
+        for kv in response.kvs:
+            key = bytes(kv.key).decode(errors="backslashreplace")
+            job = bytes(kv.key)[len(prefix) :].decode(errors="backslashreplace")
+            try:
+                # No election or backend here: they are added once, below.
+                runs[job] = decode_run(bytes(kv.value), election="", backend="")
+            except CorruptLeaseRecord as exc:
+                raise CorruptLeaseRecord(
+                    f"job {job!r} at etcd key {key!r}: {exc}; remove it with: etcdctl del {key!r}",
+                    election=self.election,
+                    backend=self.backend.scheme,
+                ) from None
+        return runs
 
     async def watch(self) -> AsyncIterator[LeaseRecord | None]:
         """Yield the leader's record, then again whenever the key we wait on changes.

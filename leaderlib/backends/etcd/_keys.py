@@ -2,8 +2,11 @@
 
 The candidate key is ``PREFIX + ELECTION + "/" + <lease id hex>`` (Go's
 ``concurrency.Election``); the leader is the lowest create revision under
-``PREFIX + ELECTION + "/"``. This module names those keys, reads a leader
-key's identity, and builds the ranges and transactions of the recipe.
+``PREFIX + ELECTION + "/"``. Job run records live beside that prefix, never
+under it: ``PREFIX + ELECTION + "~runs/" + JOB`` (``etcdctl elect`` and Go's
+recipe take every key under the campaign prefix for a candidate). This module
+names those keys, reads a leader key's identity, and builds the ranges and
+transactions of the recipe and of the run records.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from ..._errors import CorruptLeaseRecord
 
 __all__ = [
     "EXPIRY_SLACK",
+    "RUNS_SUFFIX",
     "campaign_txn",
     "candidate_key",
     "holder_of",
@@ -25,7 +29,11 @@ __all__ = [
     "proclaim_txn",
     "range_first_created",
     "range_predecessor",
+    "range_prefix",
+    "record_run_txn",
     "resign_txn",
+    "run_key",
+    "runs_prefix",
 ]
 
 #: A candidate key's last segment: the lease id as Go's ``%x`` prints it.
@@ -39,6 +47,22 @@ EXPIRY_SLACK = 1.0
 def candidate_key(prefix: str, election: str, lease_id: int) -> bytes:
     """``PREFIX + ELECTION + "/" + <lease id hex>``: the key Go's ``Election.Campaign`` writes."""
     return f"{prefix}{election}/{lease_id:x}".encode()
+
+
+#: Election ``E``'s run records are under ``PREFIX + E + RUNS_SUFFIX + "/"``, a
+#: sibling of its campaign prefix. Election names may not end in it: election
+#: ``E~runs``'s campaign prefix would be ``E``'s records.
+RUNS_SUFFIX = "~runs"
+
+
+def runs_prefix(prefix: str, election: str) -> bytes:
+    """``PREFIX + ELECTION + "~runs/"``: where the election's job run records live."""
+    return f"{prefix}{election}{RUNS_SUFFIX}/".encode()
+
+
+def run_key(prefix: str, election: str, job: str) -> bytes:
+    """``PREFIX + ELECTION + "~runs/" + JOB``: one job's last run record (the JSON of ``_runs``)."""
+    return runs_prefix(prefix, election) + job.encode()
 
 
 def holder_of(kv: Any, prefix: bytes, *, election: str, backend: str) -> str:
@@ -72,6 +96,11 @@ def holder_of(kv: Any, prefix: bytes, *, election: str, backend: str) -> str:
 def kvs(response: Any, index: int) -> list[Any]:
     """The keys read by the ``index``-th range of a transaction's response."""
     return list(response.responses[index].response_range.kvs)
+
+
+def range_prefix(prefix: bytes) -> Any:
+    """Every key under ``prefix``."""
+    return rpc.RangeRequest(key=prefix, range_end=prefix_range_end(prefix))
 
 
 def range_first_created(prefix: bytes) -> Any:
@@ -138,4 +167,29 @@ def resign_txn(key: bytes, create_revision: int) -> Any:
     return rpc.TxnRequest(
         compare=[_created_at(key, create_revision)],
         success=[rpc.RequestOp(request_delete_range=rpc.DeleteRangeRequest(key=key))],
+    )
+
+
+def record_run_txn(
+    leader_key: bytes, fencing_token: int, identity: str, key: bytes, value: str, prefix: bytes
+) -> Any:
+    """Put run record ``value`` at ``key`` if the term's leader key is still there; on
+    failure responses: [the leader under campaign ``prefix``], to say who holds it.
+
+    The guard is that ``leader_key`` is the incarnation created at
+    ``fencing_token`` (so neither deleted, nor expired, nor recreated since)
+    and names ``identity``. That is enough for "still the leader" once the key
+    was seen leading: the leader is the lowest create revision, and a key
+    created later always gets a higher one. The record has no lease: it
+    outlives the term.
+    """
+    return rpc.TxnRequest(
+        compare=[
+            _created_at(leader_key, fencing_token),
+            rpc.Compare(
+                key=leader_key, target=rpc.Compare.VALUE, result=rpc.Compare.EQUAL, value=identity.encode()
+            ),
+        ],
+        success=[rpc.RequestOp(request_put=rpc.PutRequest(key=key, value=value.encode()))],
+        failure=[rpc.RequestOp(request_range=range_first_created(prefix))],
     )

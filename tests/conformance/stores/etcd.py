@@ -14,15 +14,16 @@ import aetcd
 import pytest
 
 from leaderlib.backends import Backend
-from leaderlib.backends.etcd import DEFAULT_PREFIX, EtcdBackend, candidate_key, lease_ttl
+from leaderlib.backends.etcd import DEFAULT_PREFIX, EtcdBackend, candidate_key, lease_ttl, run_key
 
 CORRUPTIBLE = True
 
 
 class EtcdHarness:
     corruptible = True
-    # Nested names: "jobs/nightly"'s keys would lie under election "jobs"'s prefix.
-    bad_election_names = ("jobs/nightly", "/leading")
+    # Nested names: "jobs/nightly"'s keys would lie under election "jobs"'s prefix;
+    # "jobs~runs"'s among election "jobs"'s job run records.
+    bad_election_names = ("jobs/nightly", "/leading", "jobs~runs")
     # The token is the candidate key's create revision: etcd's store-wide counter.
     consecutive_tokens = False
 
@@ -50,6 +51,10 @@ class EtcdHarness:
         # take it for a candidate, and it never expires.
         async with aetcd.Client(host=self.host, port=self.port) as client:
             await client.put(f"{DEFAULT_PREFIX}{election}/not-a-lease".encode(), b"\xff\xfe\x00corrupt")
+
+    async def write_corrupt_run(self, election: str, job: str) -> None:
+        async with aetcd.Client(host=self.host, port=self.port) as client:
+            await client.put(run_key(DEFAULT_PREFIX, election, job), b"\xff\xfe{not json")
 
 
 def make_harness(request: pytest.FixtureRequest) -> EtcdHarness:
