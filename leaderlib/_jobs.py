@@ -20,8 +20,8 @@ import traceback
 from collections.abc import Callable, Collection
 from typing import Any, Literal
 
-from ._elector import Leadership
 from ._errors import ConfigError, NotLeader
+from ._leadership import Leadership
 from ._logging import get_logger
 from ._triggers import Trigger
 

@@ -24,9 +24,9 @@ from typing import Any
 
 from ._clock import Clock, wait_for
 from ._config import ElectionConfig
-from ._elector import Leadership
 from ._errors import NotLeader
 from ._jobs import Job, JobContext, RunThread, outcome_of, pending_runs
+from ._leadership import Leadership
 from ._logging import get_logger
 from ._telemetry import instruments, tracer
 from ._ticks import Plan, count_ticks, plan_tick, read_runs, record_end, record_start

@@ -25,7 +25,7 @@ from leaderlib import (
     LeaseRecord,
     NotLeader,
 )
-from leaderlib._elector import DENIAL_GRACE
+from leaderlib._campaign import DENIAL_GRACE
 from leaderlib._logging import constant_message
 
 from .scripted import Behaviour, Conflict, Delay, Hang, PausingClock, Raise, Return, ScriptedBackend
