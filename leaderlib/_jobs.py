@@ -96,6 +96,9 @@ class Job:
     For a recorded job, each term starts it from the store's run record."""
     recording: asyncio.Task[None] | None = None
     """The write of the last run's end (recorded jobs): the next start waits for it."""
+    catching_up: bool = False
+    """True while the run going is a missed tick run late: a tick that comes due
+    meanwhile is part of the catch-up, and waits for it rather than being skipped."""
 
     @property
     def recorded(self) -> bool:

@@ -161,12 +161,14 @@ class LeaderWork:
                 return  # stopping: the runs get the grace; _end_runs ends them with the term
             if not leadership.is_valid():
                 return  # a paused process: the term ended while it slept
-            if plan.late and job.busy():
-                # A missed tick runs after the run before it, whatever ``overlap`` says
-                # for ticks that come due while a run goes on; then plan again.
+            if (plan.late or job.catching_up) and job.busy():
+                # A missed tick runs after the run before it, and so does a tick that
+                # came due while a missed one ran late (its lateness is the catch-up's,
+                # not an overlap for ``overlap`` to skip); then plan again, with the grace.
                 await asyncio.wait(job.pending())
                 continue
             job.last_tick = plan.tick
+            job.catching_up = plan.late
             if plan.late:
                 instruments.ticks_recovered.add(1, {"job": job.name, "election": leadership.election})
                 logger.info(

@@ -271,3 +271,29 @@ async def test_a_store_blip_delays_the_start_but_the_tick_runs(clock: PausingClo
         await clock.advance(11)
     assert len(ran) == 1 and 10 < ran[0] - start < 10.5
     assert backend.runs["svc"]["report"].tick == wall(10)
+
+
+async def test_the_tick_that_comes_due_during_the_catch_up_is_not_skipped(clock: PausingClock) -> None:
+    """Late runs back to back make the next on-time tick find the job busy; that tick is
+    part of the catch-up, not an overlap to skip (overlap="skip", the default)."""
+    stores = memory(clock)
+    ledger: Ledger = []
+    a_backend = stores()
+    services = []
+    for identity, backend in (("a", a_backend), ("b", stores())):
+        service = Service("svc", backend=backend, config=config(identity), clock=clock)
+
+        async def tick(context: JobContext) -> None:
+            ledger.append((context.scheduled_at, context.identity, context.fencing_token))
+            await clock.sleep(0.4)  # late runs one after another spill past the next tick
+
+        service.add_job(tick, every=1, misfire_grace=5)
+        services.append(service)
+    a, b = services
+    async with serving(a, clock), serving(b, clock):
+        await clock.advance(10.5)
+        cut_off(a_backend.lease("svc"))
+        await clock.advance(12)
+        assert b.is_leader
+    ticks = seconds_of(ledger)
+    assert Counter(ticks) == Counter(range(1, 23)), f"every tick exactly once: {ticks}"
