@@ -29,7 +29,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
-from collections.abc import Callable
 
 from ._campaign import Campaign
 from ._clock import Clock, SystemClock
@@ -157,21 +156,6 @@ class LeaderElector:
     def leader(self) -> str | None:
         """The holder last seen in the store (this replica's identity while it leads)."""
         return self._campaign.observed_holder
-
-    # tests/backends/test_kubernetes_runs.py waits for the watch and wraps the
-    # campaign's observe under the names they had before the campaign was split
-    # out; these two go once it reaches them through ``_campaign``.
-    @property
-    def _watch_live(self) -> bool:
-        return self._campaign.watch_live
-
-    @property
-    def _observe(self) -> Callable[[LeaseRecord | None], None]:
-        return self._campaign.observe
-
-    @_observe.setter
-    def _observe(self, observe: Callable[[LeaseRecord | None], None]) -> None:
-        self._campaign.observe = observe  # type: ignore[method-assign,assignment]
 
     def healthy(self) -> bool:
         """False only when a leader has outlived its renew deadline without stepping down.

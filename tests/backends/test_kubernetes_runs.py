@@ -184,17 +184,17 @@ async def test_followers_count_run_records_like_renewals(
     async with running(leader):
         await until(lambda: leader.is_leader, timeout=10)
         async with running(follower):
-            await until(lambda: follower.leader == "leader" and follower._watch_live, timeout=10)
+            await until(lambda: follower.leader == "leader" and follower._campaign.watch_live, timeout=10)
             await asyncio.sleep(0.3)  # the follower now waits on its watch
             sent = record_requests(follower_backend)
             observed: list[str] = []
-            observe = follower._observe
+            observe = follower._campaign.observe
 
             def noting(record: LeaseRecord | None) -> None:
                 observed.append(record.version if record is not None else "")
                 observe(record)
 
-            follower._observe = noting  # type: ignore[method-assign]
+            follower._campaign.observe = noting  # type: ignore[method-assign]
             started_at, at_start = time.monotonic(), len(recorded)
             while time.monotonic() - started_at < 2.5:  # longer than the 2 s lease
                 assert not follower.is_leader and follower.leader == "leader"
