@@ -204,3 +204,21 @@ async def test_followers_count_run_records_like_renewals(
             assert sent == [], f"the follower sent {sent}"
             # Every write is a watch event: the run records and the renewals reached it.
             assert len(set(observed)) >= records, (len(set(observed)), records)
+
+
+async def test_an_ended_term_whose_last_write_was_a_run_record_is_taken_over_at_once(
+    make: Callable[[], KubernetesBackend],
+) -> None:
+    """The elector ends its own term (its deadline passed) and asks to take over exactly the
+    record it last renewed; a run record written after that renewal moved the Lease's
+    version. It is this handle's own later write of the same term, so the takeover still
+    applies (otherwise the elector waits out a whole lease for its own term)."""
+    lease, record = await leading(make)
+    await lease.record_run(finished(started(record)))
+    attempt = await lease.try_acquire("replica-a", 2, record)
+    assert attempt.acquired, "the term's own later write must not block taking over its end"
+    assert attempt.record is not None and attempt.record.fencing_token == record.fencing_token + 1
+    # A stranger's takeover of the same stale version is still refused.
+    other = make().lease(lease.election)
+    stale = await other.try_acquire("replica-b", 2, record)
+    assert not stale.acquired

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import threading
 from collections.abc import AsyncIterator, Callable
@@ -37,6 +38,9 @@ T = TypeVar("T")
 #: Conflicting writes a run record is retried through while its term lasts
 #: (each a GET + PUT); only a Lease rewritten this often by others gives up.
 _RUN_RECORD_ATTEMPTS = 5
+#: How many of its own writes' versions a handle remembers: enough for the run
+#: records written between two renewals (or after the last one of a term).
+_WRITES_REMEMBERED = 64
 
 
 class KubernetesLease:
@@ -53,6 +57,9 @@ class KubernetesLease:
         # behind this handle's own writes: a follower takes over from it when
         # it is exactly the version the elector asks to replace.
         self._watched: dict[str, Any] | None = None
+        # The versions this handle's own writes produced, newest last: a run record
+        # after the elector's last renewal is such a write, of the same term.
+        self._written: collections.deque[str] = collections.deque(maxlen=_WRITES_REMEMBERED)
         self._lock = threading.Lock()
 
     # -- requests (worker threads) ------------------------------------------------
@@ -123,6 +130,7 @@ class KubernetesLease:
             raise StatusError(response, "create")
         lease: dict[str, Any] = response.body
         self._remember(lease)
+        self._written.append(version_of(lease))
         return lease
 
     def _update(self, base: dict[str, Any], version: str, spec: dict[str, Any]) -> dict[str, Any] | None:
@@ -141,7 +149,27 @@ class KubernetesLease:
             raise StatusError(response, "update")
         lease: dict[str, Any] = response.body
         self._remember(lease)
+        self._written.append(version_of(lease))
         return lease
+
+    def _own_later_write(self, takeover: LeaseRecord, current: LeaseRecord | None) -> bool:
+        """True if ``current`` is this handle's own write after ``takeover``, in the same term.
+
+        The elector asks to take over the last record it renewed when it ends its
+        own term; a run record this handle wrote since moved the version, not the
+        term, so the elector's judgement (that term is over) holds for it as well.
+        Only versions this handle wrote count: a write by anyone else is news.
+        """
+        if current is None or current.version == takeover.version:
+            return False
+        same_term = (current.holder, current.fencing_token) == (takeover.holder, takeover.fencing_token)
+        written = list(self._written)
+        return (
+            same_term
+            and takeover.version in written
+            and current.version in written
+            and written.index(takeover.version) < written.index(current.version)
+        )
 
     def _record(self, lease: dict[str, Any] | None) -> LeaseRecord | None:
         return (
@@ -186,6 +214,8 @@ class KubernetesLease:
             if lease is None:
                 lease = self._read()
         current = self._record(lease)
+        if takeover is not None and self._own_later_write(takeover, current):
+            takeover = current
         decision = decide(current, takeover)
         if not decision.new_term:
             return False, lease  # held by someone whose lease has not expired for the elector
