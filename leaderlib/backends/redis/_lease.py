@@ -120,6 +120,10 @@ class RedisLease:
         """The Redis hash of the election's job run records (field: job name)."""
         self.channel = f"{self.key}:events"
         """The pub/sub channel on which the election's acquisitions and releases are announced."""
+        self._seen_token = 0
+        """The highest fencing token in any record this handle has read (:meth:`_record`):
+        an acquisition never takes a token at or below it, even from a counter Redis
+        lost (see the ACQUIRE script)."""
 
     # -- errors ---------------------------------------------------------------
 
@@ -230,6 +234,7 @@ class RedisLease:
                 election=election,
                 backend=scheme,
             )
+        self._seen_token = max(self._seen_token, int(fencing))
         return LeaseRecord(
             election=election,
             holder=holder,
@@ -262,17 +267,28 @@ class RedisLease:
             raise ConfigError("identity must not be empty", field="identity")
         with self._translated():
             await self._backend._follow_master()
-        (value, pttl, acquired), confirmed = await self._run_confirmed(
+        (value, pttl, acquired, behind), confirmed = await self._run_confirmed(
             ACQUIRE,
             [self.key, self.fencing_key],
             [
                 math.ceil(lease_duration * 1000),
                 self._backend._head(identity, lease_duration),
                 takeover.version if takeover is not None else "",
+                self._seen_token,
             ],
             replicas=self._backend.wait.replicas,
         )
         record = self._record(value, int(pttl))
+        if behind:
+            logger.warning(
+                "fencing counter behind a token already seen; Redis lost writes",
+                extra={
+                    "election": self.election,
+                    "counter": int(behind),
+                    "fencing_token": record.fencing_token,
+                    "key": self.fencing_key,
+                },
+            )
         if acquired and confirmed < self._backend.wait.replicas:
             # Not a term anyone may act on: a promoted replica without it would
             # hand out the same token again. Give it back so the next attempt

@@ -27,8 +27,10 @@ __all__ = ["ACQUIRE", "GRANT", "RECORD_RUN", "RELEASE", "RENEW", "WAIT_GRANT", "
 #            without fencing_token/transitions, which the script appends
 #            (holder, random token, lease_duration, acquire/renew time, seq 1)
 #   ARGV[3]  the takeover version "<token>.<seq>", or "" for none
-#   returns  {value, pttl_ms, acquired}: the value now at KEYS[1], and 1 if
-#            this call wrote it
+#   ARGV[4]  the highest fencing token the candidate has seen in this election (0: none)
+#   returns  {value, pttl_ms, acquired, behind}: the value now at KEYS[1], 1 if
+#            this call wrote it, and the counter's value if it was behind ARGV[4]
+#            (else 0)
 #   publishes 'acquired <pttl_ms> <value>' on KEYS[1]..':events' for a new term
 # A live lease is never adopted because its holder names us: every new term
 # gets a new fencing token, and only the exact version the elector ended
@@ -37,7 +39,11 @@ __all__ = ["ACQUIRE", "GRANT", "RECORD_RUN", "RELEASE", "RENEW", "WAIT_GRANT", "
 # so everything that can fail (INCR on a broken counter, PUBLISH without the
 # ACL channel permission) runs before the SET. Subscribers still hear the
 # PUBLISH only after the script, when the SET is in place. INCR comes after
-# the GET so a failed attempt never burns a token. The record is built by
+# the GET so a failed attempt never burns a token. A counter at or below a
+# token the candidate has already seen means Redis lost writes it had
+# acknowledged (a restart without persistence, a failover to a replica that
+# missed the INCR): the counter is raised above it, so a token is never
+# issued twice to anyone who could know it. The record is built by
 # concatenation and the arguments are few: this is the hot path, measured
 # against a bare SET NX PX.
 _ACQUIRE = """
@@ -49,14 +55,20 @@ if current then
     ended = ok and type(rec) == 'table' and (tostring(rec.token) .. '.' .. tostring(rec.seq)) == ARGV[3]
   end
   if not ended then
-    return {current, redis.call('PTTL', KEYS[1]), 0}
+    return {current, redis.call('PTTL', KEYS[1]), 0, 0}
   end
 end
 local fencing = redis.call('INCR', KEYS[2])
+local behind = 0
+if fencing <= tonumber(ARGV[4]) then
+  behind = fencing
+  fencing = tonumber(ARGV[4]) + 1
+  redis.call('SET', KEYS[2], fencing)
+end
 local value = ARGV[2] .. ',"fencing_token":' .. fencing .. ',"transitions":' .. (fencing - 1) .. '}'
 redis.call('PUBLISH', KEYS[1] .. ':events', 'acquired ' .. ARGV[1] .. ' ' .. value)
 redis.call('SET', KEYS[1], value, 'PX', ARGV[1])
-return {value, tonumber(ARGV[1]), 1}
+return {value, tonumber(ARGV[1]), 1, behind}
 """
 
 # Extend the lease if it is still the one acquired with ARGV[1], and tell
