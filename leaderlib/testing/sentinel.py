@@ -19,6 +19,10 @@ is retried after twice that.
 A killed master can be started again with :meth:`restart`: it comes back as a
 replica of whichever server is master then (the Sentinels would reconfigure
 it anyway; starting it that way avoids a moment with two masters).
+
+:meth:`cut_replication` makes the master's later writes miss its replicas
+(deterministically, unlike a race with a kill): a failover then promotes a
+replica that lacks them, the case asynchronous replication allows.
 """
 
 from __future__ import annotations
@@ -190,12 +194,7 @@ class RedisSentinelGroup(_Server):
         for replica in replicas:
             replica.config_lines = (*_SERVER_LINES, f"replicaof {LOOPBACK} {master.port}")
             replica.start()
-        for replica in replicas:
-
-            def synced(replica: RedisServer = replica) -> bool:
-                return "master_link_status:up" in replica.cli("INFO", "replication")
-
-            _wait_until("redis replica sync", synced, self.start_timeout, [], replica.log_path)
+        self._wait_synced(replicas)
         for index, port in enumerate(self.sentinel_ports):
             # Sentinel rewrites its config file (it records what it learns), so each has its own.
             conf = self.directory / f"sentinel{index}.conf"
@@ -274,6 +273,40 @@ class RedisSentinelGroup(_Server):
                     raise
                 time.sleep(0.2)
         return old, self.wait_for_failover(old, max(1.0, deadline - time.monotonic()))
+
+    def cut_replication(self) -> RedisServer:
+        """From now on the master's writes reach no replica; returns the master.
+
+        Each replica is given a wrong ``masterauth`` and its link to the
+        master is dropped, so its reconnection (retried every second) stops
+        at AUTH. Every server stays up for the Sentinels, and a replica whose
+        link has been down for less than ten ``down-after-milliseconds`` may
+        still be promoted: it keeps what it had, without the master's writes
+        since. :meth:`heal_replication` undoes it. (Refusing PSYNC on the
+        master instead left the replica's next partial resync desynchronised
+        now and then: a protocol error and a full resync.)
+        """
+        master = self.master()
+        for replica in self.replicas():
+            replica.cli("CONFIG", "SET", "masterauth", "not-the-master-password")
+            replica.cli("CLIENT", "KILL", "TYPE", "master")
+        log.info("replication from the redis master on port %d cut", master.port)
+        return master
+
+    def heal_replication(self) -> None:
+        """Let the replicas sync from the master again (after :meth:`cut_replication`); waits until they have."""
+        replicas = self.replicas()
+        for replica in replicas:
+            replica.cli("CONFIG", "SET", "masterauth", "")
+        self._wait_synced(replicas)
+
+    def _wait_synced(self, replicas: list[RedisServer]) -> None:
+        for replica in replicas:
+
+            def synced(replica: RedisServer = replica) -> bool:
+                return "master_link_status:up" in replica.cli("INFO", "replication")
+
+            _wait_until("redis replica sync", synced, self.start_timeout, [], replica.log_path)
 
     def restart(self, server: RedisServer) -> None:
         """Start a killed server again, as a replica of the current master."""

@@ -9,14 +9,16 @@ deadline). No two terms may overlap.
 
 The fencing token must grow across the failover: here the new master had
 received the last acquisition's ``INCR`` before the old one died. When it has
-not (replication is asynchronous), a token is issued twice: see
-docs/backends/redis.md.
+not (replication is asynchronous), a token is issued twice unless
+``wait_replicas`` is set: ``test_a_failover_that_loses_an_acquisition`` cuts
+replication before an acquisition and measures both (docs/backends/redis.md).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import itertools
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
@@ -26,12 +28,16 @@ from typing import Any
 import pytest
 
 from leaderlib import LeaderElector, Leadership, backend_from_url
+from leaderlib._errors import BackendUnavailable, LeaseLost
+from leaderlib.backends import JobRun, LeaseRecord
+from leaderlib.backends.redis import RedisLease
 from leaderlib.testing.sentinel import RedisSentinelGroup
-from tests.electing import config, until
+from tests.electing import LEASE, config, until
 
 pytestmark = [pytest.mark.timeout(90), pytest.mark.slow]
 
 ELECTION = "sentinel-cron"
+TICK = dt.datetime(2026, 12, 1, 8, tzinfo=dt.UTC)
 
 
 def now() -> float:
@@ -139,3 +145,89 @@ async def test_electors_follow_a_master_failover(redis_sentinel: RedisSentinelGr
         f"no leader for {after.start - before.end:.2f} s; "
         f"new leader {after.start - killed_at:.2f} s after the fault; tokens {tokens}"
     )
+
+
+async def acquire_within(lease: RedisLease, identity: str, timeout: float) -> LeaseRecord:
+    """Attempt until ``identity`` acquires (the Sentinels may still be switching); fail the test after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    errors: list[str] = []
+    while time.monotonic() < deadline:
+        try:
+            attempt = await lease.try_acquire(identity, LEASE, None)
+            if attempt.acquired and attempt.record is not None:
+                return attempt.record
+        except BackendUnavailable as exc:
+            errors.append(str(exc))
+        await asyncio.sleep(0.1)
+    pytest.fail(f"{identity} did not acquire within {timeout} s; last errors: {errors[-3:]}")
+
+
+@pytest.mark.parametrize("wait_replicas", [0, 1])
+async def test_a_failover_that_loses_an_acquisition(
+    redis_sentinel: RedisSentinelGroup, wait_replicas: int
+) -> None:
+    """The promoted replica never saw the last acquisition (replication cut just before it).
+
+    Measured, wait_replicas=0: that term held token 2 on the old master; the new master's
+    counter is still 1, so the next leader is handed token 2 again while the lease it
+    replaces was never there: terms 1, 2, 2. With wait_replicas=1 the unconfirmed attempt is
+    refused and given back, so nobody acts on it; the next term on the new master (once a
+    replica is back to confirm it) is the first to use token 2: terms 1, 2. A run record
+    that was confirmed survives the failover.
+    """
+    group = redis_sentinel
+    url = f"{group.url}?wait_replicas={wait_replicas}&wait_timeout=0.3"
+    backends = {who: backend_from_url(url) for who in ("a", "b", "c")}
+    leases = {who: backend.lease(ELECTION) for who, backend in backends.items()}
+    assert all(isinstance(lease, RedisLease) for lease in leases.values())
+    terms: list[LeaseRecord] = []  # every term a candidate was told it holds
+    try:
+        first = await acquire_within(leases["a"], "a", 5)
+        terms.append(first)
+        run = JobRun(job="report", tick=TICK, fencing_token=1, identity="a", started_at=TICK, outcome="ok")
+        await leases["a"].record_run(run)
+        assert not (await leases["c"].try_acquire("c", LEASE, None)).acquired  # c's pool knows the old master
+        await leases["a"].release(first)
+        replica = group.replicas()[0]
+        await until(
+            lambda: replica.cli("GET", f"leaderlib:{ELECTION}").strip() == "", 5, "the release replicated"
+        )
+
+        old = await asyncio.to_thread(group.cut_replication)
+        try:
+            terms.append((await leases["b"].try_acquire("b", LEASE, None)).record)  # type: ignore[arg-type]
+            refused = ""
+        except BackendUnavailable as exc:
+            refused = str(exc)
+        assert old.cli("GET", f"leaderlib:{ELECTION}:fencing").strip() == "2"
+        assert replica.cli("GET", f"leaderlib:{ELECTION}:fencing").strip() == "1"
+
+        await asyncio.to_thread(group.kill_master)
+        new = await asyncio.to_thread(group.wait_for_failover, old, 20)
+        if wait_replicas:
+            await asyncio.to_thread(group.restart, old)  # a replica again, to confirm the next term
+        promoted_at = time.monotonic()
+        terms.append(await acquire_within(leases["c"], "c", 20))
+        acquired_after = time.monotonic() - promoted_at
+        runs = await leases["c"].last_runs()
+        if not refused:
+            # b's term is not on the new master: b learns it at its next renewal.
+            with pytest.raises(LeaseLost):
+                await leases["b"].renew(terms[1])
+    finally:
+        for backend in backends.values():
+            await backend.aclose()
+
+    tokens = [term.fencing_token for term in terms]
+    print(
+        f"\nwait_replicas={wait_replicas}: terms {[(t.holder, t.fencing_token) for t in terms]}; "
+        f"c acquired {acquired_after:.2f} s after the promotion; refused: {refused!r}"
+    )
+    assert new.cli("GET", f"leaderlib:{ELECTION}:fencing").strip() == str(tokens[-1])
+    assert runs == {"report": run}
+    if wait_replicas:
+        assert "reached 0 of the 1 replicas" in refused
+        assert tokens == [1, 2], "every term anyone acted on has its own token"
+    else:
+        assert not refused
+        assert tokens == [1, 2, 2], "the promoted replica's counter was behind: token 2 issued twice"
