@@ -15,6 +15,7 @@ import dataclasses
 import json
 import os
 import random
+import signal
 import sys
 import tempfile
 import threading
@@ -51,6 +52,10 @@ _T = TypeVar("_T")
 
 class HarnessHang(RuntimeError):
     """A step of the harness did not return in time (the store's campaign is aborted)."""
+
+
+class Stopped(RuntimeError):
+    """The campaign was interrupted (Ctrl-C): each store ends after its current fault."""
 
 
 def within(limit: float, what: str, call: Callable[[], _T]) -> _T:
@@ -133,6 +138,7 @@ def run_store(
     max_outage: float = 40.0,
     kinds: list[str] | None = None,
     say: Callable[[str], None] = print,
+    stop: threading.Event | None = None,
 ) -> StoreRun:
     """Run ``count`` faults on ``store`` (started here, closed by the caller), drawn among
     ``kinds`` if given (a different schedule from the same seed)."""
@@ -161,6 +167,8 @@ def run_store(
             raise RuntimeError(f"{store.name}: no first leader within 60 s; logs in {directory}")
         time.sleep(1.0)
         for n, plan in enumerate(plans, 1):
+            if stop is not None and stop.is_set():
+                raise Stopped(f"{store.name}: stopped before fault {n}")
             leader = _wait_leader(ledger, replicas, 60)
             if leader is None:
                 say(f"[{store.name}] no leader for 60 s before fault {n}")
@@ -213,13 +221,21 @@ def run_campaign(
 
     work = Path(tempfile.mkdtemp(prefix="leaderlib-chaos-"))
     print(f"chaos campaign: CHAOS_SEED={seed} CHAOS_FAULTS={count} stores={','.join(stores)} files in {work}")
+    stop = threading.Event()
     with ToxiproxyServer() as toxi:
 
         def one(name: str) -> StoreRun | None:
             store = STORES[name](work / name)
             try:
                 return run_store(
-                    store, seed, count, work / name, toxi.client, max_outage=max_outage, kinds=kinds
+                    store,
+                    seed,
+                    count,
+                    work / name,
+                    toxi.client,
+                    max_outage=max_outage,
+                    kinds=kinds,
+                    stop=stop,
                 )
             except Exception as exc:  # one store's harness failure must not lose the others' report
                 print(f"[{name}] campaign aborted: {exc!r}; files in {work / name}")
@@ -228,7 +244,15 @@ def run_campaign(
                 store.close()
 
         with concurrent.futures.ThreadPoolExecutor(max(1, parallel)) as pool:
-            results = list(pool.map(one, stores))
+            futures = [pool.submit(one, name) for name in stores]
+            try:
+                results = [future.result() for future in futures]
+            except KeyboardInterrupt:
+                # Only this thread hears Ctrl-C: the stores' threads stop at their next fault.
+                print("interrupted: each running store stops after its current fault")
+                stop.set()
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise
     runs = [r for r in results if r is not None]
     aborted = [name for name, r in zip(stores, results, strict=True) if r is None]
     if aborted:
@@ -251,15 +275,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--kinds", help="only these fault kinds (comma-separated), e.g. to chase one")
     parser.add_argument("--out", type=Path, default=Path("chaos-report"))
     args = parser.parse_args(argv)
-    runs = run_campaign(
-        args.stores.split(","),
-        args.seed,
-        args.faults,
-        args.out,
-        parallel=args.parallel,
-        max_outage=args.max_outage,
-        kinds=args.kinds.split(",") if args.kinds else None,
-    )
+    # Ctrl-C, or SIGTERM (a CI timeout; an ignored SIGINT in a background job): stop
+    # cleanly, so no server or replica outlives the campaign.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.default_int_handler)
+    try:
+        runs = run_campaign(
+            args.stores.split(","),
+            args.seed,
+            args.faults,
+            args.out,
+            parallel=args.parallel,
+            max_outage=args.max_outage,
+            kinds=args.kinds.split(",") if args.kinds else None,
+        )
+    except KeyboardInterrupt:
+        print(f"stopped; no report. CHAOS_SEED={args.seed}")
+        return 130
     failed = [r.store for r in runs if r.account["problems"] or not verdict(r)[0]]
     failed += [s for s in args.stores.split(",") if s not in {r.store for r in runs}]
     print(json.dumps({r.store: r.account["totals"] for r in runs}))

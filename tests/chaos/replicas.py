@@ -17,7 +17,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from leaderlib.testing.servers import cache_dir
+from leaderlib.testing.servers import cache_dir, forget_at_exit, kill_at_exit
 
 ROOT = Path(__file__).resolve().parents[2]
 SHIM_SOURCE = Path(__file__).with_name("shim") / "clockshim.c"
@@ -103,6 +103,8 @@ class Replica:
             self.process = subprocess.Popen(
                 command, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
             )
+        # Its own session keeps a terminal's Ctrl-C off it, so the harness must end it.
+        kill_at_exit(self)
         self.stopped = False
 
     @property
@@ -122,3 +124,4 @@ class Replica:
         if self.process is not None and self.process.poll() is None:
             self.process.kill()
             self.process.wait()
+        forget_at_exit(self)
