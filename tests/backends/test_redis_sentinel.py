@@ -169,8 +169,8 @@ async def test_a_failover_that_loses_an_acquisition(
     """The promoted replica never saw the last acquisition (replication cut just before it).
 
     Measured, wait_replicas=0: that term held token 2 on the old master; the new master's
-    counter is still 1, so the next leader is handed token 2 again while the lease it
-    replaces was never there: terms 1, 2, 2. With wait_replicas=1 the unconfirmed attempt is
+    counter is still 1, and C never saw token 2 (it read only A's record), so C is handed
+    token 2 again while the lease it replaces was never there: terms 1, 2, 2. With wait_replicas=1 the unconfirmed attempt is
     refused and given back, so nobody acts on it; the next term on the new master (once a
     replica is back to confirm it) is the first to use token 2: terms 1, 2. A run record
     that was confirmed survives the failover.
