@@ -262,6 +262,21 @@ async def status_sqlite_missing_file(ctx: Context) -> Seen:
     return seen
 
 
+@case("cli.status-corrupt-run-record")
+async def status_corrupt_run_record(ctx: Context) -> Seen:
+    import sqlite3
+
+    from leaderlib.backends.sqlite import SQLiteBackend
+
+    path = ctx.tmp_path / "leases.db"
+    backend = SQLiteBackend.from_url(f"sqlite:///{path}")
+    await backend.lease("billing").try_acquire("pod-a", 30.0, None)
+    await backend.aclose()
+    with sqlite3.connect(path) as db:  # as an operator's sqlite3 shell would
+        db.execute("INSERT INTO leaderlib_runs (election, job, record) VALUES ('billing', 'report', '{oops')")
+    return leaderlib_command("status", "billing", "--backend", f"sqlite:///{path}")
+
+
 @case("cli.status-password-in-url")
 async def status_password_in_url(ctx: Context) -> Seen:
     redis = ctx.server("redis_server")

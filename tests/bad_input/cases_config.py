@@ -250,6 +250,20 @@ async def _no_trigger(context: Context) -> Seen:
     return await raised(lambda: Service("x", backend="memory://").add_job(_job, name="nightly"))
 
 
+@case("config.misfire-grace-negative")
+async def _misfire_grace_negative(context: Context) -> Seen:
+    return await raised(
+        lambda: Service("x", backend="memory://").add_job(_job, every=1, name="report", misfire_grace=-1)
+    )
+
+
+@case("config.coalesce-without-misfire-grace")
+async def _coalesce_without_grace(context: Context) -> Seen:
+    return await raised(
+        lambda: Service("x", backend="memory://").add_job(_job, every=1, name="report", coalesce=True)
+    )
+
+
 @case("config.cron-out-of-range")
 async def _cron_out_of_range(context: Context) -> Seen:
     return await raised(lambda: Service("x", backend="memory://").add_job(_job, cron="61 * * * * *"))
