@@ -17,6 +17,7 @@ woken ex-leader's late actions are stopped only by fencing tokens.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import heapq
 import itertools
@@ -58,10 +59,10 @@ def boottime() -> float:
     return time.clock_gettime(_BOOTTIME) if _BOOTTIME is not None else time.monotonic()
 
 
-#: The longest one asyncio sleep lasts inside :meth:`SystemClock.sleep`. asyncio
-#: sleeps on CLOCK_MONOTONIC, which stands still during a host suspend: a
-#: sleep is cut into slices and the boot-time clock read after each, so a
-#: woken host overshoots a deadline by at most one slice.
+#: The longest one loop timer lasts inside a boot-time deadline (see :class:`_Expiry`).
+#: asyncio's timers run on CLOCK_MONOTONIC, which stands still during a host
+#: suspend: a deadline is cut into slices and the boot-time clock read after
+#: each, so a woken host overshoots a deadline by at most one slice.
 _SLEEP_SLICE = 1.0
 
 
@@ -75,12 +76,12 @@ class SystemClock:
         return dt.datetime.now(dt.UTC)
 
     async def sleep(self, seconds: float) -> None:
-        """Sleep until ``seconds`` have passed on the boot-time clock."""
-        until = boottime() + seconds
-        while (remaining := until - boottime()) > 0:
-            await asyncio.sleep(min(remaining, _SLEEP_SLICE))
+        """Sleep until ``seconds`` have passed on the boot-time clock (a wait for nothing)."""
         if seconds <= 0:
             await asyncio.sleep(0)
+            return
+        with contextlib.suppress(TimeoutError):
+            await wait_for(self, asyncio.get_running_loop().create_future(), seconds)
 
 
 class FakeClock:
@@ -138,27 +139,73 @@ class FakeClock:
 
 
 async def wait_for(clock: Clock, awaitable: Awaitable[T], timeout: float) -> T:
-    """Await ``awaitable``, cancelling it when ``timeout`` passes on ``clock``.
+    """Await ``awaitable`` in the calling task, cancelling it when ``timeout`` passes on ``clock``.
 
-    Raises ``TimeoutError`` like ``asyncio.wait_for``; unlike it, the deadline
-    is measured on the given clock, so a fake clock drives it in tests.
+    Raises ``TimeoutError`` like ``asyncio.wait_for``, also when the cancelled
+    awaitable turned its cancellation into another error (some drivers do);
+    unlike it, the deadline is measured on ``clock``, so a fake clock drives it
+    in tests. No task is made per call: the awaitable runs inline under an
+    ``asyncio.timeout`` scope that :class:`_Expiry` expires.
     """
-    work = asyncio.ensure_future(awaitable)
-    timer = asyncio.ensure_future(clock.sleep(timeout))
+    scope = asyncio.timeout(None)
     try:
-        done, _ = await asyncio.wait({work, timer}, return_when=asyncio.FIRST_COMPLETED)
-    except BaseException:
-        work.cancel()
-        timer.cancel()
+        async with scope:
+            expiry = _Expiry(clock, scope, timeout)
+            try:
+                return await awaitable
+            finally:
+                expiry.cancel()
+    except Exception as exc:
+        if scope.expired():
+            raise TimeoutError(f"no answer within {timeout:.3f}s") from exc
         raise
-    timer.cancel()
-    if work in done:
-        return work.result()
-    work.cancel()
-    try:
-        await work
-    except asyncio.CancelledError:
-        pass
-    except Exception:
-        pass
-    raise TimeoutError(f"no answer within {timeout:.3f}s")
+
+
+class _Expiry:
+    """Expires an entered ``asyncio.timeout`` scope once ``timeout`` seconds pass on ``clock``.
+
+    On :class:`SystemClock` the deadline is kept on the boot-time clock with
+    loop timers alone: the loop's clock (CLOCK_MONOTONIC) runs at the boot-time
+    clock's rate while the host is awake and stands still while it is
+    suspended, so the scope is armed on the loop's clock for the last slice
+    (at most :data:`_SLEEP_SLICE`) and, before that, the boot-time clock is
+    re-read every slice. A deadline overshoots by at most one slice after a
+    suspend (:meth:`SystemClock.sleep` is such a deadline), and one of a few
+    milliseconds costs one loop timer. Any other clock (a test's) expires the scope from a
+    task sleeping on that clock.
+    """
+
+    def __init__(self, clock: Clock, scope: asyncio.Timeout, timeout: float) -> None:
+        self._scope = scope
+        self._loop = asyncio.get_running_loop()
+        self._handle: asyncio.TimerHandle | None = None
+        self._sleeper: asyncio.Task[None] | None = None
+        if isinstance(clock, SystemClock):
+            self._until = boottime() + timeout
+            self._arm()
+        else:
+            self._sleeper = self._loop.create_task(clock.sleep(timeout))
+            self._sleeper.add_done_callback(self._slept)
+
+    def _arm(self) -> None:
+        remaining = self._until - boottime()
+        if remaining <= _SLEEP_SLICE:
+            self._handle = None
+            self._scope.reschedule(self._loop.time() + remaining)
+        else:
+            self._handle = self._loop.call_at(self._loop.time() + _SLEEP_SLICE, self._arm)
+
+    def _slept(self, sleeper: asyncio.Task[None]) -> None:
+        # Scheduled when the sleep ended: the scope may have exited meanwhile.
+        if self._sleeper is sleeper and not sleeper.cancelled():
+            self._sleeper = None
+            self._scope.reschedule(self._loop.time())
+
+    def cancel(self) -> None:
+        """The awaitable ended: stop watching the clock (before its scope exits)."""
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+        if self._sleeper is not None:
+            self._sleeper.cancel()
+            self._sleeper = None

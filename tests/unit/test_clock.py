@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 import pytest
 
 import leaderlib._clock as clock_module
-from leaderlib import LeaseRecord, NotLeader, SystemClock
+from leaderlib import Clock, FakeClock, LeaseRecord, NotLeader, SystemClock
+from leaderlib._clock import wait_for
 from leaderlib._elector import Leadership
 
 
@@ -83,3 +85,60 @@ async def test_a_sleep_ends_soon_after_a_suspend_passes_its_end(host: Suspends) 
     host.suspend(10.0)
     await asyncio.wait_for(sleeping, timeout=3.0)
     assert time.monotonic() - started < 1.5
+
+
+async def test_a_wait_for_deadline_passed_during_a_suspend_ends_soon_after_waking(host: Suspends) -> None:
+    """wait_for arms loop timers (CLOCK_MONOTONIC) but keeps its deadline on the boot-time
+    clock: a deadline that a suspend passed ends within about a slice of waking."""
+    never: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    waiting = asyncio.create_task(wait_for(SystemClock(), never, 5.0))
+    await asyncio.sleep(0.05)
+    started = time.monotonic()
+    host.suspend(10.0)
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(waiting, timeout=3.0)
+    assert time.monotonic() - started < 1.5
+    assert never.cancelled()
+
+
+@pytest.mark.parametrize("clock", [SystemClock(), FakeClock()], ids=["system", "fake"])
+async def test_wait_for_awaits_in_the_calling_task(clock: Clock) -> None:
+    """No task per call: the awaitable runs in the caller's task (and context)."""
+    caller = asyncio.current_task()
+
+    async def which_task() -> asyncio.Task[Any] | None:
+        return asyncio.current_task()
+
+    assert await wait_for(clock, which_task(), 1.0) is caller
+
+
+async def test_wait_for_times_out_on_the_system_clock_even_if_the_work_turns_cancellation_into_an_error() -> (
+    None
+):
+    async def driver() -> None:
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            raise ConnectionError("connection closed") from None  # as some drivers do
+
+    with pytest.raises(TimeoutError):
+        await wait_for(SystemClock(), driver(), 0.01)
+    assert not asyncio.current_task().cancelling()  # type: ignore[union-attr]
+
+
+async def test_wait_for_passes_on_a_cancellation_from_outside() -> None:
+    waiting = asyncio.create_task(wait_for(SystemClock(), asyncio.sleep(10), 5.0))
+    await asyncio.sleep(0.01)
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+
+
+async def test_wait_for_on_a_fake_clock_ends_when_the_clock_passes_the_deadline() -> None:
+    clock = FakeClock()
+    waiting = asyncio.create_task(wait_for(clock, asyncio.Event().wait(), 2.0))
+    await clock.advance(1.999)
+    assert not waiting.done()
+    await clock.advance(0.001)
+    with pytest.raises(TimeoutError):
+        await waiting
