@@ -53,6 +53,23 @@ class Term:
         self.clock = clock
         self._stopping = stopping
         self._attributes = attributes
+        # Made once per term, not per renewal: building tenacity's retry state
+        # cost as much as the retry loop itself. Its stop reads the deadline of
+        # the renewal in progress.
+        self._retrying = AsyncRetrying(
+            stop=self._past_deadline,
+            # 20 ms, 40 ms, 80 ms... plus up to 20 ms of jitter; capped so a retry
+            # still fits several times before the deadline.
+            wait=wait_exponential(multiplier=0.02, max=max(0.05, config.renew_interval / 2))
+            + wait_random(0, 0.02),
+            retry=retry_if_exception_type((BackendUnavailable, TimeoutError)),
+            sleep=clock.sleep,
+            reraise=True,
+        )
+
+    def _past_deadline(self, state: RetryCallState) -> bool:
+        """Stop retrying if the next retry would start at or past the term's deadline."""
+        return self.clock.monotonic() + state.upcoming_sleep >= self.leadership.valid_until
 
     async def hold(self) -> str:
         """Renew on the interval; return why the term ended: "stopping" or "lost"."""
@@ -89,26 +106,12 @@ class Term:
         Returns when the successful request was sent; the term then lasts
         until that time plus ``renew_deadline``.
         """
-        deadline = self.leadership.valid_until
+        deadline = self.leadership.valid_until  # moves only when this renewal succeeds
         started = self.clock.monotonic()
         sent = started
-
-        def past_deadline(state: RetryCallState) -> bool:
-            return self.clock.monotonic() + state.upcoming_sleep >= deadline
-
-        retrying = AsyncRetrying(
-            stop=past_deadline,
-            # 20 ms, 40 ms, 80 ms... plus up to 20 ms of jitter; capped so a retry
-            # still fits several times before the deadline.
-            wait=wait_exponential(multiplier=0.02, max=max(0.05, self.config.renew_interval / 2))
-            + wait_random(0, 0.02),
-            retry=retry_if_exception_type((BackendUnavailable, TimeoutError)),
-            sleep=self.clock.sleep,
-            reraise=True,
-        )
         outcome = "error"
         try:
-            async for attempt in retrying:
+            async for attempt in self._retrying:
                 with attempt:
                     sent = self.clock.monotonic()
                     remaining = deadline - sent
