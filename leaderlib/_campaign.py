@@ -24,7 +24,7 @@ from ._config import ElectionConfig
 from ._errors import AccessDenied, BackendError, ConfigError, CorruptLeaseRecord
 from ._leadership import NewLeaderCallback
 from ._logging import get_logger
-from ._telemetry import instruments, tracer
+from ._telemetry import instruments, span
 from .backends import Acquisition, Lease, LeaseRecord
 
 __all__ = ["DENIAL_GRACE", "REMINDER_INTERVAL", "Campaign"]
@@ -165,7 +165,7 @@ class Campaign:
         started = self.clock.monotonic()
         outcome = "error"
         try:
-            with tracer.start_as_current_span("leaderlib.acquire", attributes=self._attributes):
+            with span("leaderlib.acquire", self._attributes):
                 acquisition = await wait_for(
                     self.clock,
                     self.lease.try_acquire(self.identity, self.config.lease_duration, takeover),
