@@ -131,7 +131,17 @@ class Campaign:
             if acquisition is not None:
                 self.ended = None  # the store answered: its record is what counts now
                 if acquisition.acquired and acquisition.record is not None:
-                    return acquisition.record, sent
+                    if self.clock.monotonic() < sent + self.renew_deadline:
+                        return acquisition.record, sent
+                    # Answered past the deadline the term counts from its sending (the
+                    # process was paused, or the store is that slow): the term is over
+                    # before it began, and a follower may count it expired. Replace it.
+                    logger.warning(
+                        "acquired past the renew deadline; taking a new term",
+                        extra={"election": self.election, "fencing_token": acquisition.record.fencing_token},
+                    )
+                    self.ended = acquisition.record
+                    continue
             self._start_watch()
             await self._wait_before_retry(answered=acquisition is not None)
             self._check_watch()

@@ -28,7 +28,7 @@ from leaderlib import (
 from leaderlib._campaign import DENIAL_GRACE
 from leaderlib._logging import constant_message
 
-from .scripted import Behaviour, Conflict, Delay, Hang, PausingClock, Raise, Return, ScriptedBackend
+from .scripted import PROCEED, Behaviour, Conflict, Delay, Hang, PausingClock, Raise, Return, ScriptedBackend
 
 ELECTION = "nightly-report"
 T0 = 1000.0  # FakeClock's start
@@ -308,6 +308,42 @@ async def test_term_counts_from_when_the_acquiring_request_was_sent(
     async with running(elector, clock):
         await clock.advance(3)
         assert current_leadership(elector).valid_until == T0 + DEADLINE
+
+
+@dataclasses.dataclass
+class PausedInFlight(Behaviour):
+    """The process freezes for ``seconds`` while the request is out; the answer is waiting on waking."""
+
+    clock: PausingClock
+    seconds: float
+
+    async def act(self, backend: ScriptedBackend, method: str, call: Any) -> Any:
+        self.clock.jump(self.seconds)
+        return PROCEED
+
+
+async def test_an_acquisition_answered_past_its_deadline_is_not_led_but_replaced(
+    clock: PausingClock, backend: ScriptedBackend, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The term counts from when the request was sent, so an answer that comes back past
+    sent + renew_deadline is a term already over: its work must never start."""
+    started: list[tuple[int, bool]] = []
+
+    async def lead(leadership: Leadership) -> None:
+        started.append((leadership.fencing_token, leadership.is_valid()))
+
+    backend.script("try_acquire", PausedInFlight(clock, DEADLINE + 1))
+    elector = make_elector(clock, backend, on_started_leading=lead)
+    async with running(elector, clock):
+        await clock.settle()
+        assert started == [(2, True)]  # the stale term was replaced by a new one, at once
+        first, second = backend.calls_to("try_acquire")
+        assert (first.at, second.at) == (T0, T0 + DEADLINE + 1)  # replaced on waking, no wait
+        assert second.args[2] is not None and second.args[2].fencing_token == 1
+        assert current_leadership(elector).valid_until == second.at + DEADLINE
+    assert "acquired past the renew deadline; taking a new term" in [
+        constant_message(r) for r in caplog.records
+    ]
 
 
 # -- renewing -------------------------------------------------------------------------
