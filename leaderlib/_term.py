@@ -53,17 +53,20 @@ class Term:
         self.clock = clock
         self._stopping = stopping
         self._attributes = attributes
-        # Made once per term, not per renewal: building tenacity's retry state
-        # cost as much as the retry loop itself. Its stop reads the deadline of
-        # the renewal in progress.
-        self._retrying = AsyncRetrying(
+        # Made at the term's first renewal (off the acquisition's path) and kept for
+        # the term: building tenacity's retry state per renewal cost as much as its loop.
+        self._retrying: AsyncRetrying | None = None
+
+    def _retry_policy(self) -> AsyncRetrying:
+        """Retry transient failures of one renewal; its stop reads the renewal's deadline."""
+        return AsyncRetrying(
             stop=self._past_deadline,
             # 20 ms, 40 ms, 80 ms... plus up to 20 ms of jitter; capped so a retry
             # still fits several times before the deadline.
-            wait=wait_exponential(multiplier=0.02, max=max(0.05, config.renew_interval / 2))
+            wait=wait_exponential(multiplier=0.02, max=max(0.05, self.config.renew_interval / 2))
             + wait_random(0, 0.02),
             retry=retry_if_exception_type((BackendUnavailable, TimeoutError)),
-            sleep=clock.sleep,
+            sleep=self.clock.sleep,
             reraise=True,
         )
 
@@ -109,6 +112,8 @@ class Term:
         deadline = self.leadership.valid_until  # moves only when this renewal succeeds
         started = self.clock.monotonic()
         sent = started
+        if self._retrying is None:
+            self._retrying = self._retry_policy()
         outcome = "error"
         try:
             async for attempt in self._retrying:
