@@ -28,7 +28,7 @@ from ._errors import NotLeader
 from ._jobs import Job, JobContext, RunThread, outcome_of, pending_runs
 from ._leadership import Leadership
 from ._logging import get_logger
-from ._telemetry import instruments, tracer
+from ._telemetry import instruments, span
 from ._ticks import Plan, count_ticks, plan_tick, read_runs, record_end, record_start
 from .backends import Backend, JobRun, Lease
 
@@ -254,12 +254,12 @@ class LeaderWork:
         started = self.clock.monotonic()
         logger.info("job run started", extra=details)
         if not inspect.iscoroutinefunction(job.func):
-            with tracer.start_as_current_span("leaderlib.job", attributes=details):
+            with span("leaderlib.job", details):
                 await self._in_thread(job, args, details, started, run)  # it reports the run's end
             return
         outcome = "error"
         try:
-            with tracer.start_as_current_span("leaderlib.job", attributes=details):
+            with span("leaderlib.job", details):
                 await job.func(*args)
             outcome = "ok"
         except asyncio.CancelledError:

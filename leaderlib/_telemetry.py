@@ -9,6 +9,7 @@ call. Names follow ``leaderlib.<thing>.<measure>``; attributes are
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Mapping
 
 from opentelemetry import metrics, trace
 
@@ -26,7 +27,7 @@ _NO_TRACING = (trace.ProxyTracerProvider, trace.NoOpTracerProvider)
 _NOTHING: contextlib.AbstractContextManager[object] = contextlib.nullcontext()
 
 
-def span(name: str, attributes: dict[str, str]) -> contextlib.AbstractContextManager[object]:
+def span(name: str, attributes: Mapping[str, str | int]) -> contextlib.AbstractContextManager[object]:
     """A current span named ``name``; nothing at all while no tracer provider is set.
 
     The API's no-op span still attaches and detaches a context per call, which
