@@ -26,15 +26,16 @@ import schedule
 
 from ._clock import Clock, SystemClock, wait_for
 from ._config import ElectionConfig, load_settings
+from ._elections import check_backend_url, check_per_job_elections, per_job_election, sole_cause
 from ._elector import LeaderElector, Leadership
-from ._errors import ConfigError, LeaderlibError
+from ._errors import ConfigError
 from ._health import serve_health
 from ._jobs import Job, JobContext, Overlap, misfire_grace_seconds, pending_runs, takes_context
 from ._leading import LeaderWork
 from ._logging import get_logger
 from ._telemetry import start_job
 from ._triggers import make_trigger
-from .backends import Backend, backend_from_url, known_schemes, split_url
+from .backends import Backend, backend_from_url, split_url
 
 __all__ = ["JobContext", "Mode", "Service"]
 
@@ -126,7 +127,7 @@ class Service:
             chosen: Backend | None = code_backend
         else:
             chosen = None
-            _check_backend_url(settings.backend)
+            check_backend_url(settings.backend)
             if isinstance(self._code_backend, Backend):
                 logger.info(
                     "the command line's backend replaces the Backend object given in code",
@@ -253,11 +254,10 @@ class Service:
         """
         if self.mode is Mode.LEADER:
             return self.election
-        return f"{self.election}.{_lease_name_part(job) if self._on_kubernetes() else job}"
+        return per_job_election(self.election, job, self._scheme())
 
-    def _on_kubernetes(self) -> bool:
-        scheme = self._backend.scheme if self._backend is not None else split_url(self.backend_url).scheme
-        return scheme == "kubernetes"
+    def _scheme(self) -> str:
+        return self._backend.scheme if self._backend is not None else split_url(self.backend_url).scheme
 
     def _check_election_names(self, jobs: Collection[str]) -> None:
         """Refuse, at registration, job names whose elections the store cannot hold.
@@ -265,31 +265,8 @@ class Service:
         Only per-job mode makes an election of each job; in leader mode every
         job runs under the service's one election.
         """
-        if self.mode is Mode.LEADER or not self._on_kubernetes():
-            return
-        try:
-            from .backends.kubernetes import validate_lease_name
-        except ImportError:  # no kubernetes extra: run() says what to install
-            return
-        seen: dict[str, str] = {}
-        for job in jobs:
-            election = self.election_for(job)
-            try:
-                validate_lease_name(election)
-            except ConfigError as exc:
-                raise ConfigError(
-                    f"job {job!r} would campaign in the Kubernetes Lease {election!r}, which is not "
-                    f"a valid name: {exc.reason}. Rename the job (name=...) to lowercase letters, "
-                    "digits and '-'",
-                    field="name",
-                ) from None
-            if election in seen:
-                raise ConfigError(
-                    f"jobs {seen[election]!r} and {job!r} map to the same election {election!r} on "
-                    "Kubernetes ('_' becomes '-', letters lowercase); rename one (name=...)",
-                    field="name",
-                )
-            seen[election] = job
+        if self.mode is Mode.PER_JOB:
+            check_per_job_elections(self.election, jobs, self._scheme())
 
     # -- running -------------------------------------------------------------------
 
@@ -344,7 +321,7 @@ class Service:
         except ExceptionGroup as group_error:
             # The task group is an implementation detail: a caller (and the CLI's
             # exit status) needs the leaderlib error that ended the service.
-            raise _sole_cause(group_error) from None
+            raise sole_cause(group_error) from None
         finally:
             self._running = False
             if owns_backend:
@@ -455,40 +432,3 @@ class Service:
             await work.run()
 
         return lead
-
-
-def _sole_cause(group: ExceptionGroup[Exception]) -> Exception:
-    """The first leaderlib error in ``group`` if every error in it is one, else ``group``.
-
-    Several electors (per-job mode) usually fail for one reason, such as a
-    refused password; anything else is a bug whose whole group must be seen."""
-    leaves: list[Exception] = []
-    pending: list[Exception] = [group]
-    while pending:
-        error = pending.pop()
-        if isinstance(error, ExceptionGroup):
-            pending.extend(reversed(error.exceptions))
-        else:
-            leaves.append(error)
-    if leaves and all(isinstance(error, LeaderlibError) for error in leaves):
-        return leaves[0]
-    return group
-
-
-def _check_backend_url(url: str) -> None:
-    """Refuse, when a service is made, a URL whose scheme no backend serves.
-
-    Only the scheme: a backend's options are checked when :meth:`Service.run`
-    makes it (making it here could open files or connections too early).
-    """
-    scheme = split_url(url).scheme
-    if scheme not in known_schemes():
-        raise ConfigError(
-            f"unknown backend scheme {scheme!r} in {url!r}; known schemes: {', '.join(known_schemes())}",
-            field="backend",
-        )
-
-
-def _lease_name_part(job: str) -> str:
-    """A job's name as part of a Kubernetes Lease name: lowercase, ``_`` as ``-``."""
-    return job.lower().replace("_", "-")
