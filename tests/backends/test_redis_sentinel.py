@@ -172,7 +172,8 @@ async def test_a_failover_that_loses_an_acquisition(
     counter is still 1, and C never saw token 2 (it read only A's record), so C is handed
     token 2 again while the lease it replaces was never there: terms 1, 2, 2. With wait_replicas=1 the unconfirmed attempt is
     refused and given back, so nobody acts on it; the next term on the new master (once a
-    replica is back to confirm it) is the first to use token 2: terms 1, 2. A run record
+    replica is back to confirm it) is the first to act on a token above 1: terms 1, 2 (or
+    1, 3 and so on if its own first attempts were refused too, under load). A run record
     that was confirmed survives the failover.
     """
     group = redis_sentinel
@@ -227,7 +228,10 @@ async def test_a_failover_that_loses_an_acquisition(
     assert runs == {"report": run}
     if wait_replicas:
         assert "reached 0 of the 1 replicas" in refused
-        assert tokens == [1, 2], "every term anyone acted on has its own token"
+        # Every term anyone acted on has its own token. c's first attempts on the new master
+        # may be refused too (its replica not yet caught up to confirm them): each burns a
+        # token that nobody acts on, so c's token is 2 or higher, never a repeat.
+        assert len(tokens) == 2 and tokens[0] == 1 and tokens[1] >= 2, tokens
     else:
         assert not refused
         assert tokens == [1, 2, 2], "the promoted replica's counter was behind: token 2 issued twice"
