@@ -1,4 +1,4 @@
-"""The lease file's one connection, its worker thread, its pragmas and tables, and the error table."""
+"""The lease file's connections (inline and the worker's), pragmas, tables, checkpoints, error table."""
 
 from __future__ import annotations
 
@@ -10,18 +10,24 @@ import os
 import re
 import sqlite3
 import tempfile
+import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 from ..._errors import AccessDenied, BackendUnavailable, CorruptLeaseRecord
 from ..._logging import get_logger
 from .._errors import ErrorMap, Row, error_map
+from ._walindex import WalIndex, wal_index
 
 __all__ = ["Database"]
 
 logger = get_logger("leaderlib.backends.sqlite")
 
 T = TypeVar("T")
+
+#: Frames left in the WAL before a checkpoint copies them to the file: SQLite's
+#: own default (``wal_autocheckpoint``), which the worker's connection keeps.
+CHECKPOINT_FRAMES = 1000
 
 #: sqlite3 errors after which the connection is dropped and the file opened again.
 _REOPEN = re.compile(r"not a database|malformed|no such table")
@@ -77,11 +83,25 @@ _ERRORS: ErrorMap[Database] = error_map(
 )
 
 
-class Database:
-    """One connection to the lease file, used only by its own worker thread.
+class _Deferred(Exception):
+    """Raised inside an inline write that would fsync: it is rolled back and run by the worker."""
 
-    No call ever blocks the event loop, and the object can be shared by
-    several event loops (the sync facade).
+
+class Database:
+    """The lease file's connections: one for the worker thread, one used inline.
+
+    A call runs first on the calling (event loop) thread, on the inline
+    connection, if that does not block: the connection is free (``try``-locked,
+    several event loops may share the object: the sync facade), it never waits
+    for another process's lock (``busy_timeout`` 0), never checkpoints
+    (``wal_autocheckpoint=0``) and writes only when the commit appends to the
+    WAL without an fsync (:class:`~._walindex.WalIndex`). Anything else (a busy
+    file, a commit that would rewind the WAL and fsync its header, any sqlite3
+    error) is rolled back and runs again on the worker thread, on its own
+    connection, which waits up to ``busy_timeout``, checkpoints (SQLite's
+    automatic checkpoint, and one asked for by the inline connection at the same
+    1000 frames) and translates errors. The worker opens, resets and closes
+    both connections.
     """
 
     scheme = "sqlite"
@@ -101,12 +121,32 @@ class Database:
             max_workers=1, thread_name_prefix="leaderlib-sqlite"
         )
         self._conn: sqlite3.Connection | None = None  # touched only on the worker thread
+        # The inline connection and the WAL index it checks: used by whoever holds
+        # _inline_lock, swapped (under it) only by the worker. None until the worker
+        # opened the file; stays None (until a reset) where it cannot be used:
+        # another journal mode, no WAL index to read.
+        self._inline: tuple[sqlite3.Connection, WalIndex] | None = None
+        self._inline_lock = threading.Lock()
+        self._inline_tried = False  # touched only on the worker thread
+        self._checkpoint_asked = False
         self.closed = False
 
     async def run(self, election: str | None, func: Callable[..., T], *args: Any) -> T:
-        """Run ``func(*args)`` on the worker thread, with sqlite3 errors translated there."""
+        """``func(connection, *args)``: inline if that cannot block, else on the worker thread."""
         if self.closed:
             raise BackendUnavailable("the backend was closed", election=election, backend=self.scheme)
+        if self._inline_lock.acquire(blocking=False):
+            try:
+                inline = self._inline
+                if inline is not None:
+                    try:
+                        return func(inline[0], *args)
+                    except (sqlite3.Error, _Deferred):
+                        # Busy, a commit that would fsync, or an error the worker
+                        # translates: nothing was written; the worker runs it again.
+                        self._recover_inline(inline)
+            finally:
+                self._inline_lock.release()
         loop = asyncio.get_running_loop()
         try:
             return await loop.run_in_executor(
@@ -119,11 +159,26 @@ class Database:
                 "the backend was closed", election=election, backend=self.scheme
             ) from exc
 
+    def _recover_inline(self, inline: tuple[sqlite3.Connection, WalIndex]) -> None:
+        """After a failed inline call (under _inline_lock): a connection left in a
+        transaction (its ROLLBACK failed) is not used again; the worker closes it
+        and opens another."""
+        if inline[0].in_transaction:
+            self._inline = None
+            with contextlib.suppress(RuntimeError):  # closed meanwhile: aclose() has nothing to do
+                self._executor.submit(self._drop_inline, inline)
+
+    def _drop_inline(self, inline: tuple[sqlite3.Connection, WalIndex]) -> None:
+        """Close an inline connection; the next worker call opens another. On the worker thread."""
+        with contextlib.suppress(sqlite3.Error):
+            inline[0].close()
+        self._inline_tried = False
+
     def _translated(self, election: str | None, func: Callable[..., T], *args: Any) -> T:
-        """``func(*args)``, raising leaderlib's errors for sqlite3's (:data:`_ERRORS`); on the worker thread."""
+        """``func(connection, *args)`` on the worker thread; sqlite3's errors become leaderlib's (:data:`_ERRORS`)."""
         with _ERRORS.translating(self, election=election, backend=self.scheme):
             try:
-                return func(*args)
+                return func(self.connection(), *args)
             except sqlite3.Error as exc:
                 if _REOPEN.search(str(exc).lower()):
                     # An unreadable file, or someone dropped a table: open
@@ -132,13 +187,24 @@ class Database:
                 raise
 
     def connection(self) -> sqlite3.Connection:
-        """This instance's connection, opened (and the tables created) on first use.
+        """The worker's connection, opened (and the tables created) on first use; on the worker thread.
 
         ``CREATE TABLE IF NOT EXISTS`` on every open gives a file made by an
-        older version (leases only) its runs table too.
+        older version (leases only) its runs table too. The inline connection
+        is opened right after, once the file exists in WAL mode.
         """
-        if self._conn is not None:
-            return self._conn
+        if self.closed:  # a call or checkpoint queued behind aclose(): open nothing again
+            raise BackendUnavailable("the backend was closed", backend=self.scheme)
+        if self._conn is None:
+            self._conn = self._open()
+        if not self._inline_tried:
+            self._inline_tried = True
+            inline = self._open_inline()
+            with self._inline_lock:
+                self._inline = inline
+        return self._conn
+
+    def _open(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None)
         try:
             mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
@@ -166,8 +232,24 @@ class Database:
             "opened sqlite lease file",
             extra={"path": self.path, "table": self.table, "runs_table": self.runs_table},
         )
-        self._conn = conn
         return conn
+
+    def _open_inline(self) -> tuple[sqlite3.Connection, WalIndex] | None:
+        """The inline connection and the WAL index, or None if the file cannot be used inline."""
+        conn = sqlite3.connect(
+            self.path, timeout=self.busy_timeout, isolation_level=None, check_same_thread=False
+        )
+        try:
+            if str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower() != "wal":
+                raise ValueError("not in WAL mode: every commit would fsync")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA wal_autocheckpoint=0")
+            conn.execute("PRAGMA busy_timeout=0")
+            return conn, wal_index(self.path)
+        except (sqlite3.Error, OSError, ValueError) as exc:
+            conn.close()
+            logger.debug("sqlite calls stay on the worker thread", extra={"path": self.path, "why": str(exc)})
+            return None
 
     def why_unwritable(self) -> str | None:
         """Why this process cannot write the file or its directory, or None if it can."""
@@ -188,37 +270,70 @@ class Database:
                 return f"cannot write {path}; grant this user read and write permission on it"
         return None
 
-    def _reset(self) -> None:
-        """Drop the connection so the next call opens the file again; on the worker thread."""
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            with contextlib.suppress(sqlite3.Error):
-                conn.close()
+    def write(self, conn: sqlite3.Connection, func: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``func`` in a ``BEGIN IMMEDIATE`` transaction on ``conn``; commit unless it raises.
 
-    def write(self, func: Callable[[sqlite3.Connection], T]) -> T:
-        """Run ``func`` in a ``BEGIN IMMEDIATE`` transaction; commit unless it raises."""
-        conn = self.connection()
+        On the inline connection, a commit that would fsync raises
+        :class:`_Deferred` (rolled back) instead, and a commit that leaves
+        1000 frames to checkpoint asks the worker to checkpoint.
+        """
+        inline = self._inline if self._inline is not None and self._inline[0] is conn else None
         conn.execute("BEGIN IMMEDIATE")
         try:
+            if inline is not None and not inline[1].appends():
+                raise _Deferred
             result = func(conn)
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
+        if (
+            inline is not None
+            and not self._checkpoint_asked
+            and inline[1].unbackfilled() >= CHECKPOINT_FRAMES
+        ):
+            self._checkpoint_asked = True
+            self._executor.submit(self._checkpoint)
         return result
 
-    def _close_sync(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            conn.close()
+    def _checkpoint(self) -> None:
+        """Copy the WAL into the database file; on the worker thread.
 
-    async def aclose(self) -> None:
-        """Close the connection on its thread, then stop the thread; later calls are BackendUnavailable."""
+        PASSIVE waits for nobody. The inline connection is held meanwhile, so
+        that this process appends nothing while it runs: a checkpoint that
+        copies every frame lets the next commit rewind the WAL (that commit
+        finds the WAL backfilled and is deferred to this thread), where one
+        that always has new frames behind it would let the WAL grow forever.
+        """
+        self._checkpoint_asked = False
         if self.closed:
             return
-        loop = asyncio.get_running_loop()
-        with contextlib.suppress(sqlite3.Error, RuntimeError):
-            await loop.run_in_executor(self._executor, self._close_sync)
+        conn = self.connection()
+        with self._inline_lock:
+            try:
+                conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            except sqlite3.Error as exc:  # the next commit asks again
+                logger.debug("sqlite checkpoint failed", extra={"path": self.path, "error": str(exc)})
+
+    def _reset(self) -> None:
+        """Drop both connections so the next call opens the file again; on the worker thread."""
+        with self._inline_lock:
+            inline, self._inline = self._inline, None
+        if inline is not None:
+            self._drop_inline(inline)
+        self._inline_tried = False
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(sqlite3.Error):
+                conn.close()
+
+    async def aclose(self) -> None:
+        """Close the connections on the worker thread, then stop it; later calls are BackendUnavailable."""
+        if self.closed:
+            return
         self.closed = True
+        loop = asyncio.get_running_loop()
+        with contextlib.suppress(RuntimeError):
+            await loop.run_in_executor(self._executor, self._reset)
         self._executor.shutdown(wait=False)

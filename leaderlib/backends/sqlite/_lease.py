@@ -35,7 +35,7 @@ class SQLiteLease:
         self._backend = backend
         self._db = backend._db
 
-    # -- on the worker thread ----------------------------------------------
+    # -- on a connection of the file (see Database.run: inline or the worker's) --
 
     def _row(self, raw: tuple[Any, ...] | None) -> LeaseRow | None:
         return parse_row(raw, self.election, table=self._db.table, path=self._db.path)
@@ -46,12 +46,12 @@ class SQLiteLease:
         ).fetchone()
         return row
 
-    def _get_sync(self) -> LeaseRecord | None:
-        row = self._row(self._select(self._db.connection()))
+    def _get_sync(self, conn: sqlite3.Connection) -> LeaseRecord | None:
+        row = self._row(self._select(conn))
         return row.record(boottime()) if row else None
 
     def _acquire_sync(
-        self, identity: str, lease_duration: float, takeover: LeaseRecord | None
+        self, conn: sqlite3.Connection, identity: str, lease_duration: float, takeover: LeaseRecord | None
     ) -> Acquisition:
         """One acquisition attempt: :func:`decide` on the row, in one write transaction."""
         election, table = self.election, self._db.table
@@ -93,7 +93,7 @@ class SQLiteLease:
                 raise self._cas_failed()
             return Acquisition(acquired=True, record=written.record(now))
 
-        return self._db.write(attempt)
+        return self._db.write(conn, attempt)
 
     def _returning(
         self, conn: sqlite3.Connection, sql: str, params: tuple[Any, ...]
@@ -112,7 +112,7 @@ class SQLiteLease:
             backend=self._db.scheme,
         )
 
-    def _renew_sync(self, record: LeaseRecord) -> LeaseRecord | None:
+    def _renew_sync(self, conn: sqlite3.Connection, record: LeaseRecord) -> LeaseRecord | None:
         def attempt(conn: sqlite3.Connection) -> LeaseRecord | None:
             now = boottime()
             raw = self._returning(
@@ -132,9 +132,9 @@ class SQLiteLease:
             row = self._row(raw)
             return row.record(now) if row else None
 
-        return self._db.write(attempt)
+        return self._db.write(conn, attempt)
 
-    def _release_sync(self, record: LeaseRecord) -> bool:
+    def _release_sync(self, conn: sqlite3.Connection, record: LeaseRecord) -> bool:
         def attempt(conn: sqlite3.Connection) -> bool:
             cursor = conn.execute(
                 f"UPDATE {self._db.table} SET holder = '', renew_time = ?, expires_at = ?,"
@@ -144,9 +144,9 @@ class SQLiteLease:
             )
             return cursor.rowcount > 0
 
-        return self._db.write(attempt)
+        return self._db.write(conn, attempt)
 
-    def _record_run_sync(self, run: JobRun) -> None:
+    def _record_run_sync(self, conn: sqlite3.Connection, run: JobRun) -> None:
         """Upsert the job's row only if the lease row is ``run``'s term, live; one write transaction.
 
         The check is the INSERT's own SELECT of the lease row, so check and
@@ -176,15 +176,13 @@ class SQLiteLease:
                 election=election,
             )
 
-        db.write(attempt)
+        db.write(conn, attempt)
 
-    def _last_runs_sync(self) -> dict[str, JobRun]:
+    def _last_runs_sync(self, conn: sqlite3.Connection) -> dict[str, JobRun]:
         db = self._db
-        rows = (
-            db.connection()
-            .execute(f"SELECT job, record FROM {db.runs_table} WHERE election = ?", (self.election,))
-            .fetchall()
-        )
+        rows = conn.execute(
+            f"SELECT job, record FROM {db.runs_table} WHERE election = ?", (self.election,)
+        ).fetchall()
         runs: dict[str, JobRun] = {}
         for job, raw in rows:
             try:
