@@ -1,22 +1,27 @@
-"""What keeps ``sqlite:///PATH`` calls at the file's own speed without stalling the loop:
-inline calls that never wait or fsync, checkpoints on the worker, SQLite's locks kept."""
+"""What keeps ``sqlite:///PATH`` calls at the file's own speed without stalling the loop,
+and how a follower hears another process's release: inline calls that never wait or
+fsync, checkpoints on the worker, SQLite's locks kept, the poller woken by inotify."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sqlite3
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from leaderlib.backends.sqlite import SQLiteBackend, _connection
+from leaderlib.backends.sqlite import SQLiteBackend, _connection, _watch
+from leaderlib.backends.sqlite._inotify import FileWrites
 
 from . import test_sqlite
+from .test_sqlite import HOLDER
 
 # test_sqlite.py's fixtures: a fresh file, and a backend on it.
 db = test_sqlite.db
@@ -117,6 +122,81 @@ async def test_other_processes_still_see_the_file_in_use(backend: SQLiteBackend,
     )
     out, _ = await asyncio.wait_for(proc.communicate(), 30)
     assert out.strip() == b"held"
+
+
+# -- the poller -----------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def counted_looks() -> Iterator[list[str]]:
+    """``PRAGMA data_version`` statements (the poller's looks) on connections opened meanwhile."""
+    looks: list[str] = []
+    original = sqlite3.connect
+
+    def connect(*args: Any, **kwargs: Any) -> sqlite3.Connection:
+        conn = original(*args, **kwargs)
+        conn.set_trace_callback(lambda sql: looks.append(sql) if "data_version" in sql else None)
+        return conn
+
+    sqlite3.connect = connect  # type: ignore[assignment]
+    try:
+        yield looks
+    finally:
+        sqlite3.connect = original
+
+
+@linux_only
+async def test_an_idle_watch_looks_about_once_a_second(backend: SQLiteBackend, db: Path) -> None:
+    """With inotify, an idle follower costs a look a second (it polled 4-20 times a second),
+    however busy the other files of its directory are."""
+    assert FileWrites(str(db)).live, "inotify works here"
+    await backend.lease("watched").get()
+    with counted_looks() as looks:
+        watch = backend.lease("watched").watch()
+        assert await anext(watch) is None
+        other = db.parent / "busy.log"
+        began = time.monotonic()
+        while time.monotonic() - began < 2.0:
+            with other.open("a") as file:
+                file.write("x\n")
+            await asyncio.sleep(0.01)
+        await watch.aclose()
+    # The first look, then one a second (and one when the watch closes).
+    assert 1 <= len(looks) <= 4, len(looks)
+
+
+@linux_only
+async def test_a_release_by_another_process_wakes_the_watch_without_a_poll(
+    backend: SQLiteBackend, db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The kernel's notice of the write wakes the poller: with every poll interval set
+    to a minute, the release is still heard at once."""
+    for name in ("POLL_LIVE", "POLL_MIN", "POLL_MAX"):
+        monkeypatch.setattr(_watch, name, 60.0, raising=False)
+    script = tmp_path / "holder.py"
+    script.write_text(HOLDER)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, str(script), f"sqlite://{db}",
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert proc.stdin is not None and proc.stdout is not None
+    try:
+        assert await asyncio.wait_for(proc.stdout.readline(), 30) == b"held\n"
+        watch = backend.lease("watched").watch()
+        first = await anext(watch)
+        assert first is not None and first.holder == "other-process"
+        await asyncio.sleep(0.2)  # the poller has looked once and waits
+        proc.stdin.write(b"go\n")
+        await proc.stdin.drain()
+        assert await asyncio.wait_for(proc.stdout.readline(), 10) == b"released\n"
+        # The lease would run out 5 s after it was taken: well after this.
+        released = await asyncio.wait_for(anext(watch), 2.0)
+        assert released is not None and not released.is_held
+        await watch.aclose()
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        await proc.wait()
 
 
 def test_event_loops_on_threads_share_one_backend(db: Path) -> None:

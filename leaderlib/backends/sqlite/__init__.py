@@ -44,10 +44,17 @@ Only for processes on one host, with the file on a local filesystem: SQLite's
 locking is not reliable over NFS/SMB, and ``CLOCK_BOOTTIME`` is not comparable
 across hosts.
 
-Modules: ``_connection`` (the connection and its worker thread, pragmas,
-tables, the error table), ``_rows`` (a lease row's columns and type checks),
-``_lease`` (:class:`SQLiteLease` and its SQL), ``_watch`` (the poller that sees
-other processes' commits).
+Calls run inline, on the calling thread, whenever that cannot block: never
+waiting for another process's lock, never checkpointing, and writing only
+commits that append to the WAL without an fsync; anything else runs on the
+backend's worker thread (see ``_connection``).
+
+Modules: ``_connection`` (the inline and the worker's connection, the worker
+thread, pragmas, tables, checkpoints, the error table), ``_walindex`` (whether
+a commit would fsync, from the WAL index), ``_rows`` (a lease row's columns and
+type checks), ``_lease`` (:class:`SQLiteLease` and its SQL), ``_watch`` (the
+poller that sees other processes' commits), ``_inotify`` (the kernel's notice
+that the file was written, which wakes the poller).
 """
 
 from __future__ import annotations
@@ -128,9 +135,10 @@ def _check_path(path: str) -> None:
 class SQLiteBackend:
     """Leases in a SQLite file; see the module docstring for the URL and options.
 
-    Each instance owns one connection, used only by its own worker thread, so
-    no call ever blocks the event loop and the instance can be shared by
-    several event loops (the sync facade).
+    Each instance owns a connection used inline, one used by its own worker
+    thread for whatever could block (so no call ever blocks the event loop),
+    and one for its poller; it can be shared by several event loops (the sync
+    facade).
     """
 
     scheme = "sqlite"
