@@ -22,7 +22,9 @@ arguments to :meth:`RedisBackend.from_url` (keywords win):
 ``max_connections`` (int, default 8), ``pool_timeout`` (float seconds, default 5.0)
     The command connections, shared by every election of the backend
     object (plus one pub/sub connection for all watches), and how long a
-    call waits for a free one before it is BackendUnavailable.
+    call waits for a free one before it is BackendUnavailable. Every
+    election's lease writes go out together, pipelined on one of them
+    (``_pipeline``): one round trip for all the writes due at once.
 ``ssl_ca_certs``, ``ssl_certfile``, ``ssl_keyfile`` (paths), ``ssl_cert_reqs``
     (``required`` | ``optional`` | ``none``, default ``required``),
     ``ssl_check_hostname`` (bool, default true)
@@ -74,6 +76,7 @@ for what that means.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import secrets
 from typing import Any
@@ -84,8 +87,10 @@ from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from ..._clock import Clock, SystemClock
 from ..._errors import ConfigError
 from .. import check_election
+from .._batch import Batcher
 from ._connection import Wait, clients_from_url
 from ._lease import RedisLease
+from ._pipeline import BATCH_LIMIT, Call, run_scripts
 from ._scripts import GRANT, WAIT_GRANT
 from ._watch import Subscriber
 
@@ -125,6 +130,10 @@ class RedisBackend:
         self._clock = clock or SystemClock()
         self._leases: dict[str, RedisLease] = {}
         self._pubsub: Subscriber | None = None
+        # Every election's script calls go out in shared pipelines (see _pipeline).
+        self._scripts: Batcher[Call, tuple[Any, int]] = Batcher(
+            functools.partial(run_scripts, client, self.wait), limit=BATCH_LIMIT
+        )
 
     async def _follow_master(self) -> None:
         """With Sentinel, drop idle connections to a master the Sentinels no longer name.
@@ -209,6 +218,7 @@ class RedisBackend:
 
     async def aclose(self) -> None:
         """Close the pub/sub connection, both connection pools (and the Sentinel connections)."""
+        await self._scripts.aclose()
         if self._pubsub is not None:
             await self._pubsub.aclose()
         with contextlib.suppress(Exception):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import datetime as dt
 import json
 import math
@@ -23,6 +24,7 @@ from ..._logging import get_logger
 from .. import Acquisition, JobRun, LeaseRecord
 from .._errors import ErrorMap, Row, error_map
 from .._runs import decode_run, encode_run, fenced_out
+from ._pipeline import Call
 from ._scripts import ACQUIRE, RECORD_RUN, RELEASE, RENEW, Script
 
 if TYPE_CHECKING:
@@ -146,45 +148,23 @@ class RedisLease:
         if task is not None and task.cancelling() > cancelling:
             raise asyncio.CancelledError()
 
-    async def _run(self, script: Script, keys: list[str], args: list[Any]) -> Any:
-        """Run ``script`` by SHA; its reply."""
-        reply, _ = await self._run_confirmed(script, keys, args, replicas=0)
-        return reply
-
-    async def _run_confirmed(
-        self, script: Script, keys: list[str], args: list[Any], *, replicas: int
+    async def _run(
+        self, script: Script, keys: list[str], args: list[Any], *, confirm: bool = False
     ) -> tuple[Any, int]:
-        """Run ``script`` by SHA, then (``replicas`` > 0) ``WAIT`` for that many replicas to have its writes.
+        """Run ``script`` by SHA; its reply, and how many replicas have its writes.
 
-        Returns the script's reply and how many replicas confirmed within
-        ``wait_timeout`` (0 when none were asked for). WAIT counts what was
-        written on ITS connection, so it goes in one pipeline with the
-        script: one round trip. A script the server does not know (NOSCRIPT)
-        is loaded once and run again.
+        With ``confirm`` (and ``wait_replicas`` set), the count is what ``WAIT``
+        saw within ``wait_timeout``; otherwise 0. The call goes out in the
+        backend's next pipeline, with every other election's calls due by then
+        (:mod:`._pipeline`): one round trip for all of them.
         """
-        client = self._backend._client
-        with self._translated():
-            try:
-                return await self._send(script, keys, args, replicas)
-            except rexc.NoScriptError:
-                # First use on this server, or it restarted / ran SCRIPT FLUSH.
-                # NOSCRIPT means nothing ran, so running it again is safe.
-                logger.debug("loading lua script", extra={"script": script.name, "election": self.election})
-                await client.script_load(script.source)
-                return await self._send(script, keys, args, replicas)
-
-    async def _send(self, script: Script, keys: list[str], args: list[Any], replicas: int) -> tuple[Any, int]:
-        client = self._backend._client
-        if not replicas:
-            return await client.evalsha(script.sha, len(keys), *keys, *args), 0
-        async with client.pipeline(transaction=False) as pipe:
-            pipe.evalsha(script.sha, len(keys), *keys, *args)
-            pipe.execute_command("WAIT", replicas, self._backend.wait.timeout_ms)
-            reply, confirmed = await pipe.execute(raise_on_error=False)
-        for result in (reply, confirmed):
-            if isinstance(result, Exception):
-                raise result
-        return reply, int(confirmed)
+        try:
+            return await self._backend._scripts.submit(Call(script, keys, args, confirm))
+        except Exception:
+            # Translated only when it failed: the call ran in the batch's task, so no
+            # cancellation of this one can have been lost inside redis-py.
+            with self._translated():
+                raise
 
     def _unconfirmed(self, confirmed: int, what: str) -> BackendUnavailable:
         """The error for a write fewer replicas have than ``wait_replicas`` asks for."""
@@ -267,7 +247,7 @@ class RedisLease:
             raise ConfigError("identity must not be empty", field="identity")
         with self._translated():
             await self._backend._follow_master()
-        (value, pttl, acquired, behind), confirmed = await self._run_confirmed(
+        (value, pttl, acquired, behind), confirmed = await self._run(
             ACQUIRE,
             [self.key, self.fencing_key],
             [
@@ -276,7 +256,7 @@ class RedisLease:
                 takeover.version if takeover is not None else "",
                 self._seen_token,
             ],
-            replicas=self._backend.wait.replicas,
+            confirm=True,
         )
         record = self._record(value, int(pttl))
         if behind:
@@ -302,23 +282,30 @@ class RedisLease:
         return Acquisition(acquired=bool(acquired), record=record)
 
     async def renew(self, record: LeaseRecord) -> LeaseRecord:
-        """Extend our lease by compare-and-set on its acquisition token; LeaseLost if it is gone."""
-        value = await self._run(
-            RENEW,
-            [self.key],
-            [_token(record), math.ceil(record.lease_duration * 1000), self._backend._now()],
+        """Extend our lease by compare-and-set on its acquisition token; LeaseLost if it is gone.
+
+        The script answers with the new ``seq`` alone: the renewed record is
+        ``record`` with that version, the renew time sent and a full lease.
+        """
+        token, lease_ms, now = (
+            _token(record),
+            math.ceil(record.lease_duration * 1000),
+            self._backend._clock.wall(),
         )
-        if value is None:
+        seq, _ = await self._run(RENEW, [self.key], [token, lease_ms, now.isoformat(timespec="microseconds")])
+        if seq is None:
             raise LeaseLost(
                 "the Redis lease expired or another replica holds it",
                 election=self.election,
                 backend=self._backend.scheme,
             )
-        return self._record(value, math.ceil(record.lease_duration * 1000))
+        return dataclasses.replace(
+            record, version=f"{token}.{int(seq)}", renew_time=now, expires_in=lease_ms / 1000
+        )
 
     async def release(self, record: LeaseRecord) -> None:
         """Delete our lease (compare-and-set on the token) and publish on the release channel."""
-        released = await self._run(RELEASE, [self.key], [_token(record)])
+        released, _ = await self._run(RELEASE, [self.key], [_token(record)])
         logger.debug("released lease", extra={"election": self.election, "released": bool(released)})
 
     async def record_run(self, run: JobRun) -> None:
@@ -328,11 +315,11 @@ class RedisLease:
         BackendUnavailable if too few replicas confirmed it in time (it is
         written on the master, but a failover could lose it).
         """
-        (written, *now), confirmed = await self._run_confirmed(
+        (written, *now), confirmed = await self._run(
             RECORD_RUN,
             [self.key, self.runs_key],
             [run.identity, run.fencing_token, run.job, encode_run(run)],
-            replicas=self._backend.wait.replicas,
+            confirm=True,
         )
         if not written:
             holder, token = (_text(part) for part in now)

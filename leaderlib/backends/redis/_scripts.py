@@ -14,6 +14,7 @@ Messages on ``P E :events``::
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 
 __all__ = ["ACQUIRE", "GRANT", "RECORD_RUN", "RELEASE", "RENEW", "WAIT_GRANT", "Script"]
@@ -76,9 +77,11 @@ return {value, tonumber(ARGV[1]), 1, behind}
 #   KEYS[1]  the lease key
 #   ARGV[1]  the acquisition's random token   ARGV[2]  lease in milliseconds
 #   ARGV[3]  wall time now, ISO-8601
-#   returns  the new value, or false if the key holds anything else (lease lost)
+#   returns  the new seq, or false if the key holds anything else (lease lost)
 #   publishes 'renewed <pttl_ms> <value>' on KEYS[1]..':events'
 # PUBLISH before SET: if the ACL refuses the channel, nothing was written.
+# Only seq and renew_time change, so the leader, which sent renew_time, needs
+# only seq back to know the record: no JSON to parse per renewal.
 _RENEW = """
 local current = redis.call('GET', KEYS[1])
 if not current then return false end
@@ -89,7 +92,7 @@ rec.renew_time = ARGV[3]
 local value = cjson.encode(rec)
 redis.call('PUBLISH', KEYS[1] .. ':events', 'renewed ' .. ARGV[2] .. ' ' .. value)
 redis.call('SET', KEYS[1], value, 'PX', ARGV[2])
-return value
+return rec.seq
 """
 
 # Delete the lease if it is still the one acquired with ARGV[1], and tell
@@ -153,7 +156,7 @@ class Script:
     name: str
     source: str
 
-    @property
+    @functools.cached_property
     def sha(self) -> str:
         return hashlib.sha1(self.source.encode()).hexdigest()  # Redis names scripts by SHA1
 
