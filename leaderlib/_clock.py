@@ -17,7 +17,6 @@ woken ex-leader's late actions are stopped only by fencing tokens.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import heapq
 import itertools
@@ -25,7 +24,7 @@ import time
 from collections.abc import Awaitable
 from typing import Protocol, TypeVar
 
-__all__ = ["Clock", "FakeClock", "SystemClock", "boottime", "wait_for"]
+__all__ = ["Clock", "FakeClock", "SystemClock", "boottime", "sleep_until_woken", "wait_for"]
 
 T = TypeVar("T")
 
@@ -59,7 +58,7 @@ def boottime() -> float:
     return time.clock_gettime(_BOOTTIME) if _BOOTTIME is not None else time.monotonic()
 
 
-#: The longest one loop timer lasts inside a boot-time deadline (see :class:`_Expiry`).
+#: The longest one loop timer lasts inside a boot-time deadline (see :class:`_Alarm`).
 #: asyncio's timers run on CLOCK_MONOTONIC, which stands still during a host
 #: suspend: a deadline is cut into slices and the boot-time clock read after
 #: each, so a woken host overshoots a deadline by at most one slice.
@@ -76,12 +75,11 @@ class SystemClock:
         return dt.datetime.now(dt.UTC)
 
     async def sleep(self, seconds: float) -> None:
-        """Sleep until ``seconds`` have passed on the boot-time clock (a wait for nothing)."""
+        """Sleep until ``seconds`` have passed on the boot-time clock."""
         if seconds <= 0:
             await asyncio.sleep(0)
             return
-        with contextlib.suppress(TimeoutError):
-            await wait_for(self, asyncio.get_running_loop().create_future(), seconds)
+        await sleep_until_woken(self, seconds, asyncio.get_running_loop().create_future())
 
 
 class FakeClock:
@@ -145,12 +143,12 @@ async def wait_for(clock: Clock, awaitable: Awaitable[T], timeout: float) -> T:
     awaitable turned its cancellation into another error (some drivers do);
     unlike it, the deadline is measured on ``clock``, so a fake clock drives it
     in tests. No task is made per call: the awaitable runs inline under an
-    ``asyncio.timeout`` scope that :class:`_Expiry` expires.
+    ``asyncio.timeout`` scope that an :class:`_Expiry` expires.
     """
     scope = asyncio.timeout(None)
     try:
         async with scope:
-            expiry = _Expiry(clock, scope, timeout)
+            expiry = _Expiry(clock, timeout, scope)
             try:
                 return await awaitable
             finally:
@@ -161,51 +159,100 @@ async def wait_for(clock: Clock, awaitable: Awaitable[T], timeout: float) -> T:
         raise
 
 
-class _Expiry:
-    """Expires an entered ``asyncio.timeout`` scope once ``timeout`` seconds pass on ``clock``.
+async def sleep_until_woken(clock: Clock, seconds: float, wakeup: asyncio.Future[None]) -> None:
+    """Sleep ``seconds`` on ``clock``, or until ``wakeup`` is done (by whoever holds it), if sooner.
+
+    The sleep completes ``wakeup`` itself when it ends: no task, no
+    cancellation and no exception when it ends by time, which is how a
+    term's renew loop sleeps between renewals (thousands of elections in one
+    process each do, every renew interval).
+    """
+    alarm = _Wakeup(clock, seconds, wakeup)
+    try:
+        await wakeup
+    finally:
+        alarm.cancel()
+
+
+class _Alarm:
+    """Calls :meth:`ring` once ``seconds`` pass on ``clock``, unless cancelled first.
 
     On :class:`SystemClock` the deadline is kept on the boot-time clock with
     loop timers alone: the loop's clock (CLOCK_MONOTONIC) runs at the boot-time
     clock's rate while the host is awake and stands still while it is
-    suspended, so the scope is armed on the loop's clock for the last slice
-    (at most :data:`_SLEEP_SLICE`) and, before that, the boot-time clock is
-    re-read every slice. A deadline overshoots by at most one slice after a
-    suspend (:meth:`SystemClock.sleep` is such a deadline), and one of a few
-    milliseconds costs one loop timer. Any other clock (a test's) expires the scope from a
-    task sleeping on that clock.
+    suspended, so the last slice (at most :data:`_SLEEP_SLICE`) is one loop
+    timer and, before that, the boot-time clock is re-read every slice. A
+    deadline overshoots by at most one slice after a suspend, and one of a few
+    milliseconds costs one loop timer. Any other clock (a test's) rings from a
+    task sleeping on that clock. A subclass says what ringing does (few
+    objects per alarm: thousands of elections each keep one or two).
     """
 
-    def __init__(self, clock: Clock, scope: asyncio.Timeout, timeout: float) -> None:
-        self._scope = scope
+    __slots__ = ("_handle", "_loop", "_sleeper", "_until")
+
+    def __init__(self, clock: Clock, seconds: float) -> None:
         self._loop = asyncio.get_running_loop()
         self._handle: asyncio.TimerHandle | None = None
         self._sleeper: asyncio.Task[None] | None = None
         if isinstance(clock, SystemClock):
-            self._until = boottime() + timeout
+            self._until = boottime() + seconds
             self._arm()
         else:
-            self._sleeper = self._loop.create_task(clock.sleep(timeout))
+            self._sleeper = self._loop.create_task(clock.sleep(seconds))
             self._sleeper.add_done_callback(self._slept)
+
+    def ring(self) -> None:
+        raise NotImplementedError
 
     def _arm(self) -> None:
         remaining = self._until - boottime()
         if remaining <= _SLEEP_SLICE:
-            self._handle = None
-            self._scope.reschedule(self._loop.time() + remaining)
+            self._handle = self._loop.call_at(self._loop.time() + remaining, self._rang)
         else:
             self._handle = self._loop.call_at(self._loop.time() + _SLEEP_SLICE, self._arm)
 
+    def _rang(self) -> None:
+        self._handle = None
+        self.ring()
+
     def _slept(self, sleeper: asyncio.Task[None]) -> None:
-        # Scheduled when the sleep ended: the scope may have exited meanwhile.
+        # Scheduled when the sleep ended: the alarm may have been cancelled meanwhile.
         if self._sleeper is sleeper and not sleeper.cancelled():
             self._sleeper = None
-            self._scope.reschedule(self._loop.time())
+            self.ring()
 
     def cancel(self) -> None:
-        """The awaitable ended: stop watching the clock (before its scope exits)."""
+        """The wait ended otherwise: stop watching the clock."""
         if self._handle is not None:
             self._handle.cancel()
             self._handle = None
         if self._sleeper is not None:
             self._sleeper.cancel()
             self._sleeper = None
+
+
+class _Expiry(_Alarm):
+    """Expires an entered ``asyncio.timeout`` scope (:func:`wait_for`'s deadline)."""
+
+    __slots__ = ("_scope",)
+
+    def __init__(self, clock: Clock, seconds: float, scope: asyncio.Timeout) -> None:
+        self._scope = scope
+        super().__init__(clock, seconds)
+
+    def ring(self) -> None:
+        self._scope.reschedule(self._loop.time())
+
+
+class _Wakeup(_Alarm):
+    """Completes a future (:func:`sleep_until_woken`'s wake-up)."""
+
+    __slots__ = ("_future",)
+
+    def __init__(self, clock: Clock, seconds: float, future: asyncio.Future[None]) -> None:
+        self._future = future
+        super().__init__(clock, seconds)
+
+    def ring(self) -> None:
+        if not self._future.done():
+            self._future.set_result(None)

@@ -15,7 +15,7 @@ import pytest
 
 import leaderlib._clock as clock_module
 from leaderlib import Clock, FakeClock, LeaseRecord, NotLeader, SystemClock
-from leaderlib._clock import wait_for
+from leaderlib._clock import sleep_until_woken, wait_for
 from leaderlib._elector import Leadership
 
 
@@ -142,3 +142,22 @@ async def test_wait_for_on_a_fake_clock_ends_when_the_clock_passes_the_deadline(
     await clock.advance(0.001)
     with pytest.raises(TimeoutError):
         await waiting
+
+
+@pytest.mark.parametrize("clock", [SystemClock(), FakeClock()], ids=["system", "fake"])
+async def test_sleep_until_woken_ends_early_when_woken_and_on_time_otherwise(clock: Clock) -> None:
+    """The renew loop's wait: woken (the elector stops) it returns at once; else after ``seconds``."""
+    loop = asyncio.get_running_loop()
+    wakeup: asyncio.Future[None] = loop.create_future()
+    sleeping = asyncio.create_task(sleep_until_woken(clock, 30.0, wakeup))
+    await asyncio.sleep(0)
+    wakeup.set_result(None)
+    await asyncio.wait_for(sleeping, 1.0)
+    started = clock.monotonic()
+    sleeping = asyncio.create_task(sleep_until_woken(clock, 0.05, loop.create_future()))
+    if isinstance(clock, FakeClock):
+        await clock.advance(0.049)
+        assert not sleeping.done()
+        await clock.advance(0.001)
+    await asyncio.wait_for(sleeping, 1.0)
+    assert clock.monotonic() - started >= 0.05 - 1e-9
