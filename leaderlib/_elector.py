@@ -131,6 +131,7 @@ class LeaderElector:
         self._on_started_leading = on_started_leading
         self._on_stopped_leading = on_stopped_leading
         self._stopping = asyncio.Event()
+        self._term: Term | None = None
         self._attributes = {"election": election, "backend": backend.scheme}
         self._campaign = Campaign(
             election,
@@ -179,6 +180,8 @@ class LeaderElector:
         """
         self._stopping.set()
         self._campaign.wake()
+        if self._term is not None:
+            self._term.wake()
 
     # -- the loop ------------------------------------------------------------
 
@@ -221,6 +224,7 @@ class LeaderElector:
             attributes=self._attributes,
         )
         previous_seen_at = self._campaign.take_failover_start()
+        self._term = term
         self.leadership = leadership
         self.state = ElectorState.LEADING
         self._campaign.observe(record)
@@ -256,6 +260,7 @@ class LeaderElector:
                     await work  # a failure was logged when it happened (_work_done)
             # The term is over before the lease is released: logged first, so that
             # logs show terms that never overlap even when the next leader is fast.
+            self._term = None
             self.leadership = None
             self.state = ElectorState.FOLLOWING
             instruments.is_leader.add(-1, self._attributes)

@@ -13,10 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential, wait_random
-
-from ._clock import Clock, wait_for
+from ._clock import Clock, sleep_until_woken, wait_for
 from ._config import ElectionConfig
 from ._errors import BackendError, BackendUnavailable, LeaseLost
 from ._leadership import Leadership
@@ -27,6 +26,10 @@ from .backends import Lease
 __all__ = ["Term"]
 
 logger = get_logger("leaderlib.elector")
+
+#: The first retry of a failed renewal comes this long after it (plus up to as
+#: much again of jitter), each next one twice as long after the previous one.
+_FIRST_RETRY = 0.02
 
 
 class Term:
@@ -52,35 +55,30 @@ class Term:
         self.renew_deadline = renew_deadline
         self.clock = clock
         self._stopping = stopping
-        self._attributes = attributes
-        # Made at the term's first renewal (off the acquisition's path) and kept for
-        # the term: building tenacity's retry state per renewal cost as much as its loop.
-        self._retrying: AsyncRetrying | None = None
+        # The renewal metric's attributes, made once per term rather than per renewal.
+        self._outcomes = {
+            outcome: {**attributes, "outcome": outcome} for outcome in ("renewed", "lost", "error")
+        }
+        self._wakeup: asyncio.Future[None] | None = None
 
-    def _retry_policy(self) -> AsyncRetrying:
-        """Retry transient failures of one renewal; its stop reads the renewal's deadline."""
-        return AsyncRetrying(
-            stop=self._past_deadline,
-            # 20 ms, 40 ms, 80 ms... plus up to 20 ms of jitter; capped so a retry
-            # still fits several times before the deadline.
-            wait=wait_exponential(multiplier=0.02, max=max(0.05, self.config.renew_interval / 2))
-            + wait_random(0, 0.02),
-            retry=retry_if_exception_type((BackendUnavailable, TimeoutError)),
-            sleep=self.clock.sleep,
-            reraise=True,
-        )
-
-    def _past_deadline(self, state: RetryCallState) -> bool:
-        """Stop retrying if the next retry would start at or past the term's deadline."""
-        return self.clock.monotonic() + state.upcoming_sleep >= self.leadership.valid_until
+    def wake(self) -> None:
+        """Cut the wait for the next renewal short (the elector is stopping)."""
+        if self._wakeup is not None and not self._wakeup.done():
+            self._wakeup.set_result(None)
 
     async def hold(self) -> str:
-        """Renew on the interval; return why the term ended: "stopping" or "lost"."""
-        last_sent = self.clock.monotonic()
+        """Renew on the interval; return why the term ended: "stopping" or "lost".
+
+        Each renewal is due ``renew_interval`` after the previous one was sent,
+        the first one after the acquisition was sent (``valid_until`` minus the
+        renew deadline), however late the acquisition's answer came.
+        """
+        last_sent = self.leadership.valid_until - self.renew_deadline
         while True:
             wake_at = min(last_sent + self.config.renew_interval, self.leadership.valid_until)
-            with contextlib.suppress(TimeoutError):
-                await wait_for(self.clock, self._stopping.wait(), wake_at - self.clock.monotonic())
+            if not self._stopping.is_set():
+                self._wakeup = asyncio.get_running_loop().create_future()
+                await sleep_until_woken(self.clock, wake_at - self.clock.monotonic(), self._wakeup)
             if self._stopping.is_set():
                 return "stopping"
             if self.clock.monotonic() >= self.leadership.valid_until:
@@ -107,30 +105,39 @@ class Term:
         """Renew once, retrying transient failures but never past the term's deadline.
 
         Returns when the successful request was sent; the term then lasts
-        until that time plus ``renew_deadline``.
+        until that time plus ``renew_deadline``. Retries wait 20 ms, 40 ms,
+        80 ms... (capped at half the renew interval, so several fit before the
+        deadline) plus up to 20 ms of jitter, and stop when the next one would
+        start at or past the deadline.
         """
         deadline = self.leadership.valid_until  # moves only when this renewal succeeds
         started = self.clock.monotonic()
-        sent = started
-        if self._retrying is None:
-            self._retrying = self._retry_policy()
+        retry_in = _FIRST_RETRY
         outcome = "error"
         try:
-            async for attempt in self._retrying:
-                with attempt:
-                    sent = self.clock.monotonic()
-                    remaining = deadline - sent
-                    if remaining <= 0:
+            while True:
+                sent = self.clock.monotonic()
+                try:
+                    if sent >= deadline:
                         raise TimeoutError("renew deadline passed")
-                    record = await wait_for(self.clock, self.lease.renew(self.leadership.record), remaining)
+                    record = await wait_for(
+                        self.clock, self.lease.renew(self.leadership.record), deadline - sent
+                    )
+                    break
+                except (BackendUnavailable, TimeoutError):
+                    pause = min(retry_in, max(0.05, self.config.renew_interval / 2))
+                    pause += random.uniform(0, _FIRST_RETRY)
+                    if self.clock.monotonic() + pause >= deadline:
+                        raise
+                    await self.clock.sleep(pause)
+                    retry_in *= 2
             outcome = "renewed"
         except LeaseLost:
             outcome = "lost"
             raise
         finally:
-            instruments.renew_duration.record(
-                (self.clock.monotonic() - started) * 1000, {**self._attributes, "outcome": outcome}
-            )
+            elapsed_ms = (self.clock.monotonic() - started) * 1000
+            instruments.renew_duration.record(elapsed_ms, self._outcomes[outcome])
         self.leadership._renewed(record, sent + self.renew_deadline)
         logger.debug(
             "renewed lease",

@@ -303,11 +303,33 @@ async def test_failed_acquisition_attempts_are_retried(
 async def test_term_counts_from_when_the_acquiring_request_was_sent(
     clock: PausingClock, backend: ScriptedBackend
 ) -> None:
+    terms: list[float] = []
+
+    async def lead(leadership: Leadership) -> None:
+        terms.append(leadership.valid_until)
+
     backend.script("try_acquire", Delay(3))
-    elector = make_elector(clock, backend)
+    elector = make_elector(clock, backend, on_started_leading=lead)
     async with running(elector, clock):
         await clock.advance(3)
-        assert current_leadership(elector).valid_until == T0 + DEADLINE
+        assert terms == [T0 + DEADLINE]
+
+
+async def test_the_first_renewal_is_due_an_interval_after_the_acquisition_was_sent(
+    clock: PausingClock, backend: ScriptedBackend
+) -> None:
+    """An answer that came late (queued behind thousands of elections' requests) leaves less
+    of the term: the first renewal counts from the sending, as every later one does, not
+    from the answer, so a term answered 5 s late is renewed at once, not 2 s later."""
+    backend.script("try_acquire", Delay(5))
+    elector = make_elector(clock, backend)
+    async with running(elector, clock):
+        await clock.advance(5)
+        assert elector.is_leader
+        assert backend.times("renew") == [T0 + 5]
+        await clock.advance(INTERVAL)
+        assert backend.times("renew") == [T0 + 5, T0 + 5 + INTERVAL]
+        assert current_leadership(elector).valid_until == T0 + 5 + INTERVAL + DEADLINE
 
 
 @dataclasses.dataclass
