@@ -3,9 +3,14 @@ what happened to safety and liveness. All times are ``CLOCK_BOOTTIME`` seconds.
 
 * A **term** runs from its "became leader" stamp to the earlier of its logged
   end ("stopped leading") and its own deadline: the last exact deadline a run
-  saw (``Leadership.valid_until``), or, for a renewal logged before any run,
-  the log's stamp + renew deadline (later than the truth, so overlaps are
-  over-, never under-counted).
+  saw (``Leadership.valid_until``), or, for a renewal logged while no run
+  told the exact one (a stalled job), a bound never earlier than the truth
+  (so overlaps are over-, never under-counted): a renewal is sent before the
+  term's deadline and extends it to that send + renew deadline, so its new
+  deadline is at most renew deadline after the earlier of its log stamp and
+  the previous deadline. (A renewal answered while the process was stopped
+  is logged when it wakes, after its deadline has passed; its stamp alone
+  would stretch the term across the pause.)
 * An **overlap**: a term starting before an earlier-started term has ended.
 * A **token regression**: a term whose token is not above every earlier term's.
 * An **act by a replaced leader**: a write sent while ``ctx.is_leader()`` was
@@ -26,7 +31,10 @@ what happened to safety and liveness. All times are ``CLOCK_BOOTTIME`` seconds.
   stopped, cut off) is not leading from the fault's start on.
 * **Ticks**: an interval grid named by the wall clock; a tick accepted twice
   is a duplicate, a tick of the campaign's span accepted never is missed;
-  ticks named outside that span come from a stepped wall clock.
+  ticks named outside that span come from a stepped wall clock. A duplicate
+  whose first run came before its time (by a wall clock stepped ahead) is
+  ``duplicate_ticks_early``: without ``misfire_grace`` a tick run early can
+  run again on another replica after a failover (docs/safety.md).
 """
 
 from __future__ import annotations
@@ -89,9 +97,8 @@ def terms_of(
         elif (term_ := open_terms.get(pid)) is not None and term_.token == e["token"]:
             if e["kind"] == "renewed":
                 exact = e["valid_until"]
-                term_.deadline = max(
-                    term_.deadline, exact if exact is not None else e["boot"] + renew_deadline
-                )
+                bound = min(e["boot"], term_.deadline) + renew_deadline
+                term_.deadline = max(term_.deadline, exact if exact is not None else bound)
             elif e["kind"] == "stopped":
                 term_.logged_end = e["boot"]
                 del open_terms[pid]
@@ -142,7 +149,7 @@ def check(
     span: tuple[float, float, float, float],
 ) -> dict[str, Any]:
     """The campaign's account; ``span`` is (boot start, boot end, wall start, wall end)."""
-    _, boot_end, wall_start, wall_end = span
+    boot_start, boot_end, wall_start, wall_end = span
     terms = terms_of(events, attempts, renew_deadline)
     by_term = TermIndex(terms)
     starts = [t.start for t in terms]
@@ -213,7 +220,8 @@ def check(
         if count > 1:
             # Attributed to the fault during which the wall clock named it.
             first = min(a["server_boot"] for a in attempts if a["tick"] == tick and a["kind"] == "act")
-            per_fault[fault_at(first)]["duplicate_ticks"] += count - 1
+            early = _tick_time(tick) > wall_start + (first - boot_start) + 1.0
+            per_fault[fault_at(first)]["duplicate_ticks_early" if early else "duplicate_ticks"] += count - 1
     named = sorted(_tick_time(t) for t in ticks if t not in skewed)
     missed = 0
     if named:

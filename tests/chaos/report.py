@@ -27,6 +27,7 @@ COLUMNS = [
     ),
     ("gap", "longest without leader (s)"),
     ("duplicate_ticks", "duplicate ticks"),
+    ("duplicate_ticks_early", "duplicate ticks first run early (clock ahead; documented)"),
     ("heal", "slowest heal beyond plan (s)"),
 ]
 
@@ -93,6 +94,10 @@ def markdown(runs: list[StoreRun]) -> str:
         "Longest time without a leader: from the fault's start, or from its heal where the fault",
         "left no healthy majority (store down, slow store). Bound: lease + 1 s after faults that leave one.",
         "",
+        "Duplicate ticks first run early: a leader whose wall clock was stepped ahead ran a tick",
+        "before its time, and another leader ran it again when it came; without misfire_grace",
+        "that is documented (docs/safety.md, Wall-clock steps).",
+        "",
         "After lost writes: what followed a fault that can make Redis lose writes it acknowledged",
         "(a restart without persistence, a Sentinel failover; see docs/backends/redis.md), counted",
         "apart because the Redis backend documents it as a limit, not as a guarantee.",
@@ -147,4 +152,5 @@ def write_report(runs: list[StoreRun], out: Path) -> None:
     (out / "report.md").write_text(markdown(runs))
     payload = {"runs": [r.as_dict() for r in runs], "table": [row for r in runs for row in rows(r)]}
     (out / "report.json").write_text(json.dumps(payload, indent=1, default=str))
-    timeline(runs, out / "timeline.png")
+    if runs:  # every store aborted: the Markdown says so, there is nothing to draw
+        timeline(runs, out / "timeline.png")
