@@ -259,20 +259,31 @@ class RedisSentinelGroup(_Server):
 
     def failover(self, timeout: float = 30.0) -> tuple[RedisServer, RedisServer]:
         """``SENTINEL FAILOVER`` (an operator's switch-over: no agreement needed, the master
-        is demoted to a replica); waits for it; returns (old master, new master)."""
+        is demoted to a replica); waits for it; returns (old master, new master).
+
+        Asked again until it happens: right after a failover the demoted master is
+        still a master for some seconds (the Sentinels convert it only once it has
+        reported that role for a while), so a second failover then finds no replica
+        and is aborted (``-failover-abort-no-good-slave``), or refused outright.
+        """
         old = self.master()
         deadline = time.monotonic() + timeout
         while True:
             try:
                 _command(self.sentinel_ports[0], "SENTINEL", "FAILOVER", self.service_name)
-                break
             except ServerError as exc:
                 # -INPROG: the Sentinels are still finishing the previous failover;
                 # -NOGOODSLAVE: the replica has not synced (or been seen) since.
                 if not ("INPROG" in str(exc) or "NOGOODSLAVE" in str(exc)) or time.monotonic() > deadline:
                     raise
                 time.sleep(0.2)
-        return old, self.wait_for_failover(old, max(1.0, deadline - time.monotonic()))
+                continue
+            attempt = min(2 * self.failover_timeout_ms / 1000, deadline - time.monotonic())
+            try:
+                return old, self.wait_for_failover(old, max(1.0, attempt))
+            except ServerError:
+                if time.monotonic() > deadline:
+                    raise
 
     def cut_replication(self) -> RedisServer:
         """From now on the master's writes reach no replica; returns the master.

@@ -94,6 +94,8 @@ class StoreRun:
     account: dict[str, Any]
     seconds: float
     lease: float = LEASE
+    span: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)
+    """(boot start, boot end, wall start, wall end): with the ledger, enough to check again."""
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -101,6 +103,7 @@ class StoreRun:
             "seed": self.seed,
             "seconds": self.seconds,
             "lease": self.lease,
+            "span": self.span,
             "faults": [f.as_dict() for f in self.faults],
             **self.account,
         }
@@ -195,15 +198,9 @@ def run_store(
         time.sleep(0.2)  # the ledger takes the last datagrams
         attempts, events = ledger.rows("attempts"), ledger.rows("events")
         ledger.close()
-    account = check(
-        attempts,
-        events,
-        faults,
-        renew_deadline=RENEW_DEADLINE,
-        interval=INTERVAL,
-        span=(boot_start, boot_end, wall_start, wall_end),
-    )
-    return StoreRun(store.name, seed, plans, faults, account, time.monotonic() - began)
+    span = (boot_start, boot_end, wall_start, wall_end)
+    account = check(attempts, events, faults, renew_deadline=RENEW_DEADLINE, interval=INTERVAL, span=span)
+    return StoreRun(store.name, seed, plans, faults, account, time.monotonic() - began, span=span)
 
 
 def run_campaign(

@@ -225,9 +225,9 @@ class SentinelStore(Store):
     ``sentinel_failover`` is ``SENTINEL FAILOVER`` (an operator's switch-over),
     ``sentinel_kill_master`` a crash of the master (SIGKILL; it rejoins as a
     replica after the failover), and ``sentinel_lost_write`` the asynchronous-
-    replication case: the replica is stopped and its link cut while a new term
-    is acquired on the master alone, then the master crashes and the replica,
-    which never saw that acquisition's ``INCR``, is promoted.
+    replication case: replication is cut (``cut_replication``) while a new
+    term is acquired on the master alone, then the master crashes and the
+    replica, which never saw that acquisition's ``INCR``, is promoted.
     """
 
     name = "redis-sentinel"
@@ -263,24 +263,21 @@ class SentinelStore(Store):
         )
 
     def lose_write(self, new_term: Callable[[], str], down_for: float) -> str:
-        """The replica stopped, ``new_term()`` (a new term acquired on the master alone), the
-        master killed, the replica continued and promoted; returns what was done."""
-        [replica] = self.group.replicas()
-        self.group.pause(replica)
-        try:
-            # A stopped replica would still read what is in its socket when continued:
-            # cut its link, so what the master writes from now on never reaches it.
-            self.group.master().cli("CLIENT", "KILL", "TYPE", "replica")
-            done = new_term()
-            old = self.group.kill_master()
-        finally:
-            self.group.resume(replica)
+        """Replication cut, ``new_term()`` (a new term acquired on the master alone), the
+        master killed and the replica, which never got that term's INCR, promoted;
+        returns what was done."""
+        old = self.group.cut_replication()
+        done = new_term()
+        self.group.kill_master()
         began = time.monotonic()
         new = self.group.wait_for_failover(old)
         promoted = time.monotonic() - began
+        # The promoted replica still has the wrong masterauth: it could not follow the
+        # next master it is demoted under.
+        new.cli("CONFIG", "SET", "masterauth", "")
         time.sleep(max(0.0, down_for - promoted))
         self.group.restart(old)
-        return f"replica {replica.port} stopped; {done}; master {old.port} killed, {new.port} promoted in {promoted:.1f}s"
+        return f"replication cut; {done}; master {old.port} killed, {new.port} promoted in {promoted:.1f}s"
 
     def close(self) -> None:
         self.group.stop(keep=True)
