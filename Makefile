@@ -6,10 +6,12 @@ BIN := $(VENV)/bin
 # The venv is rebuilt when pyproject.toml changes (its hash names the stamp).
 STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 PYTEST_ARGS ?=
-# make chaos: faults per store, the seed to replay (empty: a fresh one, printed), stores run at once.
+# make chaos: faults per store, the seed to replay (empty: a fresh one, printed), stores run at once,
+# and which stores (empty: all; e.g. CHAOS_STORES=kubernetes,redis-sentinel to replay those).
 CHAOS_FAULTS ?= 300
 CHAOS_SEED ?=
 CHAOS_PARALLEL ?= 2
+CHAOS_STORES ?=
 
 .PHONY: help venv servers demo test lint typecheck unit conformance integration bench clean
 
@@ -18,7 +20,7 @@ help:
 	@echo "make test         set up everything (apt packages, Go builds, Python deps) and run every test"
 	@echo "make servers      install/build the real servers (Redis, etcd, kube-apiserver, Toxiproxy, client-go elector) into ~/.cache/leaderlib"
 	@echo "make lint | typecheck | unit | conformance | integration"
-	@echo "make chaos        the long randomized fault campaign on every store (CHAOS_FAULTS=300 per store, CHAOS_SEED=...) -> chaos-report/"
+	@echo "make chaos        the long randomized fault campaign on every store (CHAOS_FAULTS=300 per store, CHAOS_SEED=..., CHAOS_STORES=...) -> chaos-report/"
 	@echo "make bench        latency of each backend next to its raw round trip (needs the servers)"
 
 $(STAMP): pyproject.toml
@@ -63,7 +65,8 @@ bench-quick: venv servers
 
 .PHONY: chaos
 chaos: venv servers
-	CHAOS_SEED=$(CHAOS_SEED) $(BIN)/python -m tests.chaos.campaign --faults $(CHAOS_FAULTS) --parallel $(CHAOS_PARALLEL) --out chaos-report
+	CHAOS_SEED=$(CHAOS_SEED) $(BIN)/python -m tests.chaos.campaign --faults $(CHAOS_FAULTS) --parallel $(CHAOS_PARALLEL) \
+		$(if $(CHAOS_STORES),--stores $(CHAOS_STORES)) --out chaos-report
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
