@@ -65,7 +65,8 @@ Modules: ``_channel`` (endpoints, failover, reconnect backoff), ``_client``
 (one member's connection: TLS, auth, the keepalive stream),
 ``_grpc_errors`` (the error table), ``_session`` (sessions, keepalive loop,
 abandonment), ``_keys`` (the key layout and the recipe's requests),
-``_election`` (the campaign, :class:`EtcdLease`), ``_observe`` (what a wait
+``_election`` (the campaign, :class:`EtcdLease`), ``_txns`` (every
+election's transactions, batched into one), ``_observe`` (what a wait
 watches), ``_watch`` (the shared Watch stream).
 
 A session none of whose keepalives was answered for its TTL is *abandoned*,
@@ -90,6 +91,7 @@ from ._client import tls_credentials
 from ._election import EtcdLease
 from ._keys import RUNS_SUFFIX, candidate_key, run_key
 from ._session import Sessions, lease_ttl
+from ._txns import Transactions
 from ._watch import SharedWatch
 
 __all__ = ["DEFAULT_PREFIX", "EtcdBackend", "EtcdLease", "candidate_key", "lease_ttl", "run_key"]
@@ -161,6 +163,8 @@ class EtcdBackend:
         )
         self._leases: dict[str, EtcdLease] = {}
         self.sessions = Sessions(self.channel, self._leases)
+        self.txns = Transactions(self.channel)
+        """Every election's transactions, batched (``_txns``)."""
         self.watcher = SharedWatch(self.channel)
 
     @property
@@ -246,6 +250,7 @@ class EtcdBackend:
         with contextlib.suppress(BackendError, TimeoutError):
             await asyncio.wait_for(self.sessions.revoke_abandoned(None), timeout=min(self.timeout, 2.0))
         await self.sessions.aclose()
+        await self.txns.aclose()
         await self.watcher.aclose()
         await self.channel.aclose()
 

@@ -39,6 +39,7 @@ from ._keys import (
 )
 from ._observe import observe
 from ._session import Session, lease_ttl
+from ._txns import beside
 
 if TYPE_CHECKING:
     from . import EtcdBackend
@@ -56,6 +57,8 @@ class Candidacy:
     create_revision: int
     leading: bool = False
     acquire_time: dt.datetime | None = None
+    proclaim: Any = None
+    """The Proclaim transaction of this key and identity (the same for every renewal), once built."""
 
 
 class EtcdLease:
@@ -167,17 +170,15 @@ class EtcdLease:
         queued = candidacy is not None and candidacy.key == key
         request = campaign_txn(key, identity, session.lease_id, self.prefix, queued=queued)
 
-        if granted:
-            response = await backend.channel.txn(election, request)
-        else:
+        sent = backend.txns.submit(request)
+        if not granted:
             # The keepalive rides along with every attempt: it keeps a follower's
             # place in the queue, and a lease refreshed after the elector sent
             # this attempt outlives the term the elector counts from it.
-            alive, response = await asyncio.gather(
-                backend.sessions.keepalive(session, election), backend.channel.txn(election, request)
-            )
+            alive = await beside(sent, backend.sessions.keepalive(session, election))
             if not alive:
                 raise LeaseLost("the etcd session lease expired", election=election, backend=backend.scheme)
+        response = await sent
 
         if not queued and response.succeeded:
             create_revision = response.header.revision
@@ -233,7 +234,10 @@ class EtcdLease:
         """Go's ``Election.Proclaim``: rewrite our key's value if it is still our key; returns
         the new mod revision. Raises :class:`LeaseLost` if the key is gone or was recreated."""
         request = proclaim_txn(key, identity, session.lease_id, create_revision)
-        response = await self.backend.channel.txn(self.election, request, timeout)
+        return self._proclaimed(await self.backend.txns.submit(request, timeout))
+
+    def _proclaimed(self, response: Any) -> int:
+        """The new mod revision of a Proclaim's answer; LeaseLost if it found our key gone."""
         if not response.succeeded:
             raise LeaseLost(
                 "our etcd candidate key was deleted or replaced",
@@ -262,11 +266,14 @@ class EtcdLease:
             )
         session, candidacy = held
         timeout = backend.channel.renew_timeout(record.lease_duration)
-        try:
-            alive, mod_revision = await asyncio.gather(
-                backend.sessions.keepalive(session, election, timeout),
-                self._proclaim(record.holder, session, candidacy.key, candidacy.create_revision, timeout),
+        if candidacy.proclaim is None:
+            candidacy.proclaim = proclaim_txn(
+                candidacy.key, record.holder, session.lease_id, candidacy.create_revision
             )
+        proclaimed = backend.txns.submit(candidacy.proclaim, timeout)
+        try:
+            alive = await beside(proclaimed, backend.sessions.keepalive(session, election, timeout))
+            mod_revision = self._proclaimed(await proclaimed)
         except LeaseLost:
             self.candidacies.pop(session.lease_id, None)
             raise
@@ -289,9 +296,7 @@ class EtcdLease:
             # session it lost): Go's Resign of its key if the term is current.
             leader = await self._leader()
             if leader is not None and _names_term(leader, record.holder, record.fencing_token):
-                await backend.channel.txn(
-                    self.election, resign_txn(bytes(leader.key), leader.create_revision)
-                )
+                await backend.txns.submit(resign_txn(bytes(leader.key), leader.create_revision))
             return
         session, candidacy = held
         del self.candidacies[session.lease_id]
@@ -306,7 +311,7 @@ class EtcdLease:
 
     async def _resign(self, session: Session, candidacy: Candidacy) -> None:
         """Go's ``Resign``: delete our key if it is still the one we created; forget the candidacy."""
-        await self.backend.channel.txn(self.election, resign_txn(candidacy.key, candidacy.create_revision))
+        await self.backend.txns.submit(resign_txn(candidacy.key, candidacy.create_revision))
         if self.candidacies.get(session.lease_id) is candidacy:
             del self.candidacies[session.lease_id]
 
@@ -332,7 +337,7 @@ class EtcdLease:
             leader_key = bytes(leader.key)
         key, value = run_key(backend.prefix, election, run.job), encode_run(run)
         request = record_run_txn(leader_key, run.fencing_token, run.identity, key, value, self.prefix)
-        response = await backend.channel.txn(election, request)
+        response = await backend.txns.submit(request)
         if not response.succeeded:
             leaders = kvs(response, 0)
             raise self._fenced_out(run, leaders[0] if leaders else None)

@@ -39,7 +39,7 @@ async def observe(lease: EtcdLease) -> AsyncIterator[LeaseRecord | None]:
         if candidacy is not None:
             ops.append(rpc.RequestOp(request_range=rpc.RangeRequest(key=candidacy.key)))
             ops.append(rpc.RequestOp(request_range=range_predecessor(prefix, candidacy.create_revision)))
-        response = await backend.channel.txn(lease.election, rpc.TxnRequest(success=ops))
+        response = await backend.txns.submit(rpc.TxnRequest(success=ops))
         leaders = kvs(response, 0)
         revision = response.header.revision + 1
         targets: list[Target]

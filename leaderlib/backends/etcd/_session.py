@@ -51,6 +51,10 @@ class Session:
     alive: bool = True
     keeper: asyncio.Task[None] | None = None
     """The keepalive loop; ends when the session does."""
+    next_keepalive: asyncio.Task[bool] | None = None
+    """The keepalive not sent yet that callers join (see :meth:`Sessions.keepalive`)."""
+    sending: asyncio.Lock = dataclasses.field(default_factory=asyncio.Lock)
+    """Held while one of the session's keepalives is out."""
 
     def expires_in(self) -> float:
         """Seconds the lease surely lives, by our clock: TTL from the last answered keepalive."""
@@ -184,25 +188,44 @@ class Sessions:
             self.abandoned.discard(lease_id)
 
     async def keepalive(self, session: Session, election: str | None, timeout: float | None = None) -> bool:
-        """Refresh the session lease once; False if etcd no longer has it.
+        """Refresh the session lease once, by a keepalive sent after this call began; False if
+        etcd no longer has the lease.
 
-        Raises :class:`LeaseLost` instead of sending if the session was abandoned
-        (see :meth:`_live`), or is abandoned while the keepalive is in flight.
+        Callers join the session's next keepalive while it has not been sent:
+        the thousands of elections of one identity on one backend object share
+        a session, and each of their renewals needs the lease refreshed after
+        it began (so the lease outlives the term counted from it), not a
+        keepalive of its own. One keepalive per session is out at a time.
+        Raises :class:`LeaseLost` instead of sending if the session was
+        abandoned (see :meth:`live`), or is abandoned while the keepalive is in flight.
         """
         if not self.live(session):
             raise LeaseLost("the etcd session was abandoned", election=election, backend=self._channel.scheme)
-        sent = boottime()
-        response = await self._channel.call(
-            election, lambda c: c.keepalive(session.lease_id, timeout or self._channel.timeout)
-        )
+        shared = session.next_keepalive
+        if shared is None:
+            shared = session.next_keepalive = asyncio.create_task(self._keepalive(session, timeout))
+            shared.add_done_callback(_retrieved)
+        return await asyncio.shield(shared)
+
+    async def _keepalive(self, session: Session, timeout: float | None) -> bool:
+        """One keepalive for everyone who joined before it was sent."""
+        async with session.sending:
+            if session.next_keepalive is asyncio.current_task():
+                session.next_keepalive = None  # later callers need a later keepalive
+            if not self.live(session):
+                raise LeaseLost("the etcd session was abandoned", election=None, backend=self._channel.scheme)
+            sent = boottime()
+            response = await self._channel.call(
+                None, lambda c: c.keepalive(session.lease_id, timeout or self._channel.timeout)
+            )
         if response is grpc.aio.EOF:
             raise BackendUnavailable(
                 "etcd closed the keepalive stream without an answer",
-                election=election,
+                election=None,
                 backend=self._channel.scheme,
             )
         if not session.alive:
-            raise LeaseLost("the etcd session was abandoned", election=election, backend=self._channel.scheme)
+            raise LeaseLost("the etcd session was abandoned", election=None, backend=self._channel.scheme)
         if response.TTL <= 0:
             return False
         session.ttl = response.TTL
@@ -251,9 +274,12 @@ class Sessions:
         """True while a follower on ``session`` waits on its watch (the elector does not
         poll it then). A leader's keepalive goes with its renewals, and a candidacy
         nobody watches or polls any more (a stopped elector) is left to expire."""
-        return any(
-            lease.watching and not candidacy.leading for lease, candidacy in self.candidacies_on(session)
-        )
+        for lease in list(self._leases.values()):
+            if lease.watching:
+                candidacy = lease.candidacies.get(session.lease_id)
+                if candidacy is not None and not candidacy.leading:
+                    return True
+        return False
 
     async def aclose(self) -> None:
         """Stop every keepalive loop."""
@@ -261,3 +287,9 @@ class Sessions:
         for keeper in keepers:
             keeper.cancel()
         await asyncio.gather(*keepers, return_exceptions=True)
+
+
+def _retrieved(task: asyncio.Task[bool]) -> None:
+    """Mark a shared keepalive's error seen: its callers may all have stopped waiting."""
+    if not task.cancelled():
+        task.exception()
