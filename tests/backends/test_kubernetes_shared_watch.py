@@ -12,6 +12,7 @@ import pytest
 
 from leaderlib.backends import LeaseRecord
 from leaderlib.backends.kubernetes import KubernetesBackend
+from leaderlib.backends.kubernetes._api import WORKERS
 from leaderlib.testing.servers import KubeAPIServer
 from tests.conformance.stores.kubernetes import kube_server
 from tests.electing import until
@@ -112,8 +113,9 @@ async def test_many_elections_share_one_watch_and_get_their_own_events(
 
 
 async def test_connections_do_not_grow_with_elections(make: Callable[[], KubernetesBackend]) -> None:
+    """Twice as many elections as request threads, all at once: a connection per thread, plus the watch."""
     backend = make()
-    elections = [name() for _ in range(ELECTIONS)]
+    elections = [name() for _ in range(2 * WORKERS)]
     watches = [backend.lease(e).watch() for e in elections]
     await asyncio.gather(*(asyncio.wait_for(anext(w), 10) for w in watches))
     results = await asyncio.gather(*(backend.lease(e).try_acquire("replica-a", 5, None) for e in elections))
@@ -121,7 +123,9 @@ async def test_connections_do_not_grow_with_elections(make: Callable[[], Kuberne
     await asyncio.gather(
         *(backend.lease(e).renew(r.record) for e, r in zip(elections, results, strict=True) if r.record)
     )
-    assert connections(backend) <= 9, f"{connections(backend)} connections for {ELECTIONS} elections"
+    assert connections(backend) <= WORKERS + 1, (
+        f"{connections(backend)} connections for {len(elections)} elections"
+    )
     for watch in watches:
         await watch.aclose()
 
