@@ -3,13 +3,20 @@
 For each E: every elector starts at once; when all lead (or ``scale_ramp``
 passes) a window begins, over which it counts missed renewals (a term lost,
 or two renewals further apart than ``renew_interval + MISSED_SLACK``), the
-process's CPU (percent of one core), RSS, TCP connections to the store and
-threads. Timing is leaderlib's defaults (lease 10 s, renew every 2 s).
+process's CPU (percent of one core) and the share of it the garbage
+collector took, RSS, TCP connections to the store and threads. Timing is
+leaderlib's defaults (lease 10 s, renew every 2 s).
+
+One point on its own, against a real server started for it (a full-length
+window, a profile under py-spy)::
+
+    python -m leaderlib._bench.scale redis 10000 --window 120
 """
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import itertools
 import os
 import threading
@@ -62,7 +69,35 @@ def _resources(target: Target) -> dict[str, float]:
     }
 
 
+class _GarbageCollection:
+    """Seconds the garbage collector has run since :meth:`start` (gc callbacks)."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self._began = 0.0
+
+    def __enter__(self) -> _GarbageCollection:
+        gc.callbacks.append(self._callback)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        gc.callbacks.remove(self._callback)
+
+    def _callback(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._began = time.perf_counter()
+        else:
+            self.seconds += time.perf_counter() - self._began
+
+
 async def one_scale(target: Target, elections: int, plan: Plan, row_note: list[str]) -> dict[str, Any]:
+    with _GarbageCollection() as collector:
+        return await _one_scale(target, elections, plan, row_note, collector)
+
+
+async def _one_scale(
+    target: Target, elections: int, plan: Plan, row_note: list[str], collector: _GarbageCollection
+) -> dict[str, Any]:
     config = _config()
     backend = ObservedBackend(backend_from_url(target.url))
     lost: list[str] = []
@@ -84,9 +119,9 @@ async def one_scale(target: Target, elections: int, plan: Plan, row_note: list[s
         ramp = time.monotonic() - began
         leading_at_start = sum(e.is_leader for e in electors)
         before = _resources(target)
-        window_start = time.monotonic()
+        window_start, collected = time.monotonic(), collector.seconds
         await asyncio.sleep(plan.scale_window)
-        window_end = time.monotonic()
+        window_end, collected = time.monotonic(), collector.seconds - collected
         after = _resources(target)
         missed = len(lost)
         for times in backend.renewals.values():
@@ -102,6 +137,7 @@ async def one_scale(target: Target, elections: int, plan: Plan, row_note: list[s
             "not_leading": elections - leading_at_start,
             "lost_terms": len(lost),
             "cpu_percent": round(100 * (after["cpu_s"] - before["cpu_s"]) / (window_end - window_start), 1),
+            "gc_percent": round(100 * collected / (window_end - window_start), 1),
             "rss_mb": round(after["rss_mb"], 1),
             "connections": after["connections"],
             "threads": after["threads"],
@@ -145,3 +181,34 @@ def peer_scale(target: Target, peer: Peer) -> Row:
     """The peers' scale rows: n/a, with why."""
     why = peer.unsupported.get("scale", "not measured")
     return Row(target.store, "scale", peer.subject, settings=peer.settings, status="n/a", why=why)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """One scale point against a real server of the store (see the module docstring)."""
+    import argparse
+    import dataclasses
+    import json
+    import logging
+
+    from .plan import FULL
+    from .stores import real_servers
+
+    parser = argparse.ArgumentParser(prog="python -m leaderlib._bench.scale")
+    parser.add_argument("store", choices=("sqlite", "redis", "etcd", "kubernetes"))
+    parser.add_argument("elections", type=int)
+    parser.add_argument("--window", type=float, default=FULL.scale_window, help="seconds measured")
+    parser.add_argument("--ramp", type=float, default=FULL.scale_ramp, help="at most this long to all lead")
+    args = parser.parse_args(argv)
+    logging.getLogger("leaderlib").setLevel(logging.ERROR)
+    plan = dataclasses.replace(
+        FULL, elections=(args.elections,), scale_window=args.window, scale_ramp=args.ramp
+    )
+    with real_servers() as targets:
+        target = next(t for t in targets if t.store == args.store)
+        notes: list[str] = []
+        point = asyncio.run(one_scale(target, args.elections, plan, notes))
+    print(json.dumps({"store": args.store, **point, "notes": notes}))  # noqa: T201
+
+
+if __name__ == "__main__":
+    main()
