@@ -102,7 +102,7 @@ class Campaign:
         self._failing_since: float | None = None
         self._reminded_at = 0.0
         self._last_error: str | None = None
-        self._callbacks: set[asyncio.Task[None]] = set()
+        self._callbacks: set[asyncio.Task[None]] | None = None  # running callbacks (made on first use)
 
     def wake(self) -> None:
         """Cut a wait before the next attempt short (the elector is stopping)."""
@@ -397,5 +397,7 @@ class Campaign:
                 logger.exception("callback failed", extra={"election": self.election})
 
         task = asyncio.get_running_loop().create_task(guarded())
+        if self._callbacks is None:
+            self._callbacks = set()
         self._callbacks.add(task)
         task.add_done_callback(self._callbacks.discard)

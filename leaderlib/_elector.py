@@ -44,6 +44,9 @@ __all__ = ["ElectorState", "LeaderElector", "Leadership"]
 
 logger = get_logger("leaderlib.elector")
 
+#: The clock of every elector given none (it keeps no state).
+_SYSTEM_CLOCK = SystemClock()
+
 
 def _renew_deadline(election: str, config: ElectionConfig, backend: Backend) -> float:
     """The renew deadline to keep on ``backend``: ``config.renew_deadline``, shortened to
@@ -125,7 +128,7 @@ class LeaderElector:
         self.identity = self.config.identity
         self.renew_deadline = _renew_deadline(election, self.config, backend)
         """The renew deadline this elector keeps: the config's, or less (see _renew_deadline)."""
-        self.clock = clock or SystemClock()
+        self.clock = clock or _SYSTEM_CLOCK
         self.state = ElectorState.IDLE
         self.leadership: Leadership | None = None
         self._on_started_leading = on_started_leading
@@ -141,10 +144,13 @@ class LeaderElector:
             renew_deadline=self.renew_deadline,
             clock=self.clock,
             stopping=self._stopping,
-            leading=lambda: self.state is ElectorState.LEADING,
+            leading=self._leading,
             on_new_leader=on_new_leader,
             attributes=self._attributes,
         )
+
+    def _leading(self) -> bool:
+        return self.state is ElectorState.LEADING
 
     # -- public view -------------------------------------------------------
 

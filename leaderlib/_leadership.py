@@ -20,6 +20,9 @@ from .backends import LeaseRecord
 
 __all__ = ["Leadership", "LeadingCallback", "NewLeaderCallback", "StoppedCallback"]
 
+#: Guards every term's ending against a thread making its wait_lost() event.
+_FLAG_LOCK = threading.Lock()
+
 
 class Leadership:
     """One term as leader, handed to the leader's work.
@@ -37,12 +40,16 @@ class Leadership:
         self.valid_until = valid_until
         """Monotonic time at which this term ends unless renewed."""
         self.lost = asyncio.Event()
-        self._lost_flag = threading.Event()
+        self._ended = False
+        # For threads that wait_lost(): made on first use, as few terms have one
+        # and a process may hold thousands of terms (each object costs the
+        # garbage collector on every full pass).
+        self._lost_flag: threading.Event | None = None
         self._clock = clock
 
     def is_valid(self) -> bool:
         """True while the term lasts: not ended and its deadline not passed on this clock."""
-        return not self._lost_flag.is_set() and self._clock.monotonic() < self.valid_until
+        return not self._ended and self._clock.monotonic() < self.valid_until
 
     def check(self) -> None:
         """Raise :class:`NotLeader` unless the term is still valid.
@@ -55,14 +62,23 @@ class Leadership:
 
     def wait_lost(self, timeout: float | None = None) -> bool:
         """Block a thread until the term ends; True if it did within ``timeout``."""
-        return self._lost_flag.wait(timeout)
+        with _FLAG_LOCK:
+            if self._lost_flag is None:
+                self._lost_flag = threading.Event()
+                if self._ended:
+                    self._lost_flag.set()
+            flag = self._lost_flag
+        return flag.wait(timeout)
 
     def _renewed(self, record: LeaseRecord, valid_until: float) -> None:
         self.record = record
         self.valid_until = valid_until
 
     def _end(self) -> None:
-        self._lost_flag.set()
+        with _FLAG_LOCK:
+            self._ended = True
+            if self._lost_flag is not None:
+                self._lost_flag.set()
         self.lost.set()
 
 
