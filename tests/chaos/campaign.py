@@ -54,10 +54,6 @@ class HarnessHang(RuntimeError):
     """A step of the harness did not return in time (the store's campaign is aborted)."""
 
 
-class Stopped(RuntimeError):
-    """The campaign was interrupted (Ctrl-C): each store ends after its current fault."""
-
-
 def within(limit: float, what: str, call: Callable[[], _T]) -> _T:
     """``call()``, or HarnessHang with its thread's stack if it has not returned after ``limit`` s.
 
@@ -97,6 +93,11 @@ class StoreRun:
     span: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)
     """(boot start, boot end, wall start, wall end): with the ledger, enough to check again."""
 
+    @property
+    def stopped(self) -> bool:
+        """Interrupted before its schedule's end (what ran is still judged and reported)."""
+        return len(self.faults) < len(self.plans)
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "store": self.store,
@@ -104,6 +105,7 @@ class StoreRun:
             "seconds": self.seconds,
             "lease": self.lease,
             "span": self.span,
+            "planned": len(self.plans),
             "faults": [f.as_dict() for f in self.faults],
             **self.account,
         }
@@ -171,7 +173,8 @@ def run_store(
         time.sleep(1.0)
         for n, plan in enumerate(plans, 1):
             if stop is not None and stop.is_set():
-                raise Stopped(f"{store.name}: stopped before fault {n}")
+                say(f"[{store.name}] stopped before fault {n}")
+                break
             leader = _wait_leader(ledger, replicas, 60)
             if leader is None:
                 say(f"[{store.name}] no leader for 60 s before fault {n}")
@@ -240,21 +243,33 @@ def run_campaign(
             finally:
                 store.close()
 
+        results: dict[str, StoreRun | None] = {}
         with concurrent.futures.ThreadPoolExecutor(max(1, parallel)) as pool:
-            futures = [pool.submit(one, name) for name in stores]
-            try:
-                results = [future.result() for future in futures]
-            except KeyboardInterrupt:
-                # Only this thread hears Ctrl-C: the stores' threads stop at their next fault.
-                print("interrupted: each running store stops after its current fault")
-                stop.set()
-                pool.shutdown(wait=True, cancel_futures=True)
-                raise
-    runs = [r for r in results if r is not None]
-    aborted = [name for name, r in zip(stores, results, strict=True) if r is None]
+            futures = {pool.submit(one, name): name for name in stores}
+            pending = set(futures)
+            while pending:
+                try:
+                    finished, pending = concurrent.futures.wait(
+                        pending, return_when=concurrent.futures.FIRST_COMPLETED
+                    )
+                except KeyboardInterrupt:
+                    # Only this thread hears it: the stores' threads stop at their next
+                    # fault, and what ran is judged and reported all the same.
+                    print("interrupted: each running store stops after its current fault")
+                    stop.set()
+                    for future in pending:
+                        future.cancel()
+                    continue
+                for future in finished:
+                    results[futures[future]] = None if future.cancelled() else future.result()
+                # After every store, so a campaign that dies later keeps what it had.
+                write_report([r for name in stores if (r := results.get(name)) is not None], out)
+    runs = [r for name in stores if (r := results.get(name)) is not None]
+    aborted = [name for name in stores if results.get(name) is None]
     if aborted:
-        print(f"ABORTED (harness): {aborted}")
-    write_report(runs, out)
+        print(f"ABORTED or not run: {aborted}")
+    if stop.is_set():
+        raise KeyboardInterrupt
     return runs
 
 
@@ -287,7 +302,7 @@ def main(argv: list[str] | None = None) -> int:
             kinds=args.kinds.split(",") if args.kinds else None,
         )
     except KeyboardInterrupt:
-        print(f"stopped; no report. CHAOS_SEED={args.seed}")
+        print(f"stopped; the report of what ran is in {args.out}/. CHAOS_SEED={args.seed}")
         return 130
     failed = [r.store for r in runs if r.account["problems"] or not verdict(r)[0]]
     failed += [s for s in args.stores.split(",") if s not in {r.store for r in runs}]
@@ -309,7 +324,8 @@ def verdict(run: StoreRun) -> tuple[bool, list[str]]:
     slow = [
         f"fault {f.n} {f.kind}: healed {f.overrun:.1f}s late" for f in run.faults if f.overrun > HEAL_BOUND
     ]
-    return not (broken or late or slow), broken + late + slow
+    stopped = [f"stopped after {len(run.faults)} of {len(run.plans)} faults"] if run.stopped else []
+    return not (broken or late or slow or stopped), broken + late + slow + stopped
 
 
 if __name__ == "__main__":
