@@ -39,7 +39,7 @@ T = TypeVar("T")
 GROUP_LIMIT = 100
 
 #: How many queued transactions one batch takes (several groups, sent in turn).
-_BATCH_LIMIT = 4 * GROUP_LIMIT
+_BATCH_LIMIT = 10 * GROUP_LIMIT
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,10 +66,10 @@ class Transactions:
         return self._batcher.submit(_Txn(request, timeout))
 
     async def _send(self, txns: Sequence[_Txn]) -> list[Any]:
-        outcomes: list[Any] = []
-        for group in _groups(txns):
-            outcomes += await self._send_group(group)
-        return outcomes
+        # The groups go out together: one after another, each would wait its
+        # turn through a busy event loop as well as its round trip.
+        answered = await asyncio.gather(*(self._send_group(group) for group in _groups(txns)))
+        return [outcome for outcomes in answered for outcome in outcomes]
 
     async def _send_group(self, group: list[_Txn]) -> list[Any]:
         """The group's responses (or errors), in order."""
