@@ -26,7 +26,11 @@ def test_failover_and_handover(store_url: str) -> None:
     assert summary["overlaps"] == 0, summary["leaderships"]
     assert summary["duplicate_ticks"] == 0
     # The demo's jobs have a misfire_grace longer than the failover: the gap's ticks run late.
-    assert summary["missed_ticks"] == 0, summary
+    # Three terms are expected (the first, after the SIGKILL, after the SIGTERM); a term that
+    # ends otherwise (renewals starved on a loaded machine) may take the tick whose start it
+    # was recording with it (ticks are at most once), so each extra term may cost one tick.
+    extra_terms = max(0, len(summary["leaderships"]) - 3)
+    assert summary["missed_ticks"] <= extra_terms, summary
     assert summary["recovered_ticks"] > 0, "the SIGKILL gap left ticks for the next leader to recover"
     assert summary["job_runs"] > 0
     assert summary["failover_seconds"] is not None, "nobody took over from the killed leader"

@@ -58,6 +58,10 @@ def test_bad_flags_exit_2(tmp_path: Path) -> None:
     with elector:
         with pytest.raises(ElectorExited, match="exited"):
             elector.wait_for("started_leading", timeout=10)
+        # Its output ends as it exits; the status comes once the process is reaped.
+        deadline = time.monotonic() + 10
+        while elector.returncode is None and time.monotonic() < deadline:
+            time.sleep(0.02)
         assert elector.returncode == 2
 
 
