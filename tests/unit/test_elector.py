@@ -773,25 +773,6 @@ async def test_fencing_token_grows_with_each_term_and_is_kept_across_renewals(
         assert backend.times("try_acquire")[-1] == T0 + 5
 
 
-async def test_wait_lost_wakes_a_waiting_thread_and_answers_at_once_after_the_end(
-    clock: PausingClock, backend: ScriptedBackend
-) -> None:
-    backend.script("renew", Conflict("other"))
-    elector = make_elector(clock, backend)
-    async with running(elector, clock):
-        leadership = current_leadership(elector)
-        waiting = asyncio.ensure_future(asyncio.to_thread(leadership.wait_lost, 10.0))
-        await asyncio.sleep(0.05)
-        assert not waiting.done()
-        await clock.advance(INTERVAL)
-        assert await asyncio.wait_for(waiting, 5.0)
-    # A term whose thread first asks after it ended (no event made while it lasted).
-    record = LeaseRecord(election=ELECTION, holder="me", lease_duration=LEASE, fencing_token=1, version="1")
-    ended = Leadership(record=record, valid_until=clock.monotonic() + 5, clock=clock)
-    ended._end()
-    assert ended.wait_lost(0)
-
-
 async def test_leadership_check_raises_not_leader_after_loss(
     clock: PausingClock, backend: ScriptedBackend
 ) -> None:
@@ -802,12 +783,21 @@ async def test_leadership_check_raises_not_leader_after_loss(
         leadership.check()
         assert leadership.is_valid()
         assert not leadership.wait_lost(0)
+        waiting = asyncio.ensure_future(asyncio.to_thread(leadership.wait_lost, 10.0))
+        await asyncio.sleep(0.05)
+        assert not waiting.done()
         await clock.advance(INTERVAL)
+        assert await asyncio.wait_for(waiting, 5.0)  # a thread that waited wakes at the end
         assert not leadership.is_valid()
         assert leadership.wait_lost(0)
         with pytest.raises(NotLeader) as raised:
             leadership.check()
         assert raised.value.election == ELECTION
+    # A term whose first wait_lost() comes after it ended (its thread event made then).
+    record = LeaseRecord(election=ELECTION, holder="me", lease_duration=LEASE, fencing_token=1, version="1")
+    ended = Leadership(record=record, valid_until=clock.monotonic() + 5, clock=clock)
+    ended._end()
+    assert ended.wait_lost(0)
 
 
 def test_election_name_must_be_a_non_empty_string(clock: PausingClock, backend: ScriptedBackend) -> None:
