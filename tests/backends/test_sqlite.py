@@ -131,6 +131,46 @@ async def test_processes_contend_and_exactly_one_wins(db: Path, tmp_path: Path) 
     assert len({me for me, result in results if result["tokens"]}) > 1, "churn had no contention"
 
 
+OPENER = textwrap.dedent(
+    """
+    import asyncio, sys, time
+    from leaderlib.backends.sqlite import SQLiteBackend
+
+    async def main(start, paths):
+        for i, path in enumerate(paths):
+            while time.time() < start + 0.3 * i:
+                await asyncio.sleep(0.001)
+            backend = SQLiteBackend.from_url(f"sqlite://{path}")
+            await backend.lease("race").get()
+            await backend.aclose()
+
+    asyncio.run(main(float(sys.argv[1]), sys.argv[2:]))
+    """
+)
+
+
+async def test_processes_opening_a_new_file_at_once_all_open_it(tmp_path: Path) -> None:
+    """Six processes open the same new file at the same instant, eight times over: every
+    open succeeds (turning a new file to WAL takes the file's exclusive lock, and SQLite
+    answers "database is locked" at once, without its busy timeout, to all but one of
+    several connections that each read the file first)."""
+    script = tmp_path / "opener.py"
+    script.write_text(OPENER)
+    paths = [str(tmp_path / f"new-{i}.db") for i in range(8)]
+    start = time.time() + 1.0
+    procs = [
+        await asyncio.create_subprocess_exec(
+            sys.executable, str(script), str(start), *paths, stderr=asyncio.subprocess.PIPE
+        )
+        for _ in range(6)
+    ]
+    for i, proc in enumerate(procs):
+        _, err = await asyncio.wait_for(proc.communicate(), timeout=60)
+        assert proc.returncode == 0, f"opener {i} failed:\n{err.decode()[-2000:]}"
+    for path in paths:
+        assert raw(Path(path), "PRAGMA journal_mode") == [("wal",)]
+
+
 HOLDER = textwrap.dedent(
     """
     import asyncio, sys

@@ -11,6 +11,7 @@ import re
 import sqlite3
 import tempfile
 import threading
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -207,13 +208,16 @@ class Database:
     def _open(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None)
         try:
-            mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-            if str(mode).lower() != "wal":
+            mode = self._switch_to_wal(conn)
+            if mode.lower() != "wal":
                 # Still correct (rollback journal), only slower under contention.
                 logger.warning("sqlite file is not in WAL mode", extra={"path": self.path, "mode": mode})
             # In WAL mode NORMAL loses at most the last commits on power loss,
             # when every process holding a lease is gone anyway.
             conn.execute("PRAGMA synchronous=NORMAL")
+            # The write lock asked up front, where the busy timeout applies (a read that
+            # upgrades to a write can be refused at once when another commits between).
+            conn.execute("BEGIN IMMEDIATE")
             conn.execute(
                 f"CREATE TABLE IF NOT EXISTS {self.table} ("
                 "election TEXT PRIMARY KEY, holder TEXT, lease_duration REAL, fencing_token INTEGER,"
@@ -225,6 +229,7 @@ class Database:
                 f"CREATE TABLE IF NOT EXISTS {self.runs_table} ("
                 "election TEXT NOT NULL, job TEXT NOT NULL, record TEXT, PRIMARY KEY (election, job))"
             )
+            conn.execute("COMMIT")
         except BaseException:
             conn.close()
             raise
@@ -233,6 +238,23 @@ class Database:
             extra={"path": self.path, "table": self.table, "runs_table": self.runs_table},
         )
         return conn
+
+    def _switch_to_wal(self, conn: sqlite3.Connection) -> str:
+        """Put the file in WAL mode; returns the journal mode it is in.
+
+        Several connections turning a new file to WAL at once each read it, then all
+        but one are refused the exclusive lock with "database is locked" at once:
+        SQLite does not wait out the busy timeout where waiting could deadlock. So
+        the switch is asked again until the busy timeout has passed.
+        """
+        deadline = time.monotonic() + self.busy_timeout
+        while True:
+            try:
+                return str(conn.execute("PRAGMA journal_mode=WAL").fetchone()[0])
+            except sqlite3.OperationalError as exc:
+                if exc.sqlite_errorcode != sqlite3.SQLITE_BUSY or time.monotonic() >= deadline:
+                    raise
+            time.sleep(0.01)
 
     def _open_inline(self) -> tuple[sqlite3.Connection, WalIndex] | None:
         """The inline connection and the WAL index, or None if the file cannot be used inline."""
