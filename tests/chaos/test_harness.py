@@ -18,14 +18,18 @@ from .faults import _heal
 
 
 @contextlib.contextmanager
-def flooding_server() -> Iterator[tuple[str, int]]:
-    """A TCP server that writes to each connection as fast as it can, until it closes."""
+def flooding_server() -> Iterator[tuple[tuple[str, int], threading.Event]]:
+    """A TCP server that, once the yielded event is set, writes to each connection as
+    fast as it can, until it closes. (Flooding from the first byte would race the
+    test's toxic: Toxiproxy cannot add one to a link already blocked on a full socket.)"""
     listener = socket.create_server(("127.0.0.1", 0))
     stop = threading.Event()
+    flood = threading.Event()
 
     def serve(conn: socket.socket) -> None:
         chunk = b"x" * 65536
         with conn, contextlib.suppress(OSError):
+            flood.wait(30)
             while not stop.is_set():
                 conn.sendall(chunk)
 
@@ -37,8 +41,9 @@ def flooding_server() -> Iterator[tuple[str, int]]:
 
     threading.Thread(target=accept, daemon=True).start()
     try:
-        yield listener.getsockname()
+        yield listener.getsockname(), flood
     finally:
+        flood.set()
         stop.set()
         listener.close()
 
@@ -52,11 +57,12 @@ def test_heal_falls_back_to_reset_when_removing_a_held_toxic_hangs(
     (as it did on a busy gRPC connection). Healing must then reset the connections and
     leave the proxy clean and usable."""
     client = Toxiproxy(toxiproxy_server.url, timeout=2.0)
-    with flooding_server() as upstream:
+    with flooding_server() as (upstream, flood):
         proxy = client.create_proxy(upstream)
         try:
             stalled = socket.create_connection((proxy.host, proxy.port))
             proxy.hold("downstream")
+            flood.set()
             time.sleep(1.0)  # the proxy now holds data the client will never read
             delivered = _heal(proxy, deliver=True)
             assert not delivered, "removing the toxic did not hang: this test no longer reproduces it"
