@@ -60,21 +60,21 @@ def test_heal_falls_back_to_reset_when_removing_a_held_toxic_hangs(
     with flooding_server() as (upstream, flood):
         proxy = client.create_proxy(upstream)
         try:
-            stalled = socket.create_connection((proxy.host, proxy.port))
-            proxy.hold("downstream")
-            flood.set()
-            time.sleep(1.0)  # the proxy now holds data the client will never read
-            delivered = _heal(proxy, deliver=True)
-            assert not delivered, "removing the toxic did not hang: this test no longer reproduces it"
-            assert proxy.toxics() == []
-            assert client.proxy(proxy.name).enabled
-            # The stalled connection was closed (EOF or reset, not left open); a new one flows.
-            stalled.settimeout(5.0)
-            with stalled, contextlib.suppress(ConnectionResetError):
-                while stalled.recv(1 << 20):
-                    pass
+            with socket.create_connection((proxy.host, proxy.port)) as stalled:
+                proxy.hold("downstream")
+                flood.set()
+                time.sleep(1.0)  # the proxy now holds data the client will never read
+                delivered = _heal(proxy, deliver=True)
+                assert not delivered, "removing the toxic did not hang: this test no longer reproduces it"
+                assert proxy.toxics() == []
+                assert client.proxy(proxy.name).enabled
+                # The stalled connection was closed (EOF or reset, not left open).
+                stalled.settimeout(5.0)
+                with contextlib.suppress(ConnectionResetError):
+                    while stalled.recv(1 << 20):
+                        pass
             with socket.create_connection((proxy.host, proxy.port), timeout=5.0) as fresh:
-                assert fresh.recv(1024)
+                assert fresh.recv(1024), "a new connection flows"
         finally:
             proxy.delete()
 
