@@ -271,7 +271,15 @@ class Service:
     # -- running -------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Campaign and run jobs while leading, until :meth:`stop` (or cancellation)."""
+        """Campaign and run jobs while leading, until :meth:`stop` (or cancellation).
+
+        One run at a time: a second call while one runs raises ``RuntimeError``
+        (it would campaign again with the same identity and replace the first
+        run's electors)."""
+        if self._running:
+            raise RuntimeError(
+                f"service {self.name!r} is already running; run() it once (stop() ends that run)"
+            )
         if not self._jobs:
             raise ConfigError(
                 f"service {self.name!r} has no jobs; add some with @service.job(...)", field="jobs"

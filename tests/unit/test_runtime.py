@@ -653,6 +653,20 @@ async def test_stop_before_run_is_remembered(clock: PausingClock) -> None:
     assert not service.is_leader
 
 
+async def test_a_second_run_while_the_first_runs_is_refused(clock: PausingClock) -> None:
+    """A second run() would campaign again with the same identity and replace the
+    first run's electors under it: it is refused, and the first run goes on."""
+    backend = ScriptedBackend(clock)
+    service = make_service(clock, backend)
+    service.add_job(noop, every=1)
+    async with serving(service, clock) as task:
+        await clock.advance(0.5)
+        with pytest.raises(RuntimeError, match="already running"):
+            await asyncio.wait_for(service.run(), timeout=2)
+        assert not task.done() and service.is_leader
+        assert len(backend.calls_to("try_acquire")) == 1
+
+
 async def test_the_shutdown_log_counts_the_runs_still_going(
     clock: PausingClock, caplog: pytest.LogCaptureFixture
 ) -> None:
