@@ -162,7 +162,7 @@ class EtcdBackend:
             credentials=tls_credentials(scheme, cacert, cert, key),
         )
         self._leases: dict[str, EtcdLease] = {}
-        self.sessions = Sessions(self.channel, self._leases)
+        self.sessions = Sessions(self.channel)
         self.txns = Transactions(self.channel)
         """Every election's transactions, batched (``_txns``)."""
         self.watcher = SharedWatch(self.channel)

@@ -118,6 +118,18 @@ class EtcdLease:
             expires_in=expires_in,
         )
 
+    def add_candidacy(self, session: Session, candidacy: Candidacy) -> None:
+        """Make ``candidacy`` ours in this election under ``session``; the session notes
+        the election (:attr:`Session.elections`), so releasing or ending it looks here only."""
+        self.candidacies[session.lease_id] = candidacy
+        session.elections.add(self)
+
+    def drop_candidacy(self, session: Session, candidacy: Candidacy | None = None) -> None:
+        """Forget our candidacy under ``session`` (only if it is still ``candidacy``, when given)."""
+        if candidacy is None or self.candidacies.get(session.lease_id) is candidacy:
+            self.candidacies.pop(session.lease_id, None)
+            session.elections.discard(self)
+
     # ------------------------------------------------------------------ the Protocol
 
     async def get(self) -> LeaseRecord | None:
@@ -186,14 +198,14 @@ class EtcdLease:
             own = kvs(response, 0)
             if not own:
                 # Our key is gone (deleted by someone else): queue again, now.
-                self.candidacies.pop(session.lease_id, None)
+                self.drop_candidacy(session)
                 return await self._campaign(identity, lease_duration, session, granted=True)
             create_revision = own[0].create_revision
             if own[0].value != identity.encode():
                 await self._proclaim(identity, session, key, create_revision)
         if candidacy is None or candidacy.create_revision != create_revision:
             candidacy = Candidacy(key=key, create_revision=create_revision)
-            self.candidacies[session.lease_id] = candidacy
+            self.add_candidacy(session, candidacy)
             self.queued.set()
 
         leaders = kvs(response, 1)
@@ -275,7 +287,7 @@ class EtcdLease:
             alive = await beside(proclaimed, backend.sessions.keepalive(session, election, timeout))
             mod_revision = self._proclaimed(await proclaimed)
         except LeaseLost:
-            self.candidacies.pop(session.lease_id, None)
+            self.drop_candidacy(session)
             raise
         if not alive:
             backend.sessions.end(session)
@@ -299,8 +311,8 @@ class EtcdLease:
                 await backend.txns.submit(resign_txn(bytes(leader.key), leader.create_revision))
             return
         session, candidacy = held
-        del self.candidacies[session.lease_id]
-        if not backend.sessions.candidacies_on(session):
+        self.drop_candidacy(session)
+        if not session.elections:
             # Go's Resign + Session.Close in one raft entry: revoking the lease
             # deletes the key with it.
             backend.sessions.end(session)
@@ -312,8 +324,7 @@ class EtcdLease:
     async def _resign(self, session: Session, candidacy: Candidacy) -> None:
         """Go's ``Resign``: delete our key if it is still the one we created; forget the candidacy."""
         await self.backend.txns.submit(resign_txn(candidacy.key, candidacy.create_revision))
-        if self.candidacies.get(session.lease_id) is candidacy:
-            del self.candidacies[session.lease_id]
+        self.drop_candidacy(session, candidacy)
 
     async def record_run(self, run: JobRun) -> None:
         """One ``Txn`` (:func:`record_run_txn`): the job's record is put only while the

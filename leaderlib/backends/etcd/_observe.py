@@ -66,9 +66,9 @@ def _watch_candidacy(lease: EtcdLease) -> tuple[Session, Candidacy] | None:
     """Our queued candidacy in this election closest to the front, and its session, if any."""
     sessions = lease.backend.sessions
     found = [
-        (s, lease.candidacies[s.lease_id])
-        for s in list(sessions.by_slot.values())
-        if s.lease_id in lease.candidacies and sessions.live(s)
+        (session, candidacy)
+        for lease_id, candidacy in list(lease.candidacies.items())
+        if (session := sessions.own(lease_id)) is not None
     ]
     return min(found, key=lambda pair: pair[1].create_revision) if found else None
 

@@ -55,6 +55,9 @@ class Session:
     """The keepalive not sent yet that callers join (see :meth:`Sessions.keepalive`)."""
     sending: asyncio.Lock = dataclasses.field(default_factory=asyncio.Lock)
     """Held while one of the session's keepalives is out."""
+    elections: set[EtcdLease] = dataclasses.field(default_factory=set)
+    """The elections with a candidacy on this session (see :meth:`EtcdLease.add_candidacy`):
+    what releasing or ending it concerns, found without looking at every election."""
 
     def expires_in(self) -> float:
         """Seconds the lease surely lives, by our clock: TTL from the last answered keepalive."""
@@ -64,10 +67,11 @@ class Session:
 class Sessions:
     """A backend's sessions, by (identity, TTL), shared by every election as Go's ``Session`` is."""
 
-    def __init__(self, channel: Channel, leases: dict[str, EtcdLease]) -> None:
+    def __init__(self, channel: Channel) -> None:
         self._channel = channel
-        self._leases = leases
         self.by_slot: dict[tuple[str, int], Session] = {}
+        self.by_lease: dict[int, Session] = {}
+        """The sessions of ``by_slot``, by lease id."""
         self._locks: dict[tuple[str, int], asyncio.Lock] = {}
         # Leases of abandoned sessions, revoked (best effort) once etcd answers
         # again: etcd does not expire leases while it is down, and after a
@@ -106,7 +110,7 @@ class Sessions:
                 lease_duration=lease_duration,
                 refreshed_at=sent,
             )
-            self.by_slot[slot] = session
+            self.by_slot[slot] = self.by_lease[session.lease_id] = session
             self._start_keeper(session)
             logger.debug(
                 "granted session lease",
@@ -122,16 +126,14 @@ class Sessions:
         slot = (session.identity, lease_ttl(session.lease_duration))
         if self.by_slot.get(slot) is session:
             del self.by_slot[slot]
-        for lease in list(self._leases.values()):
-            lease.candidacies.pop(session.lease_id, None)
+        if self.by_lease.get(session.lease_id) is session:
+            del self.by_lease[session.lease_id]
+        for lease in list(session.elections):
+            lease.drop_candidacy(session)
 
     def candidacies_on(self, session: Session) -> list[tuple[EtcdLease, Candidacy]]:
         """The elections ``session`` campaigns in, and its candidacy in each."""
-        return [
-            (lease, lease.candidacies[session.lease_id])
-            for lease in list(self._leases.values())
-            if session.lease_id in lease.candidacies
-        ]
+        return [(lease, lease.candidacies[session.lease_id]) for lease in session.elections]
 
     def live(self, session: Session) -> bool:
         """True if ``session`` may still be kept alive; abandons it once no keepalive
@@ -234,10 +236,8 @@ class Sessions:
 
     def own(self, lease_id: int) -> Session | None:
         """Our live session with this lease; an abandoned one's key is never ours."""
-        for session in list(self.by_slot.values()):
-            if session.lease_id == lease_id and self.live(session):
-                return session
-        return None
+        session = self.by_lease.get(lease_id)
+        return session if session is not None and self.live(session) else None
 
     def _start_keeper(self, session: Session) -> None:
         session.keeper = asyncio.create_task(self._keep(session), name=f"etcd-keepalive-{session.lease_id:x}")
@@ -274,7 +274,7 @@ class Sessions:
         """True while a follower on ``session`` waits on its watch (the elector does not
         poll it then). A leader's keepalive goes with its renewals, and a candidacy
         nobody watches or polls any more (a stopped elector) is left to expire."""
-        for lease in list(self._leases.values()):
+        for lease in list(session.elections):
             if lease.watching:
                 candidacy = lease.candidacies.get(session.lease_id)
                 if candidacy is not None and not candidacy.leading:
