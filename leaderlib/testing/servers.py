@@ -939,6 +939,10 @@ class KubeAPIServer(_Server):
     Role and RoleBinding are created. No controller-manager or scheduler runs:
     objects are stored and served, nothing reconciles them.
 
+    :attr:`elector_url` is the backend URL as ``elector``. :meth:`admin_request` calls the
+    API as admin; :meth:`admin_get_lease` and :meth:`admin_put_lease` read and write a Lease
+    as another program would (:meth:`lease_path` is its API path).
+
     :meth:`stop_apiserver` and :meth:`start_apiserver` (or :meth:`restart_apiserver`)
     take the API server alone down and up again on the same port, certificates,
     tokens and etcd, as a control-plane restart does: clients keep their
@@ -987,6 +991,11 @@ class KubeAPIServer(_Server):
     def backend_url(self) -> str:
         """The leaderlib backend URL: ``kubernetes://NAMESPACE``."""
         return f"kubernetes://{self.namespace}"
+
+    @property
+    def elector_url(self) -> str:
+        """The backend URL as the ``elector`` user: ``kubernetes://NAMESPACE?kubeconfig=PATH``."""
+        return f"{self.backend_url}?kubeconfig={self.kubeconfig}"
 
     def _write_pki(self) -> tuple[CertPair, CertPair]:
         ca = CertificateAuthority(self.directory / "pki", "leaderlib kube test CA")
@@ -1094,6 +1103,27 @@ class KubeAPIServer(_Server):
         if not 200 <= status < 300:
             raise ServerError(f"{method} {path} -> {status}: {result}", self.log_path)
         return result
+
+    def lease_path(self, name: str | None = None, *, namespace: str | None = None) -> str:
+        """The API path of the Leases in ``namespace`` (default :attr:`namespace`), or of Lease ``name``."""
+        path = f"/apis/coordination.k8s.io/v1/namespaces/{namespace or self.namespace}/leases"
+        return path if name is None else f"{path}/{name}"
+
+    def admin_get_lease(self, name: str, *, namespace: str | None = None) -> dict[str, Any]:
+        """Lease ``name`` as admin reads it (the whole object); raises ServerError unless it exists."""
+        return self.admin_request("GET", self.lease_path(name, namespace=namespace))
+
+    def admin_put_lease(self, lease: dict[str, Any]) -> dict[str, Any]:
+        """Create ``lease`` as admin (its ``metadata`` names it and its namespace), or replace
+        the Lease of that name whatever its version, as another program would; returns the
+        object stored."""
+        name, namespace = lease["metadata"]["name"], lease["metadata"]["namespace"]
+        status, current = self._request("GET", self.lease_path(name, namespace=namespace), self.admin_token)
+        if status == 404:
+            return self.admin_request("POST", self.lease_path(namespace=namespace), lease)
+        version = current["metadata"]["resourceVersion"]
+        lease = {**lease, "metadata": {**lease["metadata"], "resourceVersion": version}}
+        return self.admin_request("PUT", self.lease_path(name, namespace=namespace), lease)
 
     def _ready(self) -> bool:
         status, _ = self._request("GET", "/readyz", self.admin_token)

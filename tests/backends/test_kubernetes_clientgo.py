@@ -90,12 +90,6 @@ def now() -> float:
     return time.clock_gettime(time.CLOCK_BOOTTIME)
 
 
-def lease_spec(kube: KubeAPIServer, name: str) -> dict[str, Any]:
-    path = f"/apis/coordination.k8s.io/v1/namespaces/{kube.namespace}/leases/{name}"
-    spec: dict[str, Any] = kube.admin_request("GET", path)["spec"]
-    return spec
-
-
 def leaderlib_term(replica: ClientGoElector, token: int) -> Term:
     """The replica's term with fencing token ``token``: from its start to the earlier of its
     work's cancellation and renew_deadline past its last request sent in the term; its
@@ -193,7 +187,7 @@ def test_leaderlib_hands_over_to_client_go(
     time.sleep(1.0 + random.random())  # a few renewals, seen by client-go; a cut at any phase
     cut = cut_leader(ours, how)
     took = go.wait_for("started_leading", timeout=TAKEOVER_LIMIT + 5)
-    go_token = lease_spec(kube_apiserver, name)["leaseTransitions"]
+    go_token = kube_apiserver.admin_get_lease(name)["spec"]["leaseTransitions"]
     if how == "graceful":
         assert took.boottime - cut < 1.5, "client-go takes a released Lease at its next poll"
     else:
@@ -226,7 +220,7 @@ def test_client_go_hands_over_to_leaderlib(
     name = f"mixed-{uuid.uuid4().hex[:8]}"
     go = clientgo_elector(name, "go-a", LEASE, DEADLINE, RETRY)
     go.wait_for("started_leading", timeout=30)
-    go_token = lease_spec(kube_apiserver, name)["leaseTransitions"]
+    go_token = kube_apiserver.admin_get_lease(name)["spec"]["leaseTransitions"]
     ours = replica(name, "leaderlib-b")
     ours.wait_for("new_leader", timeout=30, leader="go-a")
     time.sleep(1.0 + random.random())
@@ -243,7 +237,7 @@ def test_client_go_hands_over_to_leaderlib(
         lost = go.wait_for("stopped_leading", timeout=DEADLINE + 10)
         assert lost.extra["reason"] == "lost"
     ours_token = took.extra["fencing_token"]
-    assert ours_token == lease_spec(kube_apiserver, name)["leaseTransitions"] + FIRST_TOKEN
+    assert ours_token == kube_apiserver.admin_get_lease(name)["spec"]["leaseTransitions"] + FIRST_TOKEN
     assert_no_overlap(
         [
             client_go_term(go, go_token, cut=None if how == "graceful" else cut),
@@ -270,43 +264,39 @@ def test_a_term_too_long_for_client_go_is_shortened_on_kubernetes(
     time.sleep(1.0 + random.random())
     ours.kill()
     go.wait_for("started_leading", timeout=10)
-    go_token = lease_spec(kube_apiserver, name)["leaseTransitions"]
+    go_token = kube_apiserver.admin_get_lease(name)["spec"]["leaseTransitions"]
     assert_no_overlap(
         [leaderlib_term(ours, first.extra["fencing_token"]), client_go_term(go, go_token, None)]
     )
 
 
-async def test_kubernetes_backend_reports_whole_second_observation(kube_apiserver: KubeAPIServer) -> None:
+async def test_kubernetes_backend_reports_whole_second_observation(
+    kube_backend: Callable[..., KubernetesBackend],
+) -> None:
     """Regression (issue 9, item 5), deterministic: the backend says 1 s and a leader on it
     keeps lease_duration - 1 s, however long the configured renew deadline."""
     assert KubernetesBackend.observation_granularity == 1.0
-    backend = KubernetesBackend.from_url(
-        kube_apiserver.backend_url, kubeconfig=str(kube_apiserver.kubeconfig)
-    )
     timing = {"lease_duration": 4.0, "renew_deadline": 3.9, "renew_interval": 0.25}
-    elector = LeaderElector(f"mixed-{uuid.uuid4().hex[:8]}", backend, config("replica-a", **timing))
-    try:
-        assert elector.renew_deadline == 3.0
-        async with running(elector):
-            await until(lambda: elector.is_leader, timeout=10)
-            leadership = elector.leadership
-            assert leadership is not None
-            assert leadership.valid_until - elector.clock.monotonic() <= 3.0
-    finally:
-        await backend.aclose()
+    elector = LeaderElector(f"mixed-{uuid.uuid4().hex[:8]}", kube_backend(), config("replica-a", **timing))
+    assert elector.renew_deadline == 3.0
+    async with running(elector):
+        await until(lambda: elector.is_leader, timeout=10)
+        leadership = elector.leadership
+        assert leadership is not None
+        assert leadership.valid_until - elector.clock.monotonic() <= 3.0
 
 
 async def test_run_records_leave_a_client_go_follower_unaffected(
-    kube_apiserver: KubeAPIServer, clientgo_elector: Callable[..., ClientGoElector]
+    kube_apiserver: KubeAPIServer,
+    kube_backend: Callable[..., KubernetesBackend],
+    clientgo_elector: Callable[..., ClientGoElector],
 ) -> None:
     """leaderlib leads and records a run every 50 ms (each a new resourceVersion, spec
     untouched) for two lease durations: client-go follows without taking over, takes the
     released Lease at its next poll, keeps the annotation on its own writes, and the ended
     term can no longer record."""
     name = f"mixed-{uuid.uuid4().hex[:8]}"
-    backend = KubernetesBackend.from_url(
-        kube_apiserver.backend_url, kubeconfig=str(kube_apiserver.kubeconfig)
-    )
+    backend = kube_backend()
     tick = dt.datetime(2026, 12, 1, 8, 0, 0, tzinfo=dt.UTC)
     runs: list[JobRun] = []
 
@@ -327,30 +317,26 @@ async def test_run_records_leave_a_client_go_follower_unaffected(
     leader = LeaderElector(
         name, backend, config("leaderlib-a", **timing, retry_period=RETRY), on_started_leading=record_runs
     )
-    try:
-        async with running(leader):
-            await until(lambda: leader.is_leader, timeout=10)
-            go = clientgo_elector(name, "go-b", LEASE, DEADLINE, RETRY)
-            await asyncio.to_thread(go.wait_for, "new_leader", 10, leader="leaderlib-a")
-            at_start = len(runs)
-            await asyncio.sleep(2 * LEASE)
-            assert len(runs) - at_start >= 20, "the leader kept recording runs"
-            assert leader.is_leader
-            assert [e.leader for e in go.events if e.event != "ready"] == ["leaderlib-a"], go.events
-            assert leader.leadership is not None
-            ended = leader.leadership.record
-            released = time.monotonic()
-        took = await asyncio.to_thread(go.wait_for, "started_leading", 5)
-        assert took.monotonic - released < 1.5, "client-go takes the released Lease at its next poll"
-        await asyncio.sleep(3 * RETRY)  # a few client-go renewals
-        path = f"/apis/coordination.k8s.io/v1/namespaces/{kube_apiserver.namespace}/leases/{name}"
-        lease = kube_apiserver.admin_request("GET", path)
-        assert lease["spec"]["holderIdentity"] == "go-b"
-        assert lease["spec"]["leaseTransitions"] == ended.transitions + 1
-        assert RUNS_ANNOTATION in lease["metadata"]["annotations"], "client-go's updates keep it"
-        # The last run asked for, or the one before if stopping cancelled it unsent.
-        assert await backend.lease(name).last_runs() in ({"tick": runs[-1]}, {"tick": runs[-2]})
-        with pytest.raises(LeaseLost, match="go-b"):
-            await backend.lease(name).record_run(runs[-1])
-    finally:
-        await backend.aclose()
+    async with running(leader):
+        await until(lambda: leader.is_leader, timeout=10)
+        go = clientgo_elector(name, "go-b", LEASE, DEADLINE, RETRY)
+        await asyncio.to_thread(go.wait_for, "new_leader", 10, leader="leaderlib-a")
+        at_start = len(runs)
+        await asyncio.sleep(2 * LEASE)
+        assert len(runs) - at_start >= 20, "the leader kept recording runs"
+        assert leader.is_leader
+        assert [e.leader for e in go.events if e.event != "ready"] == ["leaderlib-a"], go.events
+        assert leader.leadership is not None
+        ended = leader.leadership.record
+        released = time.monotonic()
+    took = await asyncio.to_thread(go.wait_for, "started_leading", 5)
+    assert took.monotonic - released < 1.5, "client-go takes the released Lease at its next poll"
+    await asyncio.sleep(3 * RETRY)  # a few client-go renewals
+    lease = kube_apiserver.admin_get_lease(name)
+    assert lease["spec"]["holderIdentity"] == "go-b"
+    assert lease["spec"]["leaseTransitions"] == ended.transitions + 1
+    assert RUNS_ANNOTATION in lease["metadata"]["annotations"], "client-go's updates keep it"
+    # The last run asked for, or the one before if stopping cancelled it unsent.
+    assert await backend.lease(name).last_runs() in ({"tick": runs[-1]}, {"tick": runs[-2]})
+    with pytest.raises(LeaseLost, match="go-b"):
+        await backend.lease(name).record_run(runs[-1])

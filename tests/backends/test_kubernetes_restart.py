@@ -34,36 +34,25 @@ WARM_UP = 2.0
 
 
 @pytest.fixture(scope="module")
-def server() -> Iterator[KubeAPIServer]:
-    """A kube-apiserver of this module's own, so restarting it disturbs no other test."""
+def kube_apiserver() -> Iterator[KubeAPIServer]:
+    """A kube-apiserver of this module's own (``kube_backend`` makes backends on it), so
+    restarting it disturbs no other test."""
     with started(KubeAPIServer(namespace="restarts")) as kube:
         yield kube
 
 
-@pytest.fixture
-async def make(server: KubeAPIServer) -> Callable[[], KubernetesBackend]:
-    made: list[KubernetesBackend] = []
-
-    def factory() -> KubernetesBackend:
-        backend = KubernetesBackend.from_url(server.backend_url, kubeconfig=str(server.kubeconfig))
-        made.append(backend)
-        return backend
-
-    yield factory
-    for backend in made:
-        await backend.aclose()
-
-
 async def test_leader_and_follower_survive_a_restart_with_rbac_warm_up(
-    server: KubeAPIServer, make: Callable[[], KubernetesBackend], caplog: pytest.LogCaptureFixture
+    kube_apiserver: KubeAPIServer,
+    kube_backend: Callable[[], KubernetesBackend],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """Regression (issue 9, item 6): the old elector raised AccessDenied out of run() on the
     first warm-up 403 and the replica exited; issue 10: each request during the outage also
     logged urllib3's own "Retrying ..." warnings, three per request."""
     caplog.set_level(logging.WARNING)
     election = f"restart-{uuid.uuid4().hex[:8]}"
-    a = LeaderElector(election, make(), config("replica-a", **TIMING))
-    b = LeaderElector(election, make(), config("replica-b", **TIMING))
+    a = LeaderElector(election, kube_backend(), config("replica-a", **TIMING))
+    b = LeaderElector(election, kube_backend(), config("replica-b", **TIMING))
     async with running(a) as a_task, running(b) as b_task:
         await until(lambda: a.is_leader or b.is_leader, timeout=10, what="a first leader")
         first = a if a.is_leader else b
@@ -77,7 +66,7 @@ async def test_leader_and_follower_survive_a_restart_with_rbac_warm_up(
         caplog.clear()
 
         took = await asyncio.to_thread(
-            server.restart_apiserver, kill=True, down_for=DOWN_FOR, warm_up=WARM_UP
+            kube_apiserver.restart_apiserver, kill=True, down_for=DOWN_FOR, warm_up=WARM_UP
         )
 
         assert not a_task.done() and not b_task.done(), "an elector left the election"

@@ -4,59 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import uuid
 from collections.abc import AsyncIterator, Callable
-from typing import Any
 
 import pytest
 
 from leaderlib.backends import LeaseRecord
 from leaderlib.backends.kubernetes import KubernetesBackend
 from leaderlib.backends.kubernetes._api import WORKERS
-from leaderlib.testing.servers import KubeAPIServer
-from tests.conformance.stores.kubernetes import kube_server
+from tests.backends.kube import name, record_requests
 from tests.electing import until
 
 pytestmark = pytest.mark.timeout(120)
 
 ELECTIONS = 30
-
-
-@pytest.fixture
-def server(request: pytest.FixtureRequest) -> KubeAPIServer:
-    return kube_server(request)
-
-
-@pytest.fixture
-async def make(server: KubeAPIServer) -> AsyncIterator[Callable[[], KubernetesBackend]]:
-    made: list[KubernetesBackend] = []
-
-    def factory() -> KubernetesBackend:
-        backend = KubernetesBackend.from_url(server.backend_url, kubeconfig=str(server.kubeconfig))
-        made.append(backend)
-        return backend
-
-    yield factory
-    for backend in made:
-        await backend.aclose()
-
-
-def name() -> str:
-    return f"k8s-{uuid.uuid4().hex[:10]}"
-
-
-def record_requests(backend: KubernetesBackend) -> list[tuple[str, str]]:
-    """Every request the backend sends from now on, as (method, url)."""
-    sent: list[tuple[str, str]] = []
-    pool = backend._api.rest_client.pool_manager
-    original = pool.request
-
-    def recording(method: str, url: str, *args: Any, **kwargs: Any) -> Any:
-        sent.append((method, url))
-        return original(method, url, *args, **kwargs)
-
-    pool.request = recording
-    return sent
 
 
 def watch_threads() -> list[threading.Thread]:
@@ -70,9 +30,9 @@ def connections(backend: KubernetesBackend) -> int:
 
 
 async def test_many_elections_share_one_watch_and_get_their_own_events(
-    make: Callable[[], KubernetesBackend],
+    kube_backend: Callable[[], KubernetesBackend],
 ) -> None:
-    backend, actor = make(), make()
+    backend, actor = kube_backend(), kube_backend()
     elections = [name() for _ in range(ELECTIONS)]
     records = {
         a.record.election: a.record
@@ -87,9 +47,11 @@ async def test_many_elections_share_one_watch_and_get_their_own_events(
     for election, first in zip(elections, firsts, strict=True):
         assert first is not None and first.version == records[election].version
     assert len(watch_threads()) - before == 1, [t.name for t in watch_threads()]
-    await until(lambda: any("watch=true" in url for _, url in sent), timeout=5)
-    assert sum("watch=true" in url for _, url in sent) == 1, "one watch stream for the namespace"
-    assert sum(method == "GET" for method, _ in sent) == 2, "one list and one watch, not one per election"
+    await until(lambda: any("watch=true" in request.url for request in sent), timeout=5)
+    assert sum("watch=true" in request.url for request in sent) == 1, "one watch stream for the namespace"
+    assert sum(request.method == "GET" for request in sent) == 2, (
+        "one list and one watch, not one per election"
+    )
 
     # A Lease nobody here watches, in the same namespace: dispatched to no one.
     await actor.lease(name()).try_acquire("someone-else", 5, None)
@@ -112,9 +74,9 @@ async def test_many_elections_share_one_watch_and_get_their_own_events(
     )
 
 
-async def test_connections_do_not_grow_with_elections(make: Callable[[], KubernetesBackend]) -> None:
+async def test_connections_do_not_grow_with_elections(kube_backend: Callable[[], KubernetesBackend]) -> None:
     """Twice as many elections as request threads, all at once: a connection per thread, plus the watch."""
-    backend = make()
+    backend = kube_backend()
     elections = [name() for _ in range(2 * WORKERS)]
     watches = [backend.lease(e).watch() for e in elections]
     await asyncio.gather(*(asyncio.wait_for(anext(w), 10) for w in watches))
@@ -131,21 +93,21 @@ async def test_connections_do_not_grow_with_elections(make: Callable[[], Kuberne
 
 
 async def test_a_lease_that_does_not_exist_is_created_in_one_request(
-    make: Callable[[], KubernetesBackend],
+    kube_backend: Callable[[], KubernetesBackend],
 ) -> None:
-    backend, other = make(), make()
+    backend, other = kube_backend(), kube_backend()
     election = name()
     sent = record_requests(backend)
     first = await backend.lease(election).try_acquire("replica-a", 2, None)
     assert first.acquired and first.record is not None and first.record.fencing_token == 1
-    assert [method for method, _ in sent] == ["POST"]
+    assert [request.method for request in sent] == ["POST"]
 
     # A Lease that exists but this process never saw: POST (409), then it is read.
     sent = record_requests(other)
     taken = await other.lease(election).try_acquire("replica-b", 2, None)
     assert not taken.acquired and taken.record is not None and taken.record.holder == "replica-a"
-    assert [method for method, _ in sent] == ["POST", "GET"]
+    assert [request.method for request in sent] == ["POST", "GET"]
     # Seen now: the next attempt reads first, it creates nothing.
     sent.clear()
     again = await other.lease(election).try_acquire("replica-b", 2, None)
-    assert not again.acquired and [method for method, _ in sent] == ["GET"]
+    assert not again.acquired and [request.method for request in sent] == ["GET"]

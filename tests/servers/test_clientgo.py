@@ -13,7 +13,6 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -34,12 +33,6 @@ JITTER = 1.2
 TIMING = (LEASE_DURATION, RENEW_DEADLINE, RETRY_PERIOD)
 
 Make = Callable[..., ClientGoElector]
-
-
-def _lease(kube: KubeAPIServer, name: str) -> dict[str, Any]:
-    return kube.admin_request(
-        "GET", f"/apis/coordination.k8s.io/v1/namespaces/{kube.namespace}/leases/{name}"
-    )
 
 
 def test_client_go_follows_the_kube_apiserver_release() -> None:
@@ -77,7 +70,7 @@ def test_leads_and_releases_on_sigterm(kube_apiserver: KubeAPIServer, clientgo_e
     assert started.boottime >= started.monotonic
     assert started.identity == started.leader == "go-a"
     assert a.wait_for("new_leader", timeout=10).leader == "go-a"
-    spec = _lease(kube_apiserver, name)["spec"]
+    spec = kube_apiserver.admin_get_lease(name)["spec"]
     assert spec["holderIdentity"] == "go-a"
     assert spec["leaseDurationSeconds"] == int(LEASE_DURATION)
 
@@ -86,7 +79,7 @@ def test_leads_and_releases_on_sigterm(kube_apiserver: KubeAPIServer, clientgo_e
     assert stopped.extra["reason"] == "signal"
     assert a.wait_for("released", timeout=1).monotonic >= started.monotonic
     # client-go's release: empty holder, leaseDurationSeconds 1.
-    spec = _lease(kube_apiserver, name)["spec"]
+    spec = kube_apiserver.admin_get_lease(name)["spec"]
     assert spec.get("holderIdentity", "") == ""
     assert spec["leaseDurationSeconds"] == 1
 
@@ -105,7 +98,7 @@ def test_second_takes_over_after_the_first_is_killed(
     killed_at = time.monotonic()
     assert a.kill() == -9
     # No release: the Lease still names a until b takes it.
-    assert _lease(kube_apiserver, name)["spec"]["holderIdentity"] == "go-a"
+    assert kube_apiserver.admin_get_lease(name)["spec"]["holderIdentity"] == "go-a"
     limit = LEASE_DURATION + 2 * JITTER * RETRY_PERIOD + 1.0
     took = b.wait_for("started_leading", timeout=limit + 5)
     waited = took.monotonic - killed_at
@@ -113,7 +106,7 @@ def test_second_takes_over_after_the_first_is_killed(
     # poll after the kill, and acquires at the first poll past expiry:
     # lease_duration + up to two jittered retry periods.
     assert LEASE_DURATION - JITTER * RETRY_PERIOD - 1.0 <= waited <= limit, waited
-    spec = _lease(kube_apiserver, name)["spec"]
+    spec = kube_apiserver.admin_get_lease(name)["spec"]
     assert spec["holderIdentity"] == "go-b"
     assert spec["leaseTransitions"] >= 1
     assert b.wait_for("new_leader", timeout=5, leader="go-b")

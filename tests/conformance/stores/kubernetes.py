@@ -8,7 +8,6 @@ written as ``admin``, the way another program would.
 from __future__ import annotations
 
 import asyncio
-import atexit
 import datetime as dt
 import json
 import math
@@ -22,22 +21,6 @@ from leaderlib.backends.kubernetes._record import RUNS_ANNOTATION
 from leaderlib.testing.servers import KubeAPIServer
 
 CORRUPTIBLE = True
-
-_fallback: KubeAPIServer | None = None
-
-
-def kube_server(request: pytest.FixtureRequest) -> KubeAPIServer:
-    """The session's kube-apiserver from the ``kube_apiserver`` fixture (leaderlib.testing.pytest_plugin)."""
-    global _fallback
-    try:
-        server: KubeAPIServer = request.getfixturevalue("kube_apiserver")
-    except pytest.FixtureLookupError:
-        # Until the plugin's fixture is registered: one server for the session.
-        if _fallback is None:
-            _fallback = KubeAPIServer().start()
-            atexit.register(_fallback.stop)
-        server = _fallback
-    return server
 
 
 def client_go_lease(
@@ -66,27 +49,13 @@ def client_go_lease(
     }
 
 
-def admin_put_lease(server: KubeAPIServer, lease: dict[str, Any]) -> dict[str, Any]:
-    """Create the Lease as admin, or replace the existing one (blocking)."""
-    path = f"/apis/coordination.k8s.io/v1/namespaces/{lease['metadata']['namespace']}/leases"
-    name = lease["metadata"]["name"]
-    status, current = server._request("GET", f"{path}/{name}", server.admin_token)
-    if status == 404:
-        return server.admin_request("POST", path, lease)
-    lease = {
-        **lease,
-        "metadata": {**lease["metadata"], "resourceVersion": current["metadata"]["resourceVersion"]},
-    }
-    return server.admin_request("PUT", f"{path}/{name}", lease)
-
-
 class KubernetesHarness:
     # Not DNS-1123 subdomains, so not Lease names.
     bad_election_names = ("Not_A_Name", "UPPER", "-dash-first", "a" * 254)
 
     def __init__(self, server: KubeAPIServer) -> None:
         self.server = server
-        self.url = f"{server.backend_url}?kubeconfig={server.kubeconfig}"
+        self.url = server.elector_url
 
     def backend(self) -> Backend:
         return KubernetesBackend.from_url(self.url)
@@ -94,13 +63,13 @@ class KubernetesHarness:
     async def write_foreign(self, election: str, holder: str, lease_duration: float) -> None:
         """A client-go elector's Lease: another holder, renewTime now."""
         lease = client_go_lease(self.server, election, holder, lease_duration)
-        await asyncio.to_thread(admin_put_lease, self.server, lease)
+        await asyncio.to_thread(self.server.admin_put_lease, lease)
 
     async def write_corrupt(self, election: str) -> None:
         """A holder without leaseDurationSeconds: the API server accepts it, no elector can judge it."""
         lease = client_go_lease(self.server, election, "someone", 1)
         del lease["spec"]["leaseDurationSeconds"]
-        await asyncio.to_thread(admin_put_lease, self.server, lease)
+        await asyncio.to_thread(self.server.admin_put_lease, lease)
 
     async def write_corrupt_run(self, election: str, job: str) -> None:
         """``job``'s entry in the Lease's runs annotation is a string, not a run record; the
@@ -108,14 +77,14 @@ class KubernetesHarness:
         await asyncio.to_thread(self._annotate_run, election, job, "not a run record")
 
     def _annotate_run(self, election: str, job: str, value: Any) -> None:
-        path = f"/apis/coordination.k8s.io/v1/namespaces/{self.server.namespace}/leases/{election}"
-        lease = self.server.admin_request("GET", path)
+        lease = self.server.admin_get_lease(election)
         annotations = lease["metadata"].setdefault("annotations", {})
         runs = json.loads(annotations.get(RUNS_ANNOTATION, "{}"))
         runs[job] = value
         annotations[RUNS_ANNOTATION] = json.dumps(runs)
-        self.server.admin_request("PUT", path, lease)
+        self.server.admin_request("PUT", self.server.lease_path(election), lease)
 
 
 def make_harness(request: pytest.FixtureRequest) -> KubernetesHarness:
-    return KubernetesHarness(kube_server(request))
+    server: KubeAPIServer = request.getfixturevalue("kube_apiserver")
+    return KubernetesHarness(server)
