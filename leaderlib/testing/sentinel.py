@@ -16,6 +16,12 @@ random before they ask for votes, so that is 1.5 to 4 s after a crash here).
 ``failover_timeout_ms`` (3000) bounds one failover attempt; a failed attempt
 is retried after twice that.
 
+Every wait here (:meth:`master`, :meth:`wait_for_failover`, :meth:`failover`,
+a replica's sync) is a :func:`~leaderlib.testing.servers.poll`: a server or
+Sentinel that does not answer meanwhile (a paused master, a server resetting
+its clients as the Sentinels reconfigure it) counts as "not yet", and the
+deadline's error says what was waited for and the last error seen.
+
 A killed master can be started again with :meth:`restart`: it comes back as a
 replica of whichever server is master then (the Sentinels would reconfigure
 it anyway; starting it that way avoids a moment with two masters).
@@ -27,7 +33,6 @@ replica that lacks them, the case asynchronous replication allows.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import signal
 import socket
@@ -36,6 +41,7 @@ from pathlib import Path
 
 from leaderlib.testing.servers import (
     LOOPBACK,
+    NotYet,
     RedisServer,
     ServerError,
     _Process,
@@ -43,6 +49,7 @@ from leaderlib.testing.servers import (
     _wait_until,
     find_binary,
     free_port,
+    poll,
 )
 
 __all__ = ["RedisSentinelGroup"]
@@ -59,6 +66,8 @@ def _command(port: int, *args: str, timeout: float = 1.0) -> list[str] | str | i
 
     A few lines of RESP keep this module free of a client library: the
     Sentinel commands used here answer simple strings, integers and flat arrays.
+    A connection closed before the reply raises ``ConnectionError`` (an ``OSError``,
+    as a reset is).
     """
     payload = f"*{len(args)}\r\n" + "".join(f"${len(a.encode())}\r\n{a}\r\n" for a in args)
     with (
@@ -68,7 +77,10 @@ def _command(port: int, *args: str, timeout: float = 1.0) -> list[str] | str | i
         sock.sendall(payload.encode())
 
         def read() -> list[str] | str | int | None:
-            line = reader.readline().rstrip(b"\r\n").decode()
+            raw = reader.readline()
+            if not raw.endswith(b"\n"):
+                raise ConnectionError(f"{' '.join(args)} on port {port}: the connection was closed")
+            line = raw.rstrip(b"\r\n").decode()
             kind, rest = line[:1], line[1:]
             if kind == "+":
                 return rest
@@ -79,8 +91,10 @@ def _command(port: int, *args: str, timeout: float = 1.0) -> list[str] | str | i
             if kind == "$":
                 if rest == "-1":
                     return None
-                data = reader.read(int(rest) + 2)[:-2].decode()
-                return data
+                data = reader.read(int(rest) + 2)
+                if len(data) < int(rest) + 2:
+                    raise ConnectionError(f"{' '.join(args)} on port {port}: the connection was closed")
+                return data[:-2].decode()
             if kind == "*":
                 if rest == "-1":
                     return None
@@ -149,13 +163,18 @@ class RedisSentinelGroup(_Server):
             ports.append(int(reply[1]) if isinstance(reply, list) and len(reply) == 2 else None)
         return ports
 
-    def master(self) -> RedisServer:
-        """The server a majority of Sentinels report as master."""
-        reported = [port for port in self.reported_masters() if port is not None]
-        for port in set(reported):
-            if reported.count(port) * 2 > len(self.sentinel_ports):
-                return self._server_at(port)
-        raise ServerError(f"the Sentinels disagree on the master: {reported}", self.log_path)
+    def master(self, timeout: float = 10.0) -> RedisServer:
+        """The server a majority of Sentinels report as master (waited for up to ``timeout``
+        seconds while they disagree or do not answer, as during a failover)."""
+
+        def agreed() -> RedisServer:
+            reported = self.reported_masters()
+            for port in set(reported):
+                if port is not None and reported.count(port) * 2 > len(self.sentinel_ports):
+                    return self._server_at(port)
+            raise NotYet(f"the Sentinels report {reported}")
+
+        return poll("a majority of Sentinels to agree on the master", agreed, timeout, log_path=self.log_path)
 
     def replicas(self) -> list[RedisServer]:
         """The running servers other than the master."""
@@ -268,22 +287,23 @@ class RedisSentinelGroup(_Server):
         """
         old = self.master()
         deadline = time.monotonic() + timeout
-        while True:
+
+        def switched() -> RedisServer:
             try:
                 _command(self.sentinel_ports[0], "SENTINEL", "FAILOVER", self.service_name)
             except ServerError as exc:
                 # -INPROG: the Sentinels are still finishing the previous failover;
                 # -NOGOODSLAVE: the replica has not synced (or been seen) since.
-                if not ("INPROG" in str(exc) or "NOGOODSLAVE" in str(exc)) or time.monotonic() > deadline:
-                    raise
-                time.sleep(0.2)
-                continue
-            attempt = min(2 * self.failover_timeout_ms / 1000, deadline - time.monotonic())
+                if "INPROG" in str(exc) or "NOGOODSLAVE" in str(exc):
+                    raise NotYet(str(exc)) from exc
+                raise
+            attempt = max(1.0, min(2 * self.failover_timeout_ms / 1000, deadline - time.monotonic()))
             try:
-                return old, self.wait_for_failover(old, max(1.0, attempt))
-            except ServerError:
-                if time.monotonic() > deadline:
-                    raise
+                return self.wait_for_failover(old, attempt)
+            except ServerError as exc:
+                raise NotYet(f"SENTINEL FAILOVER accepted, no failover within {attempt:.1f} s") from exc
+
+        return old, poll(f"a switch-over from port {old.port}", switched, timeout, log_path=self.log_path)
 
     def cut_replication(self) -> RedisServer:
         """From now on the master's writes reach no replica; returns the master.
@@ -313,11 +333,7 @@ class RedisSentinelGroup(_Server):
 
     def _wait_synced(self, replicas: list[RedisServer]) -> None:
         for replica in replicas:
-
-            def synced(replica: RedisServer = replica) -> bool:
-                return "master_link_status:up" in replica.cli("INFO", "replication")
-
-            _wait_until("redis replica sync", synced, self.start_timeout, [], replica.log_path)
+            replica.wait_for_info("master_link_status:up", timeout=self.start_timeout)
 
     def restart(self, server: RedisServer) -> None:
         """Start a killed server again, as a replica of the current master."""
@@ -329,18 +345,20 @@ class RedisSentinelGroup(_Server):
 
         Raises :class:`ServerError` (with the first Sentinel's log tail) on timeout.
         """
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+
+        def promoted() -> RedisServer:
             reported = self.reported_masters()
-            if None not in reported and len(set(reported)) == 1 and reported[0] != old.port:
-                new = self._server_at(int(reported[0]))  # type: ignore[arg-type]
-                with contextlib.suppress(OSError, ServerError):
-                    if "role:master" in new.cli("INFO", "replication"):
-                        return new
-            time.sleep(0.05)
-        tail = "\n".join(self.log_path.read_text(errors="replace").splitlines()[-30:])
-        raise ServerError(
-            f"no failover from port {old.port} within {timeout} s (Sentinels report {self.reported_masters()}); "
-            f"{self.log_path}:\n{tail}",
-            self.log_path,
+            port = reported[0]
+            if port is None or port == old.port or reported.count(port) != len(reported):
+                raise NotYet(f"the Sentinels report {reported}")
+            new = self._server_at(port)
+            new.check_info("role:master")
+            return new
+
+        return poll(
+            f"a failover from port {old.port} (every Sentinel reporting one other master, acting as one)",
+            promoted,
+            timeout,
+            log_path=self.log_path,
+            interval=0.05,
         )

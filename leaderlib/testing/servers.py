@@ -32,6 +32,7 @@ import ctypes
 import json
 import logging
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -48,7 +49,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Protocol, Self
+from typing import Any, Protocol, Self, TypeVar
 
 from leaderlib.testing._pki import CertificateAuthority, CertPair, rsa_key_pair
 
@@ -57,19 +58,23 @@ __all__ = [
     "ETCD_VERSION",
     "KUBE_VERSION",
     "TOXIPROXY_VERSION",
+    "TRANSIENT_ERRORS",
     "BinaryNotFoundError",
     "EtcdCluster",
     "EtcdServer",
     "KubeAPIServer",
+    "NotYet",
     "RedisACLUser",
     "RedisServer",
     "ServerError",
     "ServerStartError",
+    "ServerUnreachable",
     "cache_dir",
     "find_binary",
     "forget_at_exit",
     "free_port",
     "kill_at_exit",
+    "poll",
 ]
 
 log = logging.getLogger("leaderlib.testing")
@@ -118,6 +123,21 @@ class BinaryNotFoundError(ServerError):
 
 class ServerStartError(ServerError):
     """A server process exited or did not become ready in time."""
+
+
+class ServerUnreachable(ServerError):
+    """A server did not answer this time: the connection was refused, reset or closed, or no
+    answer came in time (a paused or failing-over server); :func:`poll` asks again."""
+
+
+class NotYet(Exception):
+    """Raised by a :func:`poll` probe: not yet; the message says what it saw instead."""
+
+
+#: What a :func:`poll` counts as "not yet" rather than a failure: the server was
+#: unreachable this time (``OSError`` covers a socket's refused, reset, EOF and
+#: timeout, ``ConnectionError`` included; ``ServerUnreachable`` is ``redis-cli``'s).
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (OSError, subprocess.TimeoutExpired, ServerUnreachable)
 
 
 # --------------------------------------------------------------------------- binaries
@@ -300,6 +320,60 @@ def _tail(path: Path, lines: int = _LOG_TAIL_LINES) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
+_T = TypeVar("_T")
+
+
+def poll(
+    what: str,
+    probe: Callable[[], _T],
+    timeout: float,
+    *,
+    procs: Sequence[_Process] = (),
+    log_path: Path | None = None,
+    error: type[ServerError] = ServerError,
+    transient: tuple[type[BaseException], ...] = TRANSIENT_ERRORS,
+    interval: float = 0.5,
+) -> _T:
+    """Call ``probe`` until it returns something true; returns that.
+
+    A false result, :class:`NotYet` or a ``transient`` error (a server that did
+    not answer this time: reset, refused, closed, timed out) means "not yet":
+    the probe is called again, 20 ms later at first, backing off to
+    ``interval``. Any other exception propagates. After ``timeout`` seconds,
+    or as soon as one of ``procs`` exits, raises ``error`` saying what was
+    waited for ("waited 15 s for {what}"), the last :class:`NotYet` and the
+    last transient error seen, and ``log_path``'s tail.
+    """
+    deadline = time.monotonic() + timeout
+    delay = 0.02
+    seen = failure = ""
+    while True:
+        for proc in procs:
+            if not proc.running():
+                raise error(
+                    f"{proc.name} exited with status {proc.popen.returncode} while waiting for {what}; "
+                    f"log {proc.log_path}:\n{_tail(proc.log_path)}",
+                    proc.log_path,
+                )
+        try:
+            result = probe()
+            if result:
+                return result
+        except NotYet as exc:
+            seen = str(exc)
+        except transient as exc:
+            failure = f"{type(exc).__name__}: {exc}"
+        if time.monotonic() > deadline:
+            message = f"waited {timeout:g} s for {what}"
+            message += f"; last seen: {seen}" if seen else ""
+            message += f"; last error: {failure or 'none'}"
+            if log_path is not None:
+                message += f"; log {log_path}:\n{_tail(log_path)}"
+            raise error(message, log_path)
+        time.sleep(delay)
+        delay = min(delay * 1.5, interval)
+
+
 def _wait_until(
     what: str,
     ready: Callable[[], bool],
@@ -307,27 +381,17 @@ def _wait_until(
     procs: Sequence[_Process],
     log_path: Path,
 ) -> None:
-    """Poll ``ready`` until it returns True; raise ServerStartError on exit or timeout."""
-    deadline = time.monotonic() + timeout
-    delay = 0.02
-    while True:
-        for proc in procs:
-            if not proc.running():
-                raise ServerStartError(
-                    f"{what} exited with status {proc.popen.returncode} before it was ready; "
-                    f"log {proc.log_path}:\n{_tail(proc.log_path)}",
-                    proc.log_path,
-                )
-        with contextlib.suppress(OSError, ssl.SSLError, ValueError):
-            if ready():
-                return
-        if time.monotonic() > deadline:
-            raise ServerStartError(
-                f"{what} not ready after {timeout:.0f} s; log {log_path}:\n{_tail(log_path)}",
-                log_path,
-            )
-        time.sleep(delay)
-        delay = min(delay * 1.5, 0.5)
+    """:func:`poll` for a server's start: raises ServerStartError on an exit or the deadline
+    (``ValueError``, a half-written health answer, counts as not yet too)."""
+    poll(
+        f"{what} to be ready",
+        ready,
+        timeout,
+        procs=procs,
+        log_path=log_path,
+        error=ServerStartError,
+        transient=(*TRANSIENT_ERRORS, ValueError),
+    )
 
 
 # --------------------------------------------------------------------------- base class
@@ -462,6 +526,24 @@ class RedisACLUser:
         keys = " ".join(f"~{p}" for p in self.key_patterns)
         chans = " ".join(f"&{p}" for p in self.channel_patterns)
         return f"{self.name} on >{self.password} resetkeys {keys} resetchannels {chans} {self.commands}"
+
+
+#: redis-cli's words (on stderr, exit status 1) for a server that did not answer.
+_CLI_UNREACHABLE = re.compile(
+    r"^(Could not connect to Redis at |Error: (Connection reset by peer|Server closed the connection"
+    r"|Broken pipe|Connection refused|Connection timed out))",
+    re.MULTILINE,
+)
+
+#: How long one probe of a :func:`poll` waits for a server's answer (a paused one never answers).
+_PROBE_TIMEOUT = 5.0
+
+
+def _info_fields(info: str, line: str) -> str:
+    """The ``INFO`` field(s) named as ``line``'s is (``role:slave`` -> ``role:master``), else all of it."""
+    name = line.partition(":")[0] + ":"
+    fields = [field for field in info.splitlines() if field.startswith(name)]
+    return ", ".join(fields) if fields else repr(info.strip())
 
 
 class RedisServer(_Server):
@@ -599,11 +681,15 @@ class RedisServer(_Server):
                 kwargs["ssl_keyfile"] = str(self.client_cert.key)
         return kwargs
 
-    def cli(self, *args: str, user: str | None = None, password: str | None = None) -> str:
+    def cli(
+        self, *args: str, user: str | None = None, password: str | None = None, timeout: float = 30.0
+    ) -> str:
         """Run ``redis-cli`` against the server; returns its output (raises on failure).
 
         Handy for admin steps at run time, e.g.
         ``server.cli("ACL", "SETUSER", *RedisACLUser(...).acl_rule().split())``.
+        A server that did not answer (refused, reset or closed the connection,
+        or nothing within ``timeout`` seconds: paused) raises :class:`ServerUnreachable`.
         """
         argv = [str(find_binary("redis-cli")), "-h", self.host, "-p", str(self.port)]
         if self.tls:
@@ -617,10 +703,35 @@ class RedisServer(_Server):
         if password is not None:
             # REDISCLI_AUTH keeps the password off the command line (and the warning off stderr).
             env["REDISCLI_AUTH"] = password
-        done = subprocess.run([*argv, *args], capture_output=True, text=True, env=env, timeout=30)
+        command = f"redis-cli {' '.join(args)} on port {self.port}"
+        try:
+            done = subprocess.run([*argv, *args], capture_output=True, text=True, env=env, timeout=timeout)
+        except subprocess.TimeoutExpired as exc:
+            raise ServerUnreachable(f"{command}: no answer within {timeout:g} s", self.log_path) from exc
+        if done.returncode != 0 and _CLI_UNREACHABLE.search(done.stderr):
+            raise ServerUnreachable(f"{command}: {done.stderr.strip()}", self.log_path)
         if done.returncode != 0 or done.stdout.startswith(("ERR", "NOPERM", "WRONGPASS")):
             raise ServerError(f"redis-cli {' '.join(args)} failed: {done.stdout}{done.stderr}")
         return done.stdout
+
+    def check_info(self, line: str, section: str = "replication") -> str:
+        """``INFO section`` if it has ``line`` (say ``role:master``), else :class:`NotYet`: a
+        :func:`poll` probe (:class:`ServerUnreachable` without an answer in 5 s)."""
+        text = self.cli("INFO", section, timeout=_PROBE_TIMEOUT)
+        if line not in text.splitlines():
+            raise NotYet(f"port {self.port} reports {_info_fields(text, line)}")
+        return text
+
+    def wait_for_info(self, line: str, section: str = "replication", timeout: float = 30.0) -> str:
+        """Poll ``INFO section`` until it has ``line`` (say ``role:slave`` or
+        ``master_link_status:up``); returns that INFO. A server that does not answer
+        meanwhile (paused, resetting its clients) is asked again (:func:`poll`)."""
+        return poll(
+            f"{line} in port {self.port}'s INFO {section}",
+            lambda: self.check_info(line, section),
+            timeout,
+            log_path=self.log_path,
+        )
 
 
 # --------------------------------------------------------------------------- etcd
