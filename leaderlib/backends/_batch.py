@@ -9,9 +9,10 @@ transaction of transactions) answers them all for little more than one.
 
 :class:`Batcher` keeps one batch in flight per backend object: while it is
 out, new requests queue, and the next batch takes them all (up to
-``limit``). An idle backend sends a lone request at once, so batching
-costs a single election one hop through the event loop; a busy one sends
-bigger batches, which is what keeps it from falling behind.
+``limit``). An idle backend sends a lone request at once, in its caller's
+task (:meth:`Batcher.call`): no task, no hop through the event loop, so a
+single election's request costs what the driver's call costs; a busy one
+sends bigger batches, which is what keeps it from falling behind.
 """
 
 from __future__ import annotations
@@ -51,6 +52,35 @@ class Batcher(Generic[Request, Result]):
         self._limit = limit
         self._queue: list[_Queued[Request, Result]] = []
         self._sender: asyncio.Task[None] | None = None
+        self._inline = False  # a lone request is out in its caller's task (call())
+
+    async def call(self, request: Request) -> Result:
+        """``request``'s result (or raise the error it got): sent at once, in the calling
+        task, if no batch is out or queued; otherwise in the next batch (:meth:`submit`).
+
+        Requests queued while the lone one is out go in a batch once it is
+        answered. A caller cancelled while its lone request is out cancels
+        the driver's call (as a direct call would be); a cancellation the
+        driver lost (redis-py under Python 3.11's ``wait_for``) is raised
+        here once the call returns.
+        """
+        if self._sender is not None or self._inline or self._queue:
+            return await self.submit(request)
+        task = asyncio.current_task()
+        cancelling = task.cancelling() if task is not None else 0
+        self._inline = True
+        try:
+            outcomes = await self._send([request])
+        finally:
+            self._inline = False
+            if self._queue and self._sender is None:
+                self._sender = asyncio.get_running_loop().create_task(self._drain(), name="leaderlib-batch")
+        if task is not None and task.cancelling() > cancelling:
+            raise asyncio.CancelledError()
+        outcome = outcomes[0]
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
 
     def submit(self, request: Request) -> asyncio.Future[Result]:
         """Queue ``request`` for the next batch; its future result (or the error it got).
@@ -61,7 +91,7 @@ class Batcher(Generic[Request, Result]):
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Result] = loop.create_future()
         self._queue.append(_Queued(request, future))
-        if self._sender is None:
+        if self._sender is None and not self._inline:
             self._sender = loop.create_task(self._drain(), name="leaderlib-batch")
         return future
 

@@ -82,3 +82,32 @@ async def test_a_call_that_fails_in_a_pipeline_fails_alone(own_redis: RedisServe
         assert not any(isinstance(o, BaseException) for i, o in enumerate(outcomes) if i != 3)
     finally:
         await backend.aclose()
+
+
+async def test_a_lone_call_is_one_evalsha_in_the_callers_task(
+    own_redis: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One election alone: its acquisition is a plain EVALSHA made by the calling task, with
+    no pipeline (redis-py's costs a shielded task to give its connection back) and no batch task."""
+    backend = RedisBackend.from_url(own_redis.url)
+    client = backend._client
+    callers: list[asyncio.Task[object] | None] = []
+    evalsha = client.evalsha
+
+    def spied(*args: object) -> object:
+        callers.append(asyncio.current_task())
+        return evalsha(*args)  # type: ignore[arg-type]
+
+    def no_pipeline(*args: object, **kwargs: object) -> object:
+        raise AssertionError("a lone call opened a pipeline")
+
+    try:
+        await backend.lease("warm-up").try_acquire("replica-a", LEASE, None)  # loads the script
+        monkeypatch.setattr(client, "evalsha", spied)
+        monkeypatch.setattr(client, "pipeline", no_pipeline)
+        acquired = await backend.lease(f"lone-{uuid.uuid4().hex[:10]}").try_acquire("replica-a", LEASE, None)
+        assert acquired.acquired
+        assert callers == [asyncio.current_task()]
+    finally:
+        monkeypatch.undo()
+        await backend.aclose()

@@ -4,6 +4,7 @@ cancellations stay with their own request."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Sequence
 
 import pytest
@@ -87,3 +88,69 @@ async def test_aclose_fails_what_is_queued_or_in_flight() -> None:
     for call in (in_flight, queued):
         with pytest.raises(ConnectionError, match="closed"):
             await call
+
+
+async def test_a_lone_call_goes_out_at_once_in_the_callers_task() -> None:
+    """Nothing out or queued: call() sends in the calling task (no batch task, no hop)."""
+    senders: list[asyncio.Task[object] | None] = []
+
+    async def send(requests: Sequence[int]) -> list[int | Exception]:
+        senders.append(asyncio.current_task())
+        return [r * 10 for r in requests]
+
+    batcher: Batcher[int, int] = Batcher(send, limit=10)
+    assert await batcher.call(2) == 20
+    assert senders == [asyncio.current_task()]
+    with pytest.raises(ValueError, match="odd 3"):
+        await Batcher(Store().send, limit=10).call(3)
+
+
+async def test_calls_made_while_a_lone_call_is_out_go_together_after_it() -> None:
+    store = Store()
+    batcher: Batcher[int, int] = Batcher(store.send, limit=10)
+    store.gate.clear()
+    lone = asyncio.create_task(batcher.call(0))
+    await asyncio.sleep(0)  # out, in its own task
+    rest = [asyncio.create_task(batcher.call(n)) for n in (2, 4, 6)]
+    await asyncio.sleep(0)
+    assert store.batches == [[0]]
+    store.gate.set()
+    assert await lone == 0
+    assert await asyncio.gather(*rest) == [20, 40, 60]
+    assert store.batches == [[0], [2, 4, 6]]
+
+
+async def test_a_lone_caller_cancelled_leaves_the_queue_to_go_out() -> None:
+    store = Store()
+    batcher: Batcher[int, int] = Batcher(store.send, limit=10)
+    store.gate.clear()
+    lone = asyncio.create_task(batcher.call(0))
+    await asyncio.sleep(0)
+    queued = asyncio.create_task(batcher.call(2))
+    await asyncio.sleep(0)
+    lone.cancel()  # its deadline passed: the driver's call is cancelled with it
+    with pytest.raises(asyncio.CancelledError):
+        await lone
+    store.gate.set()
+    assert await queued == 20
+    assert store.batches == [[0], [2]]
+
+
+async def test_a_cancellation_the_driver_lost_is_raised_by_a_lone_call() -> None:
+    """redis-py under Python 3.11's wait_for may finish a call it was asked to cancel."""
+    release = asyncio.Event()
+
+    async def deaf(requests: Sequence[int]) -> list[int | Exception]:
+        while not release.is_set():
+            with contextlib.suppress(asyncio.CancelledError):
+                await release.wait()
+        return list(requests)
+
+    batcher: Batcher[int, int] = Batcher(deaf, limit=10)
+    lone = asyncio.create_task(batcher.call(1))
+    await asyncio.sleep(0)
+    lone.cancel()
+    await asyncio.sleep(0)
+    release.set()
+    with pytest.raises(asyncio.CancelledError):
+        await lone

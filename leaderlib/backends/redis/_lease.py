@@ -159,10 +159,10 @@ class RedisLease:
         (:mod:`._pipeline`): one round trip for all of them.
         """
         try:
-            return await self._backend._scripts.submit(Call(script, keys, args, confirm))
+            return await self._backend._scripts.call(Call(script, keys, args, confirm))
         except Exception:
-            # Translated only when it failed: the call ran in the batch's task, so no
-            # cancellation of this one can have been lost inside redis-py.
+            # Translated only when it failed: a cancellation redis-py lost in a lone
+            # call (made in this task) is raised by Batcher.call itself.
             with self._translated():
                 raise
 

@@ -67,10 +67,20 @@ async def run_scripts(client: aioredis.Redis, wait: Wait, calls: Sequence[Call])
 async def _pipelined(client: aioredis.Redis, wait: Wait, calls: Sequence[Call]) -> list[Outcome]:
     """One pipeline of EVALSHAs; with ``wait_replicas``, one ``WAIT`` after them all.
 
+    A lone call with nothing to confirm is a plain EVALSHA: the same bytes on
+    the wire, without redis-py's pipeline (which hands its connection back
+    through a shielded task: a hop through the event loop per call).
+
     ``WAIT`` counts the replicas that have every write made on ITS
     connection so far, so one at the end confirms each call of the pipeline.
     """
     confirming = wait.replicas > 0 and any(call.confirm for call in calls)
+    if len(calls) == 1 and not confirming:
+        call = calls[0]
+        try:
+            return [(await client.evalsha(call.script.sha, len(call.keys), *call.keys, *call.args), 0)]
+        except rexc.ResponseError as exc:
+            return [exc]
     async with client.pipeline(transaction=False) as pipe:
         for call in calls:
             pipe.evalsha(call.script.sha, len(call.keys), *call.keys, *call.args)
