@@ -87,3 +87,25 @@ async def test_two_writes_of_one_key_due_together_both_go_through(make: Callable
     assert record is not None
     first, second = await asyncio.gather(lease.renew(record), lease.renew(record))
     assert first.version != second.version
+
+
+async def test_a_lone_transaction_goes_out_in_the_batchs_own_task(
+    make: Callable[..., EtcdBackend], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One transaction alone is sent by the batch's task itself: no task per group to gather
+    (a hop through the event loop each way)."""
+    backend = make()
+    lease = backend.lease(name())
+    await lease.try_acquire("replica-a", 10.0, None)  # the session exists: the next try is one Txn
+    senders: list[str] = []
+    txn = backend.channel.txn
+
+    async def spied(*args: object) -> object:
+        task = asyncio.current_task()
+        senders.append(task.get_name() if task is not None else "")
+        return await txn(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(backend.channel, "txn", spied)
+    acquired = await backend.lease(name()).try_acquire("replica-a", 10.0, None)
+    assert acquired.acquired
+    assert senders == ["leaderlib-batch"]

@@ -66,9 +66,12 @@ class Transactions:
         return self._batcher.submit(_Txn(request, timeout))
 
     async def _send(self, txns: Sequence[_Txn]) -> list[Any]:
+        groups = _groups(txns)
+        if len(groups) == 1:
+            return await self._send_group(groups[0])  # no task to gather: one hop less
         # The groups go out together: one after another, each would wait its
         # turn through a busy event loop as well as its round trip.
-        answered = await asyncio.gather(*(self._send_group(group) for group in _groups(txns)))
+        answered = await asyncio.gather(*(self._send_group(group) for group in groups))
         return [outcome for outcomes in answered for outcome in outcomes]
 
     async def _send_group(self, group: list[_Txn]) -> list[Any]:
