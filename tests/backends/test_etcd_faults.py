@@ -22,7 +22,7 @@ import pytest
 from leaderlib import BackendUnavailable, LeaderElector, Leadership, LeaseLost
 from leaderlib.backends.etcd import EtcdBackend
 from leaderlib.testing.pytest_plugin import started
-from leaderlib.testing.servers import EtcdServer
+from leaderlib.testing.servers import EtcdCluster, EtcdServer
 from leaderlib.testing.toxiproxy import Proxy, Toxiproxy
 from tests.electing import LEASE, config, running, until
 
@@ -54,7 +54,7 @@ class Ledger:
     def __init__(self) -> None:
         self.terms: list[Term] = []
 
-    def elector(self, index: int, election: str, backend: EtcdBackend) -> LeaderElector:
+    def elector(self, index: int, election: str, backend: EtcdBackend, **settings: float) -> LeaderElector:
         async def work(leadership: Leadership) -> None:
             term = Term(index, leadership.fencing_token, elector.clock.monotonic())
             self.terms.append(term)
@@ -64,7 +64,10 @@ class Ledger:
                 term.end = elector.clock.monotonic()
 
         elector = LeaderElector(
-            election, backend, config(f"replica-{index}", **SETTINGS), on_started_leading=work
+            election,
+            backend,
+            config(f"replica-{index}", **(settings or SETTINGS)),
+            on_started_leading=work,
         )
         return elector
 
@@ -89,6 +92,50 @@ def delay_both_ways(proxy: Proxy) -> tuple[str, ...]:
         proxy.latency(1100, stream="upstream", name="delay_up"),
         proxy.latency(1100, stream="downstream", name="delay_down"),
     )
+
+
+async def test_a_leader_cut_off_one_way_from_every_member_resigns_where_it_is_heard(
+    etcd_cluster: EtcdCluster, toxiproxy: Toxiproxy
+) -> None:
+    """Issue 13 (the 300-fault campaign, faults #190, #197, #232, #268): with several members,
+    the leader's channel leaves a member that does not answer for the next one, whose
+    connection a one-way cut never lets finish its handshake (etcd's SETTINGS frame is
+    held). The resignation the leader sends when it steps down then never reached etcd,
+    and its key lived until its lease expired (up to renew deadline + TTL + etcd's 0.5 s
+    sweep after the cut: 3.01-3.18 s, over lease + 1 s). The member left behind still
+    receives what is sent to it, so the resignation goes there too: the key is deleted
+    while its lease still lives, and another replica leads at once."""
+    election = name()
+    settings = {**SETTINGS, "renew_deadline": 1.0, "renew_interval": 0.25, "retry_period": 0.25}
+    slots = [
+        [toxiproxy.create_proxy((m.host, m.client_port)) for m in etcd_cluster.members] for _ in range(3)
+    ]
+    backends = [EtcdBackend.from_url("etcd://" + ",".join(p.listen for p in slot)) for slot in slots]
+    ledger = Ledger()
+    electors = [ledger.elector(i, election, backend, **settings) for i, backend in enumerate(backends)]
+    try:
+        async with contextlib.AsyncExitStack() as stack:
+            for elector in electors:
+                await stack.enter_async_context(running(elector))
+            await until(lambda: any(e.is_leader for e in electors), 10, "a first leader")
+            await asyncio.sleep(1.0)  # every follower queued and watching
+            victim = next(i for i, e in enumerate(electors) if e.is_leader)
+            (lease_id,) = backends[victim].sessions.by_lease
+            others = [e for i, e in enumerate(electors) if i != victim]
+            with contextlib.ExitStack() as faults:
+                for proxy in slots[victim]:
+                    faults.enter_context(proxy.fault(*proxy.one_way_cut()))
+                took = await until(lambda: any(e.is_leader for e in others), FAULT, "another replica leads")
+                ttl = etcd_cluster.members[0].etcdctl("lease", "timetolive", f"{lease_id:x}")
+                print(f"another replica led {took:.3f}s after the cut; the old session lease: {ttl.strip()}")
+                assert "expired" not in ttl, (
+                    f"the cut-off leader's key went only with its lease ({took:.2f}s after the cut): "
+                    "its resignation never reached etcd"
+                )
+    finally:
+        for backend in backends:
+            await backend.aclose()
+    ledger.check()
 
 
 @pytest.mark.parametrize("fault", [cut_one_way, delay_both_ways])

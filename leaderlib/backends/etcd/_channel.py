@@ -56,9 +56,11 @@ class Channel:
         self._index = 0
         self._client: Client | None = None
         self.closed = False
-        # Channels given up on while other calls may still run on them; closed
-        # with a grace period so those calls end by themselves (see drop_client).
-        self._retiring: set[asyncio.Task[None]] = set()
+        # Connections given up on, each with the task that closes it: open for
+        # ``timeout`` seconds more, then closed with that much grace, so calls
+        # still running on them end by themselves (see drop_client).
+        self._retired: dict[Client, asyncio.Task[None]] = {}
+        self._told_tasks: set[asyncio.Task[None]] = set()  # tell_retired's requests still out
 
     @property
     def several(self) -> bool:
@@ -165,9 +167,38 @@ class Channel:
         # Not closed at once: grpc.aio would cancel the other calls running on
         # it (a renewal's keepalive, a watch), and a cancelled call looks to
         # the elector like being stopped. They fail or finish by themselves.
-        task = asyncio.create_task(client.close(grace=self.timeout))
-        self._retiring.add(task)
-        task.add_done_callback(self._retiring.discard)
+        # Until it closes, a resignation is sent there too (see tell_retired).
+        task = asyncio.create_task(self._retire(client))
+        self._retired[client] = task
+        task.add_done_callback(lambda _: self._retired.pop(client, None))
+
+    async def _retire(self, client: Client) -> None:
+        await asyncio.sleep(self.timeout)
+        await client.close(grace=self.timeout)
+
+    def tell_retired(self, op: Callable[[Client], Awaitable[object]]) -> None:
+        """Best effort: run ``op`` on each connection retired in the last ``timeout`` seconds
+        too, without waiting for it; its answer and errors are ignored.
+
+        For what must take effect even if the current member never hears it
+        (a resignation): the member this backend left for not answering may
+        still receive (a one-way partition loses the answers, not the
+        requests), while the next member's connection may never finish its
+        handshake through the same fault (its SETTINGS frame is held).
+        """
+        for client in list(self._retired):
+            task = asyncio.create_task(self._told(client, op))
+            self._told_tasks.add(task)
+            task.add_done_callback(self._told_tasks.discard)
+
+    async def _told(self, client: Client, op: Callable[[Client], Awaitable[object]]) -> None:
+        try:
+            await op(client)
+        except (grpc.aio.AioRpcError, grpc.aio.UsageError, asyncio.CancelledError) as exc:
+            logger.debug(
+                "a request to a retired etcd member failed",
+                extra={"endpoint": client.endpoint, "error": repr(exc)},
+            )
 
     async def range(self, election: str | None, request: Any) -> Any:
         return await self.call(
@@ -190,12 +221,15 @@ class Channel:
         return min(self.timeout, max(0.5, lease_duration / 4))
 
     async def revoke(self, election: str | None, lease_id: int) -> None:
-        await self.call(
-            election,
-            lambda c: c.leasestub.LeaseRevoke(
+        """Revoke ``lease_id`` on the current member (and tell the retired ones: :meth:`tell_retired`)."""
+
+        def revoking(c: Client) -> Awaitable[Any]:
+            return c.leasestub.LeaseRevoke(  # type: ignore[no-any-return]
                 rpc.LeaseRevokeRequest(ID=lease_id), timeout=c._timeout, metadata=c.metadata
-            ),
-        )
+            )
+
+        self.tell_retired(revoking)
+        await self.call(election, revoking)
 
     async def aclose(self) -> None:
         """Close the connection and the channels still retiring."""
@@ -203,6 +237,10 @@ class Channel:
         client, self._client = self._client, None
         if client is not None:
             await client.close()
-        for task in list(self._retiring):
+        tasks = [*self._retired.values(), *self._told_tasks]
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._retiring, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for retired in list(self._retired):
+            await retired.close()
+        self._retired.clear()

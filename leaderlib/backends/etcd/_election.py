@@ -323,7 +323,9 @@ class EtcdLease:
 
     async def _resign(self, session: Session, candidacy: Candidacy) -> None:
         """Go's ``Resign``: delete our key if it is still the one we created; forget the candidacy."""
-        await self.backend.txns.submit(resign_txn(candidacy.key, candidacy.create_revision))
+        await self.backend.txns.submit(
+            resign_txn(candidacy.key, candidacy.create_revision), tell_retired=True
+        )
         self.drop_candidacy(session, candidacy)
 
     async def record_run(self, run: JobRun) -> None:

@@ -57,12 +57,20 @@ class Transactions:
         self._channel = channel
         self._batcher: Batcher[_Txn, Any] = Batcher(self._send, limit=_BATCH_LIMIT)
 
-    def submit(self, request: Any, timeout: float | None = None) -> asyncio.Future[Any]:
+    def submit(
+        self, request: Any, timeout: float | None = None, *, tell_retired: bool = False
+    ) -> asyncio.Future[Any]:
         """Queue ``request`` (an ``rpc.TxnRequest``) for the next batch; its future ``TxnResponse``.
 
         Queued at once, so the caller may await something else meanwhile (a
         renewal's keepalive); cancelling the future drops it if not yet sent.
+        With ``tell_retired`` (a resignation) it is also sent, at once and
+        unbatched, on the connections given up on lately (:meth:`Channel.tell_retired`).
         """
+        if tell_retired:
+            self._channel.tell_retired(
+                lambda c: c.kvstub.Txn(request, timeout=timeout or c._timeout, metadata=c.metadata)
+            )
         return self._batcher.submit(_Txn(request, timeout))
 
     async def _send(self, txns: Sequence[_Txn]) -> list[Any]:
