@@ -224,7 +224,11 @@ def _inject(
             # Killed, not released: a follower takes the lease when it expires on the master.
             ledger.forget(target.pid)
             target.kill()
-            token = _new_term(ledger, old_token, 15.0)
+            # Sentinel skips a replica whose link has been down for more than ten
+            # down-after periods (plus the master's downtime): wait at most half of that
+            # for the new term, so the cut-off replica stays promotable (a longer wait
+            # left no replica to fail over to, and the harness aborted).
+            token = _new_term(ledger, old_token, store.group.down_after_ms * 10 / 1000 / 2)
             return f"leader {target.name} (token {old_token}) killed, " + (
                 f"token {token} acquired" if token is not None else "no new term"
             )
