@@ -17,7 +17,7 @@ import signal
 import sys
 import time
 
-from leaderlib.testing.servers import _die_with_parent
+from leaderlib.testing.servers import die_with_parent
 
 from .peers import load_peer
 from .stores import Target
@@ -41,7 +41,7 @@ async def _main(peer_key: str, target: Target, election: str, identity: str) -> 
 
 
 def main(argv: list[str]) -> int:
-    _die_with_parent()
+    die_with_parent()
     peer_key, target_json, election, identity = argv
     asyncio.run(_main(peer_key, Target.parse(target_json), election, identity))
     return 0

@@ -37,7 +37,6 @@ import logging
 import os
 import signal
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -49,8 +48,8 @@ from typing import IO, Any, Self
 
 from leaderlib.testing.servers import (
     CLIENTGO_VERSION,
-    _die_with_parent,
     _tail,
+    dying_with_parent,
     find_binary,
     forget_at_exit,
     kill_at_exit,
@@ -177,17 +176,15 @@ class ClientGoElector:
         if self._popen is not None:
             raise RuntimeError(f"clientgo-elector {self.identity} was already started")
         argv = self.argv()
-        on_main = threading.current_thread() is threading.main_thread()
         with open(self.log_path, "ab") as err:
             self._popen = subprocess.Popen(
-                argv,
+                dying_with_parent(argv),
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=err,
                 # Own process group: signals from a terminal's Ctrl-C reach the
                 # test runner only, and kill() reaches the whole group.
                 start_new_session=True,
-                preexec_fn=_die_with_parent if on_main and sys.platform == "linux" else None,
             )
         kill_at_exit(self)
         assert self._popen.stdout is not None

@@ -244,17 +244,37 @@ def _kill_all_at_exit() -> None:
 atexit.register(_kill_all_at_exit)
 
 
-def _die_with_parent() -> None:
-    """In the child before exec: ask Linux to SIGKILL it when its parent thread exits.
+def die_with_parent() -> None:
+    """Ask Linux to SIGKILL this process when the thread that started it exits.
 
-    This covers what atexit cannot: the test runner being SIGKILLed. It is only
-    used when the server is started from the main thread, because the signal
-    follows the *thread* that forked, and a worker thread may end long before
-    the test session does.
+    For a child to call on itself (as ``leaderlib._bench.child`` does); a
+    server is started through :func:`dying_with_parent` instead.
     """
     pr_set_pdeathsig = 1
     with contextlib.suppress(Exception):
         ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+
+
+def dying_with_parent(argv: Sequence[str]) -> list[str]:
+    """``argv``, run so that Linux SIGKILLs it when the starting thread exits (where it can).
+
+    This covers what atexit cannot: the test runner being SIGKILLed. It is only
+    done from the main thread, because the signal follows the *thread* that
+    started the child, and a worker thread may end long before the test
+    session does. ``setpriv --pdeathsig`` (util-linux) sets it and execs
+    ``argv``; a ``preexec_fn`` cannot: it makes subprocess fork this
+    multithreaded process (not vfork), and grpcio's fork handlers crash such a
+    child before exec now and then (SIGSEGV, an empty log: etcd servers
+    "exited with status -11" after the etcd tests' clients had run).
+    """
+    setpriv = shutil.which("setpriv")
+    if (
+        sys.platform != "linux"
+        or setpriv is None
+        or threading.current_thread() is not threading.main_thread()
+    ):
+        return list(argv)
+    return [setpriv, "--pdeathsig", "KILL", "--", *argv]
 
 
 class _Process:
@@ -265,10 +285,9 @@ class _Process:
         self.argv = list(argv)
         self.log_path = log_path
         log.debug("starting %s: %s (log: %s)", name, " ".join(self.argv), log_path)
-        on_main = threading.current_thread() is threading.main_thread()
         with open(log_path, "ab") as out:
             self.popen = subprocess.Popen(
-                self.argv,
+                dying_with_parent(self.argv),
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -277,7 +296,6 @@ class _Process:
                 # child the server forks, and Ctrl-C in a terminal goes to the
                 # test runner (which then tears down) rather than the servers.
                 start_new_session=True,
-                preexec_fn=_die_with_parent if on_main and sys.platform == "linux" else None,
             )
         kill_at_exit(self)
 

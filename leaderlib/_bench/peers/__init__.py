@@ -90,13 +90,11 @@ class PythonCandidate(Candidate):
 
     def __init__(self, peer: str, target: Target, election: str, identity: str) -> None:
         self.identity = identity
-        from leaderlib.testing.servers import _die_with_parent
-
+        # The child asks to die with this process itself (leaderlib._bench.child).
         argv = [sys.executable, "-m", "leaderlib._bench.child", peer, target.to_json(), election, identity]
         self._popen = subprocess.Popen(
             argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
             start_new_session=True,
-            preexec_fn=_die_with_parent if threading.current_thread() is threading.main_thread() else None,
         )  # fmt: skip
         self._events: list[tuple[str, float]] = []
         self._lock = threading.Lock()
