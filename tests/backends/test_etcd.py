@@ -230,32 +230,42 @@ async def test_closing_a_follower_withdraws_its_candidacy(
     assert values == [b"leader"], "a closed follower must not stay queued as a leader nobody runs"
 
 
-async def test_only_the_next_candidate_is_woken(make: Callable[..., EtcdBackend]) -> None:
-    """No thundering herd: the third candidate's watch ignores the leader's renewals,
-    even when it started watching before it queued (as the elector does)."""
+async def test_candidates_further_back_hear_renewals_and_wait_on_their_predecessor(
+    make: Callable[..., EtcdBackend],
+) -> None:
+    """No thundering herd, no polling: the third candidate's watch waits on the second's
+    key, and hears the leader's renewals only as records of the leader's term (built from
+    the watch's events, asking etcd nothing), which wake no campaign; even when it started
+    watching before it queued (as the elector does)."""
     election = name()
     leader_backend = make()
     leader = (await leader_backend.lease(election).try_acquire("leader", 2.0, None)).record
     second, third = make(), make()
     await second.lease(election).try_acquire("second", 2.0, None)
-    counts = {"second": 0, "third": 0}
+    seen: dict[str, list[LeaseRecord | None]] = {"second": [], "third": []}
 
     async def follow(label: str, backend: EtcdBackend) -> None:
-        async for _ in backend.lease(election).watch():
-            counts[label] += 1
+        async for record in backend.lease(election).watch():
+            seen[label].append(record)
 
     tasks = [asyncio.create_task(follow("second", second)), asyncio.create_task(follow("third", third))]
     try:
         await asyncio.sleep(0.3)  # third watches the leader's key: it has no key yet
         await third.lease(election).try_acquire("third", 2.0, None)
-        await asyncio.sleep(0.3)  # now it waits on second's key
-        before = dict(counts)
+        await asyncio.sleep(0.3)  # now it waits on second's key, and hears the leader's renewals
+        before = {label: len(records) for label, records in seen.items()}
         assert leader is not None
         for _ in range(3):
             leader = await leader_backend.lease(leader.election).renew(leader)
             await asyncio.sleep(0.1)
-        assert counts["second"] - before["second"] >= 3, "the next in line follows the leader"
-        assert counts["third"] == before["third"], "the third candidate waits on the second only"
+        for label in ("second", "third"):
+            heard = seen[label][before[label] :]
+            assert len(heard) >= 3, f"the {label} candidate did not hear the leader's renewals: {heard}"
+            assert all(
+                r is not None and r.holder == "leader" and r.fencing_token == leader.fencing_token
+                for r in heard
+            ), f"the {label} candidate saw something else than the leader's renewals: {heard}"
+        assert [r.version for r in seen["third"][-1:] if r is not None] == [leader.version]
     finally:
         for task in tasks:
             task.cancel()

@@ -1,8 +1,9 @@
 """Watching one election: which keys a wait watches, and the leader's renewals seen there.
 
 A candidate waits on the key just before its own and on its own key (Go's
-``waitDeletes``); a backend that is not a candidate waits on the leader's
-key, or on the whole prefix while the election is empty (Go's ``Observe``).
+``waitDeletes``), and on the leader's key for its renewals; a backend that
+is not a candidate waits on the leader's key, or on the whole prefix while
+the election is empty (Go's ``Observe``).
 The waits run on the backend's shared Watch stream (``_watch``).
 """
 
@@ -48,6 +49,10 @@ async def observe(lease: EtcdLease) -> AsyncIterator[LeaseRecord | None]:
             targets = [(candidacy.key, None, revision)]
             if predecessor:
                 targets.append((bytes(predecessor[0].key), None, revision))
+            if leaders and (not predecessor or predecessor[0].key != leaders[0].key):
+                # Further back in the queue: the leader's renewals (its Proclaim puts)
+                # are watched too, so that its expiry moves on without asking etcd.
+                targets.append((bytes(leaders[0].key), None, revision))
         elif leaders:
             targets = [(bytes(leaders[0].key), None, revision)]
         else:
