@@ -529,6 +529,18 @@ async def test_dead_first_endpoint_is_skipped(
     assert backend.endpoint == etcd_server.endpoint
 
 
+async def test_closing_the_backend_closes_the_connections_it_left(etcd_server: EtcdServer) -> None:
+    """A member left for another keeps its connection open a while (resignations go there
+    too); closing the backend closes it as well, not only the current one."""
+    dead = f"127.0.0.1:{free_port()}"
+    backend = EtcdBackend.from_url(f"etcd://{dead},{etcd_server.endpoint}")
+    left = backend.channel.current_client()
+    await backend.lease(name()).get()
+    assert backend.endpoint == etcd_server.endpoint and left.channel is not None
+    await backend.aclose()
+    assert left.channel is None, "the connection to the member it left was not closed"
+
+
 async def test_no_member_reachable_is_unavailable(make: Callable[..., EtcdBackend]) -> None:
     backend = make(f"etcd://127.0.0.1:{free_port()},127.0.0.1:{free_port()}?timeout=2")
     started_at = time.monotonic()

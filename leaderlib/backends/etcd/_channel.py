@@ -60,6 +60,7 @@ class Channel:
         # ``timeout`` seconds more, then closed with that much grace, so calls
         # still running on them end by themselves (see drop_client).
         self._retired: dict[Client, asyncio.Task[None]] = {}
+        self._closing: set[Client] = set()  # retired connections closing now: no new calls
         self._told_tasks: set[asyncio.Task[None]] = set()  # tell_retired's requests still out
 
     @property
@@ -170,11 +171,16 @@ class Channel:
         # Until it closes, a resignation is sent there too (see tell_retired).
         task = asyncio.create_task(self._retire(client))
         self._retired[client] = task
-        task.add_done_callback(lambda _: self._retired.pop(client, None))
+        task.add_done_callback(lambda _: self._forget_retired(client))
 
     async def _retire(self, client: Client) -> None:
         await asyncio.sleep(self.timeout)
+        self._closing.add(client)  # closed to new calls from now on: tell_retired skips it
         await client.close(grace=self.timeout)
+
+    def _forget_retired(self, client: Client) -> None:
+        self._retired.pop(client, None)
+        self._closing.discard(client)
 
     def tell_retired(self, op: Callable[[Client], Awaitable[object]]) -> None:
         """Best effort: run ``op`` on each connection retired in the last ``timeout`` seconds
@@ -186,7 +192,7 @@ class Channel:
         requests), while the next member's connection may never finish its
         handshake through the same fault (its SETTINGS frame is held).
         """
-        for client in list(self._retired):
+        for client in [c for c in self._retired if c not in self._closing]:
             task = asyncio.create_task(self._told(client, op))
             self._told_tasks.add(task)
             task.add_done_callback(self._told_tasks.discard)
@@ -237,10 +243,10 @@ class Channel:
         client, self._client = self._client, None
         if client is not None:
             await client.close()
+        retired = list(self._retired)  # their tasks forget them when cancelled
         tasks = [*self._retired.values(), *self._told_tasks]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        for retired in list(self._retired):
-            await retired.close()
-        self._retired.clear()
+        for old in retired:
+            await old.close()
