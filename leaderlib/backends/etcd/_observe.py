@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from aetcd import rpc
 from aetcd.utils import prefix_range_end
 
+from ..._logging import get_logger
 from .. import LeaseRecord
 from ._keys import EXPIRY_SLACK, holder_of, kvs, range_first_created, range_predecessor
 from ._watch import Target
@@ -24,6 +25,8 @@ if TYPE_CHECKING:
     from ._session import Session
 
 __all__ = ["observe"]
+
+logger = get_logger("leaderlib.backends.etcd")
 
 
 async def observe(lease: EtcdLease) -> AsyncIterator[LeaseRecord | None]:
@@ -59,10 +62,30 @@ async def observe(lease: EtcdLease) -> AsyncIterator[LeaseRecord | None]:
             targets = [(prefix, prefix_range_end(prefix), revision)]
         leader = leaders[0] if leaders else None
         yield await lease.record(leader) if leader is not None else None
+        logger.debug(
+            "etcd watch waits",
+            extra={
+                "election": lease.election,
+                "keys": [key.decode(errors="backslashreplace") for key, _, _ in targets],
+                "from_revision": revision,
+            },
+        )
         async with backend.watcher.subscribe(lease.election, targets) as subscription:
             while True:
-                renewal = _renewal(lease, leader, await subscription.next(queued))
+                events = await subscription.next(queued)
+                renewal = _renewal(lease, leader, events)
                 if renewal is None:
+                    logger.debug(
+                        "etcd watch woke",
+                        extra={
+                            "election": lease.election,
+                            "events": [
+                                f"{rpc.Event.EventType.Name(e.type)} {bytes(e.kv.key).decode(errors='backslashreplace')}"
+                                for e in events
+                            ],
+                            "queued": queued.is_set(),
+                        },
+                    )
                     break  # anything but the leader's renewal: read the election afresh
                 yield renewal
 
