@@ -115,12 +115,15 @@ def _scale(plt: Any, rows: list[Row], path: Path) -> Path:
     fig, axes = plt.subplots(1, len(metrics), figsize=(4 * len(metrics), 3.8), squeeze=False)
     for ax, (key, label) in zip(axes[0], metrics, strict=False):
         for row in (r for r in rows if r.points):
-            ax.plot(
-                [p["elections"] for p in row.points],
-                [p[key] for p in row.points],
-                marker="o",
-                label=row.store,
+            # The line under Python's GC defaults; points under tuned thresholds on their own.
+            default = [p for p in row.points if not p.get("gc_tuned")]
+            (line,) = ax.plot(
+                [p["elections"] for p in default], [p[key] for p in default], marker="o", label=row.store
             )
+            for tuned in (p for p in row.points if p.get("gc_tuned")):
+                ax.plot([tuned["elections"]], [tuned[key]], marker="*", markersize=11,
+                        color=line.get_color(), linestyle="none",
+                        label=f"{row.store}, gc {tuned.get('gc', '')}")  # fmt: skip
         ax.set_xscale("log")
         ax.set_xlabel("elections in one process")
         ax.set_title(label)
