@@ -81,6 +81,16 @@ class Ledger:
             assert after.fencing_token > before.fencing_token, f"token not increasing: {before} {after}"
 
 
+async def started_with_a_leader(stack: contextlib.AsyncExitStack, electors: list[LeaderElector]) -> int:
+    """Run every elector (until ``stack`` closes); once one leads and every follower has
+    queued and watches, the leader's index."""
+    for elector in electors:
+        await stack.enter_async_context(running(elector))
+    await until(lambda: any(e.is_leader for e in electors), 10, "a first leader")
+    await asyncio.sleep(1.0)
+    return next(i for i, e in enumerate(electors) if e.is_leader)
+
+
 def cut_one_way(proxy: Proxy) -> tuple[str, ...]:
     """Requests reach etcd, its answers are held until the fault heals."""
     return proxy.one_way_cut()
@@ -115,11 +125,7 @@ async def test_a_leader_cut_off_one_way_from_every_member_resigns_where_it_is_he
     electors = [ledger.elector(i, election, backend, **settings) for i, backend in enumerate(backends)]
     try:
         async with contextlib.AsyncExitStack() as stack:
-            for elector in electors:
-                await stack.enter_async_context(running(elector))
-            await until(lambda: any(e.is_leader for e in electors), 10, "a first leader")
-            await asyncio.sleep(1.0)  # every follower queued and watching
-            victim = next(i for i, e in enumerate(electors) if e.is_leader)
+            victim = await started_with_a_leader(stack, electors)
             (lease_id,) = backends[victim].sessions.by_lease
             others = [e for i, e in enumerate(electors) if i != victim]
             with contextlib.ExitStack() as faults:
@@ -153,11 +159,7 @@ async def test_a_cut_off_leader_is_replaced_within_the_lease(
     electors = [ledger.elector(i, election, backend) for i, backend in enumerate(backends)]
     try:
         async with contextlib.AsyncExitStack() as stack:
-            for elector in electors:
-                await stack.enter_async_context(running(elector))
-            await until(lambda: any(e.is_leader for e in electors), 10, "a first leader")
-            await asyncio.sleep(1.0)  # every follower queued and watching
-            victim = next(i for i, e in enumerate(electors) if e.is_leader)
+            victim = await started_with_a_leader(stack, electors)
             leadership = electors[victim].leadership
             assert leadership is not None
             old_token = leadership.fencing_token
