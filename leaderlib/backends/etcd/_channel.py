@@ -200,7 +200,7 @@ class Channel:
     async def _told(self, client: Client, op: Callable[[Client], Awaitable[object]]) -> None:
         try:
             await op(client)
-        except (grpc.aio.AioRpcError, grpc.aio.UsageError, asyncio.CancelledError) as exc:
+        except (Exception, asyncio.CancelledError) as exc:  # best effort: nobody waits for it
             logger.debug(
                 "a request to a retired etcd member failed",
                 extra={"endpoint": client.endpoint, "error": repr(exc)},

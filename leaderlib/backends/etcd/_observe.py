@@ -9,6 +9,7 @@ The waits run on the backend's shared Watch stream (``_watch``).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
@@ -62,32 +63,39 @@ async def observe(lease: EtcdLease) -> AsyncIterator[LeaseRecord | None]:
             targets = [(prefix, prefix_range_end(prefix), revision)]
         leader = leaders[0] if leaders else None
         yield await lease.record(leader) if leader is not None else None
-        logger.debug(
-            "etcd watch waits",
-            extra={
-                "election": lease.election,
-                "keys": [key.decode(errors="backslashreplace") for key, _, _ in targets],
-                "from_revision": revision,
-            },
-        )
+        if logger.isEnabledFor(logging.DEBUG):  # thousands of elections wait at once
+            logger.debug(
+                "etcd watch waits",
+                extra={
+                    "election": lease.election,
+                    "keys": [key.decode(errors="backslashreplace") for key, _, _ in targets],
+                    "from_revision": revision,
+                },
+            )
         async with backend.watcher.subscribe(lease.election, targets) as subscription:
             while True:
                 events = await subscription.next(queued)
                 renewal = _renewal(lease, leader, events)
                 if renewal is None:
-                    logger.debug(
-                        "etcd watch woke",
-                        extra={
-                            "election": lease.election,
-                            "events": [
-                                f"{rpc.Event.EventType.Name(e.type)} {bytes(e.kv.key).decode(errors='backslashreplace')}"
-                                for e in events
-                            ],
-                            "queued": queued.is_set(),
-                        },
-                    )
+                    if logger.isEnabledFor(logging.DEBUG):
+                        logger.debug(
+                            "etcd watch woke",
+                            extra={
+                                "election": lease.election,
+                                "events": _described(events),
+                                "queued": queued.is_set(),
+                            },
+                        )
                     break  # anything but the leader's renewal: read the election afresh
                 yield renewal
+
+
+def _described(events: list[Any]) -> list[str]:
+    """``events`` for a log line: ``"PUT key"``, ``"DELETE key"``."""
+    return [
+        f"{rpc.Event.EventType.Name(e.type)} {bytes(e.kv.key).decode(errors='backslashreplace')}"
+        for e in events
+    ]
 
 
 def _watch_candidacy(lease: EtcdLease) -> tuple[Session, Candidacy] | None:
